@@ -1,0 +1,1 @@
+"""kb-ingest domain: everything that does not need Flask or Celery."""

@@ -1,0 +1,134 @@
+"""Chroma: the HTTP client when ``CHROMA_HOST`` is set, else the embedded persistent client.
+
+The embedded ``PersistentClient`` is not safe for several processes writing one directory
+(Chroma's documented system constraints), so the worker pins itself to one process when
+it is used (see ``workers/app.py``); multi-process deployments run ``chroma run`` and set
+``CHROMA_HOST``. Embeddings are always computed by kb-ingest, never by Chroma.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import chromadb
+from chromadb.config import Settings as ChromaSettings
+
+from ingest.errors import STORAGE_ERROR, StorageError, TransientError
+from ingest.settings import Settings
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One chunk found by a query."""
+
+    id: str
+    document_id: str
+    text: str
+    distance: float
+    metadata: dict[str, Any]
+
+
+def _classify(exc: Exception, action: str) -> Exception:
+    name = type(exc).__name__
+    if isinstance(exc, ConnectionError | TimeoutError | OSError) or "Connect" in name or (
+        "Timeout" in name
+    ):
+        return TransientError(f"Chroma unreachable during {action}: {name}", category=STORAGE_ERROR)
+    return StorageError(f"Chroma refused {action}: {name}: {exc}")
+
+
+def make_client(settings: Settings) -> Any:
+    """The Chroma client the settings ask for (telemetry off: this machine has no network)."""
+    chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    if settings.chroma_host:
+        return chromadb.HttpClient(
+            host=settings.chroma_host, port=settings.chroma_port, settings=chroma_settings
+        )
+    return chromadb.PersistentClient(path=settings.chroma_path, settings=chroma_settings)
+
+
+class VectorStore:
+    """One Chroma collection holding every chunk, keyed ``{documentId}:{n}``."""
+
+    def __init__(self, settings: Settings, client: Any | None = None) -> None:
+        self.client = client if client is not None else make_client(settings)
+        self.collection = self.client.get_or_create_collection(
+            name=settings.chroma_collection,
+            metadata={"hnsw:space": "cosine"},
+            embedding_function=None,
+        )
+
+    def chunk_ids(self, document_id: str) -> list[str]:
+        """Ids of the document's stored chunks."""
+        try:
+            return list(self.collection.get(where={"document_id": document_id}, include=[])["ids"])
+        except Exception as exc:
+            raise _classify(exc, "get") from exc
+
+    def replace_document(
+        self,
+        document_id: str,
+        embeddings: list[list[float]],
+        texts: list[str],
+        metadatas: list[dict[str, Any]],
+    ) -> int:
+        """Upsert the document's new chunks, then delete its older ones that are left over.
+
+        Upsert-then-delete leaves no moment in which the document has no chunks at all.
+        """
+        ids = [f"{document_id}:{n}" for n in range(len(texts))]
+        try:
+            old = set(self.chunk_ids(document_id))
+            if ids:
+                self.collection.upsert(
+                    ids=ids, embeddings=embeddings, documents=texts, metadatas=metadatas
+                )
+            leftover = sorted(old - set(ids))
+            if leftover:
+                self.collection.delete(ids=leftover)
+        except (TransientError, StorageError):
+            raise
+        except Exception as exc:
+            raise _classify(exc, "upsert") from exc
+        return len(ids)
+
+    def delete_document(self, document_id: str) -> int:
+        """Delete every chunk of the document; returns how many there were (0 = already gone)."""
+        ids = self.chunk_ids(document_id)
+        if ids:
+            try:
+                self.collection.delete(ids=ids)
+            except Exception as exc:
+                raise _classify(exc, "delete") from exc
+        return len(ids)
+
+    def query(
+        self, embedding: list[float], n_results: int = 3, where: dict[str, Any] | None = None
+    ) -> list[Hit]:
+        """The stored chunks nearest to ``embedding``."""
+        try:
+            result = self.collection.query(
+                query_embeddings=[embedding],
+                n_results=n_results,
+                where=where,
+                include=["documents", "metadatas", "distances"],
+            )
+        except Exception as exc:
+            raise _classify(exc, "query") from exc
+        return [
+            Hit(
+                id=chunk_id,
+                document_id=str(meta.get("document_id")),
+                text=doc,
+                distance=float(dist),
+                metadata=dict(meta),
+            )
+            for chunk_id, doc, meta, dist in zip(
+                result["ids"][0],
+                result["documents"][0],
+                result["metadatas"][0],
+                result["distances"][0],
+                strict=True,
+            )
+        ]

@@ -1,0 +1,189 @@
+"""Webhook payloads (Strapi 5), the dedupe key, and the outbox writes of ``file_events``.
+
+A received file event is stored before anything is published: the row is the outbox. The
+dedupe key ``{kind}:{documentId}:{updatedAt}`` (DESIGN §7) makes a duplicate delivery, the
+draft-then-publish pair of a draft & publish CMS and a reconciled CMS entry meet on the
+same row, so each version of a document is processed once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from sqlalchemy import select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from ingest.models import FileEvent
+
+FILE_MODEL = "file"
+PREFERENCE_MODEL = "user-notification-preference"
+UPSERT_EVENTS = frozenset({"entry.create", "entry.update", "entry.publish"})
+DELETE_EVENTS = frozenset({"entry.delete", "entry.unpublish"})
+
+Kind = Literal["upsert", "delete"]
+
+
+def _relation_id(value: Any) -> Any:
+    """Accept a relation given as ``{"id": 42}`` as well as a plain ``42``."""
+    if isinstance(value, dict) and "id" in value:
+        return value["id"]
+    return value
+
+
+class WebhookEnvelope(BaseModel):
+    """The outer shape of every Strapi webhook: ``{event, createdAt, model, uid, entry}``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    event: str = Field(min_length=1, max_length=100)
+    createdAt: datetime | None = None  # noqa: N815 - Strapi's field name
+    model: str | None = Field(default=None, max_length=100)
+    uid: str | None = Field(default=None, max_length=200)
+    entry: dict[str, Any] | None = None
+
+
+class FileEntry(BaseModel):
+    """A ``file`` entry as Strapi sends it (``size_bytes`` arrives as a string)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    documentId: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_-]+$")  # noqa: N815
+    updatedAt: datetime  # noqa: N815
+    name: str | None = Field(default=None, min_length=1, max_length=1024)
+    storage_key: str | None = Field(default=None, min_length=1, max_length=1024)
+    company_id: int | None = Field(default=None, ge=0)
+    bot_id: int | None = Field(default=None, ge=0)
+    user_email: EmailStr | None = None
+    size_bytes: int | None = Field(default=None, ge=0)
+    mime_type: str | None = Field(default=None, max_length=255)
+
+    _relations = field_validator("company_id", "bot_id", mode="before")(
+        lambda cls, v: _relation_id(v)  # noqa: ARG005
+    )
+
+    def is_complete(self) -> bool:
+        """Whether the entry carries everything processing needs (else ask the CMS)."""
+        return None not in (self.name, self.storage_key, self.company_id, self.bot_id)
+
+
+class PreferenceEntry(BaseModel):
+    """The part of a ``user-notification-preference`` entry that names whose cache to drop."""
+
+    model_config = ConfigDict(extra="allow")
+
+    company_id: int = Field(ge=0)
+    bot_id: int = Field(ge=0)
+    user_email: EmailStr
+
+    _relations = field_validator("company_id", "bot_id", mode="before")(
+        lambda cls, v: _relation_id(v)  # noqa: ARG005
+    )
+
+
+def event_kind(event: str) -> Kind | None:
+    """``upsert``, ``delete``, or None for events this service ignores."""
+    if event in UPSERT_EVENTS:
+        return "upsert"
+    if event in DELETE_EVENTS:
+        return "delete"
+    return None
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def dedupe_key(kind: Kind, document_id: str, updated_at: datetime) -> str:
+    """``{kind}:{documentId}:{updatedAt}`` with the time normalised to UTC milliseconds."""
+    return f"{kind}:{document_id}:{_utc(updated_at).isoformat(timespec='milliseconds')}"
+
+
+@dataclass(frozen=True)
+class Stored:
+    """The outcome of storing an event: its id, and whether it was new."""
+
+    event_id: int
+    created: bool
+
+
+def store_file_event(
+    session: Session, event: str, entry: FileEntry, payload: dict[str, Any]
+) -> Stored:
+    """INSERT the event unless its dedupe key exists; the caller commits before publishing."""
+    kind = event_kind(event)
+    if kind is None:
+        raise ValueError(f"not a file event: {event}")
+    key = dedupe_key(kind, entry.documentId, entry.updatedAt)
+    inserted = session.execute(
+        insert(FileEvent)
+        .values(
+            event=event,
+            model=FILE_MODEL,
+            document_id=entry.documentId,
+            entry_updated_at=_utc(entry.updatedAt),
+            payload=payload,
+            dedupe_key=key,
+        )
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(FileEvent.id)
+    ).scalar_one_or_none()
+    if inserted is not None:
+        return Stored(inserted, True)
+    existing = session.execute(select(FileEvent.id).where(FileEvent.dedupe_key == key)).scalar_one()
+    return Stored(existing, False)
+
+
+def mark_enqueued(session: Session, event_id: int) -> None:
+    """received → enqueued, after a successful publish (a no-op if a worker got there first)."""
+    session.execute(
+        update(FileEvent)
+        .where(FileEvent.id == event_id, FileEvent.status == "received")
+        .values(status="enqueued", updated_at=text("now()"))
+    )
+
+
+def events_to_relay(
+    session: Session, received_before: datetime, stuck_before: datetime, limit: int = 500
+) -> list[int]:
+    """Events the beat relay must (re)publish, locked against a concurrent relay.
+
+    ``received`` rows older than a few seconds (the publish after the commit failed or the
+    web process died), and ``enqueued``/``processing`` rows untouched for longer than the
+    broker's visibility timeout allows (their message was lost, e.g. a broker restart).
+    """
+    rows = session.execute(
+        select(FileEvent.id)
+        .where(
+            ((FileEvent.status == "received") & (FileEvent.received_at < received_before))
+            | (
+                FileEvent.status.in_(("enqueued", "processing"))
+                & (FileEvent.updated_at < stuck_before)
+            )
+        )
+        .order_by(FileEvent.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).scalars()
+    return list(rows)
+
+
+def touch_relayed(session: Session, event_ids: list[int]) -> None:
+    """Mark relayed events enqueued and reset their clock, so they are not relayed again."""
+    if event_ids:
+        session.execute(
+            update(FileEvent)
+            .where(FileEvent.id.in_(event_ids), FileEvent.status.in_(("received", "enqueued",
+                                                                       "processing")))
+            .values(status="enqueued", updated_at=text("now()"))
+        )
+
+
+def relay_cutoffs(now: datetime, after_seconds: float, visibility_timeout: int) -> tuple[
+    datetime, datetime
+]:
+    """The two cut-offs of :func:`events_to_relay` for a given moment."""
+    return now - timedelta(seconds=after_seconds), now - timedelta(seconds=2 * visibility_timeout)

@@ -1,0 +1,12 @@
+"""Queue and task names: the one place they are spelled.
+
+The web process publishes by these names (``send_task``) and never imports task code.
+"""
+
+QUEUE_INGEST = "ingest"
+QUEUE_NOTIFICATIONS = "notifications"
+QUEUE_CORRECTIONS = "corrections"
+QUEUES = (QUEUE_INGEST, QUEUE_NOTIFICATIONS, QUEUE_CORRECTIONS)
+
+TASK_PROCESS_FILE_EVENT = "kb_ingest.process_file_event"
+TASK_RELAY_OUTBOX = "kb_ingest.relay_outbox"

@@ -1,0 +1,328 @@
+"""The processing of one file event: the stages of DESIGN §4, each recorded.
+
+``process_event`` is a plain function (no Celery): claim the event → drop it if a newer
+event of the same document exists → resolve metadata (payload, else CMS) → download →
+extract, chunk, embed → store in Chroma → done. Sessions are short: nothing holds a
+database connection across S3, embedding or Chroma work, except the final store, which
+runs under a per-document advisory lock so that two events of one document can never
+interleave their writes (the newer ``updatedAt`` always wins).
+
+Errors: :class:`TransientError` propagates to the caller (the task retries it);
+:class:`PermanentError` fails the event once with a ``processing_errors`` row.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import select, text, update
+from sqlalchemy.orm import Session
+
+from ingest.adapters.cms import CmsClient
+from ingest.adapters.s3 import S3Store
+from ingest.adapters.vectors import VectorStore
+from ingest.db import session_scope
+from ingest.errors import IngestError, PermanentError, ProcessingError
+from ingest.events import FileEntry, event_kind
+from ingest.models import FileEvent, FileProcessingStatus
+from ingest.models import ProcessingError as ProcessingErrorRow
+from ingest.pipeline.chunking import chunk_text
+from ingest.pipeline.embedding import Embedder, get_embedder
+from ingest.pipeline.extract import extract_text
+from ingest.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """The adapters one worker process uses (built once per process)."""
+
+    settings: Settings
+    cms: CmsClient
+    s3: S3Store
+    vectors: VectorStore
+    embedder: Embedder
+
+
+@lru_cache(maxsize=1)
+def default_services() -> Services:
+    """The process's adapters, built from the settings on first use."""
+    settings = get_settings()
+    return Services(
+        settings=settings,
+        cms=CmsClient.from_settings(settings),
+        s3=S3Store(settings),
+        vectors=VectorStore(settings),
+        embedder=get_embedder(settings.embedding_backend),
+    )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of an event: ``done``, ``ignored`` (stale), ``failed`` or ``skipped``."""
+
+    status: str
+    chunks: int = 0
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ClaimedEvent:
+    """The fields of a claimed ``file_events`` row the stages need."""
+
+    id: int
+    event: str
+    document_id: str
+    entry_updated_at: datetime
+    payload: dict[str, Any]
+    attempts: int
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def claim(event_id: int) -> ClaimedEvent | None:
+    """received/enqueued/processing → processing; None if the event is already terminal."""
+    with session_scope() as s:
+        row = s.execute(
+            update(FileEvent)
+            .where(
+                FileEvent.id == event_id,
+                FileEvent.status.in_(("received", "enqueued", "processing")),
+            )
+            .values(status="processing", attempts=FileEvent.attempts + 1, updated_at=_now())
+            .returning(
+                FileEvent.id, FileEvent.event, FileEvent.document_id,
+                FileEvent.entry_updated_at, FileEvent.payload, FileEvent.attempts,
+            )
+        ).one_or_none()
+    return ClaimedEvent(*row) if row else None
+
+
+def is_stale(s: Session, ev: ClaimedEvent) -> bool:
+    """Whether a newer event of the same document supersedes ``ev`` (DESIGN §7).
+
+    Any event loses to one with a later ``updatedAt``; an upsert also loses to a delete with
+    the same ``updatedAt`` (a delete wins over an older or equal create).
+    """
+    newer = (FileEvent.entry_updated_at > ev.entry_updated_at) & (FileEvent.status != "ignored")
+    if event_kind(ev.event) == "upsert":
+        newer = newer | (
+            FileEvent.event.in_(("entry.delete", "entry.unpublish"))
+            & (FileEvent.entry_updated_at >= ev.entry_updated_at)
+        )
+    found = s.execute(
+        select(FileEvent.id)
+        .where(FileEvent.document_id == ev.document_id, FileEvent.id != ev.id, newer)
+        .limit(1)
+    ).first()
+    return found is not None
+
+
+def finish(s: Session, event_id: int, status: str, error: str | None = None) -> bool:
+    """processing → a terminal status; False if another run finished it first."""
+    done = s.execute(
+        update(FileEvent)
+        .where(FileEvent.id == event_id, FileEvent.status == "processing")
+        .values(status=status, last_error=error, updated_at=_now())
+        .returning(FileEvent.id)
+    ).first()
+    return done is not None
+
+
+def lock_document(s: Session, document_id: str) -> None:
+    """Serialise writers of one document until the transaction ends."""
+    s.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:d, 0))"), {"d": document_id})
+
+
+@contextmanager
+def stage(ev: ClaimedEvent, name: str) -> Iterator[None]:
+    """Record a stage in ``file_processing_status``: processing → success | failed."""
+    with session_scope() as s:
+        row = FileProcessingStatus(
+            file_event_id=ev.id, file_document_id=ev.document_id,
+            processing_stage=name, status="processing",
+        )
+        s.add(row)
+        s.flush()
+        row_id = row.id
+    try:
+        yield
+    except Exception as exc:
+        if isinstance(exc, IngestError) and not hasattr(exc, "stage"):
+            exc.stage = name  # type: ignore[attr-defined]
+        _end_stage(row_id, "failed", exc)
+        raise
+    _end_stage(row_id, "success", None)
+
+
+def _end_stage(row_id: int, status: str, exc: BaseException | None) -> None:
+    with session_scope() as s:
+        s.execute(
+            update(FileProcessingStatus)
+            .where(FileProcessingStatus.id == row_id)
+            .values(
+                status=status,
+                stage_end_time=_now(),
+                updated_at=_now(),
+                error_message=str(exc) if exc else None,
+                error_details={"exception": type(exc).__name__} if exc else None,
+            )
+        )
+
+
+def resolve_entry(ev: ClaimedEvent, cms: CmsClient) -> FileEntry:
+    """The file's metadata: the webhook's entry when complete, else the CMS's."""
+    entry = FileEntry.model_validate(ev.payload.get("entry") or {})
+    if entry.is_complete():
+        return entry
+    data = cms.get_file(ev.document_id)
+    try:
+        fetched = FileEntry.model_validate(data)
+    except ValueError as exc:
+        raise ProcessingError(f"CMS entry {ev.document_id!r} is incomplete: {exc}") from exc
+    if not fetched.is_complete():
+        raise ProcessingError(f"CMS entry {ev.document_id!r} lacks name, storage_key or ids")
+    return fetched
+
+
+def _chunk_metadata(entry: FileEntry, index: int) -> dict[str, Any]:
+    return {
+        "document_id": entry.documentId,
+        "company_id": entry.company_id,
+        "bot_id": entry.bot_id,
+        "file_name": entry.name,
+        "chunk_index": index,
+    }
+
+
+def _ignore(ev: ClaimedEvent, why: str) -> Outcome:
+    with session_scope() as s:
+        finish(s, ev.id, "ignored", why)
+    log.info("event %s ignored: %s", ev.id, why)
+    return Outcome("ignored", detail=why)
+
+
+def _process_upsert(ev: ClaimedEvent, svc: Services) -> Outcome:
+    with session_scope() as s:
+        stale = is_stale(s, ev)
+    if stale:
+        return _ignore(ev, "superseded by a newer event of the document")
+    with stage(ev, "download"):
+        entry = resolve_entry(ev, svc.cms)
+        if entry.size_bytes is not None and entry.size_bytes > svc.settings.max_file_bytes:
+            raise ProcessingError(f"file is {entry.size_bytes} bytes, above MAX_FILE_BYTES")
+        assert entry.storage_key is not None and entry.name is not None
+        data = svc.s3.download(entry.storage_key)
+    with stage(ev, "processing"):
+        content = extract_text(data, entry.name, entry.mime_type)
+        chunks = chunk_text(content, svc.settings.chunk_size, svc.settings.chunk_overlap)
+        if not chunks:
+            raise ProcessingError("no text could be extracted")
+        embeddings = svc.embedder.embed(chunks)
+    with stage(ev, "storage"), session_scope() as s:
+        lock_document(s, ev.document_id)
+        if is_stale(s, ev):
+            finish(s, ev.id, "ignored", "superseded while processing")
+            return Outcome("ignored", detail="superseded while processing")
+        stored = svc.vectors.replace_document(
+            ev.document_id,
+            embeddings,
+            chunks,
+            [_chunk_metadata(entry, n) for n in range(len(chunks))],
+        )
+        finish(s, ev.id, "done")
+    _record_stage(ev, "completed", "success")
+    return Outcome("done", chunks=stored)
+
+
+def _process_delete(ev: ClaimedEvent, svc: Services) -> Outcome:
+    with session_scope() as s:
+        lock_document(s, ev.document_id)
+        if is_stale(s, ev):
+            finish(s, ev.id, "ignored", "superseded by a newer event of the document")
+            return Outcome("ignored", detail="superseded")
+        removed = svc.vectors.delete_document(ev.document_id)
+        finish(s, ev.id, "done")
+    return Outcome("done", detail=f"removed {removed} chunks")
+
+
+def _record_stage(ev: ClaimedEvent, name: str, status: str, error: str | None = None) -> None:
+    with session_scope() as s:
+        s.add(
+            FileProcessingStatus(
+                file_event_id=ev.id, file_document_id=ev.document_id, processing_stage=name,
+                status=status, stage_end_time=_now(), error_message=error,
+            )
+        )
+
+
+def process_event(event_id: int, svc: Services | None = None) -> Outcome:
+    """Process one stored event; raises :class:`TransientError` for the caller to retry."""
+    svc = svc or default_services()
+    ev = claim(event_id)
+    if ev is None:
+        return Outcome("skipped", detail="already finished")
+    started = time.perf_counter()
+    handler: Callable[[ClaimedEvent, Services], Outcome] = (
+        _process_delete if event_kind(ev.event) == "delete" else _process_upsert
+    )
+    try:
+        outcome = handler(ev, svc)
+    except PermanentError as exc:
+        fail_event(event_id, exc, retries=ev.attempts - 1)
+        return Outcome("failed", detail=f"{exc.category}: {exc}")
+    log.info(
+        "event %s (%s %s) %s in %.2fs, %d chunks", ev.id, ev.event, ev.document_id,
+        outcome.status, time.perf_counter() - started, outcome.chunks,
+    )
+    return outcome
+
+
+def fail_event(event_id: int, exc: BaseException, retries: int = 0) -> bool:
+    """Fail the event once: status, a ``failed`` stage row and a ``processing_errors`` row.
+
+    Returns False (and writes nothing) if the event was no longer processing.
+    """
+    category = exc.category if isinstance(exc, IngestError) else "processing_error"
+    failed_stage = getattr(exc, "stage", None)
+    with session_scope() as s:
+        row = s.execute(
+            update(FileEvent)
+            .where(FileEvent.id == event_id, FileEvent.status == "processing")
+            .values(status="failed", last_error=f"{category}: {exc}", updated_at=_now())
+            .returning(FileEvent.document_id)
+        ).first()
+        if row is None:
+            return False
+        s.add(
+            FileProcessingStatus(
+                file_event_id=event_id, file_document_id=row.document_id,
+                processing_stage="failed", status="failed", stage_end_time=_now(),
+                error_message=str(exc), error_details={"category": category},
+            )
+        )
+        s.add(
+            ProcessingErrorRow(
+                file_event_id=event_id,
+                file_document_id=row.document_id,
+                error_category=category,
+                error_message=str(exc) or type(exc).__name__,
+                error_details={"exception": type(exc).__name__, "stage": failed_stage},
+                stack_trace="".join(traceback.format_exception(exc)),
+                processing_stage=failed_stage,
+                retry_count=max(0, retries),
+            )
+        )
+    log.warning("event %s failed (%s): %s", event_id, category, exc)
+    return True

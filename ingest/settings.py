@@ -1,0 +1,130 @@
+"""Typed settings read from the environment, validated once at start.
+
+Every process (web, worker, beat, CLI) calls :func:`get_settings`; a bad value stops the
+process with a message that names the environment variable at fault. `.env.example` lists
+every setting with its default and meaning.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(RuntimeError):
+    """Raised when the environment holds a missing or invalid setting."""
+
+
+class Settings(BaseSettings):
+    """All of kb-ingest's configuration; field names are the env names in lower case."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+
+    # Infrastructure
+    database_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/kb_ingest"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    celery_broker_url: str | None = None  # defaults to REDIS_URL
+    visibility_timeout_seconds: int = Field(3600, ge=60)
+
+    # CMS (Strapi 5)
+    cms_api_url: str = "http://127.0.0.1:1337"
+    cms_api_token: str | None = None
+    cms_timeout_seconds: float = Field(10.0, gt=0)
+
+    # Webhook receiver
+    webhook_token: str | None = None
+    webhook_secret: str | None = None
+    webhook_auth_disabled: bool = False
+    webhook_replay_window_seconds: int = Field(300, ge=1)
+    webhook_max_body_bytes: int = Field(1_048_576, ge=1024)
+    outbox_relay_after_seconds: float = Field(5.0, ge=0)
+
+    # S3
+    s3_bucket: str = "kb-ingest"
+    s3_endpoint_url: str | None = None
+    aws_region: str = "us-east-1"
+    max_file_bytes: int = Field(100 * 1024 * 1024, ge=1)
+
+    # Vector store
+    chroma_path: str = "./chroma-data"
+    chroma_host: str | None = None
+    chroma_port: int = Field(8000, ge=1, le=65535)
+    chroma_collection: str = "kb_chunks"
+
+    # Pipeline
+    embedding_backend: Literal["minilm", "hashing"] = "minilm"
+    chunk_size: int = Field(1000, ge=100, le=20_000)
+    chunk_overlap: int = Field(200, ge=0)
+    ingest_max_retries: int = Field(5, ge=0, le=20)
+
+    # E-mail
+    smtp_server: str = "127.0.0.1"
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_use_tls: bool = False
+    smtp_use_ssl: bool = False
+    from_email: str = "noreply@kb-ingest.local"
+    from_name: str = "Knowledge Bot"
+    enable_email_notifications: bool = True
+    admin_email: str | None = None
+    unsubscribe_url: str | None = None
+
+    # Batches (delays may be fractional minutes for demos and tests)
+    default_notification_delay_minutes: float = Field(30, gt=0, le=1440)
+    default_batch_size_threshold: int = Field(5, ge=1, le=100)
+    max_batch_age_hours: float = Field(24, gt=0)
+
+    # Auto-correction
+    enable_auto_correction: bool = True
+    max_correction_attempts: int = Field(3, ge=1, le=20)
+
+    @field_validator(
+        "cms_api_token", "webhook_token", "webhook_secret", "s3_endpoint_url", "chroma_host",
+        "celery_broker_url", "smtp_user", "smtp_password", "admin_email", "unsubscribe_url",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgresql+psycopg2://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value.replace("postgresql://", "postgresql+psycopg2://", 1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError("CHUNK_OVERLAP must be smaller than CHUNK_SIZE")
+        if self.smtp_use_tls and self.smtp_use_ssl:
+            raise ValueError("SMTP_USE_TLS and SMTP_USE_SSL are exclusive")
+        return self
+
+    @property
+    def broker_url(self) -> str:
+        """The Celery broker: CELERY_BROKER_URL, else REDIS_URL."""
+        return self.celery_broker_url or self.redis_url
+
+
+def load_settings() -> Settings:
+    """Read the environment; raise :class:`SettingsError` naming every bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = "_".join(str(p) for p in err["loc"]).upper() or "settings"
+            problems.append(f"{name}: {err['msg']}")
+        raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once)."""
+    return load_settings()

@@ -1,0 +1,240 @@
+"""Real services for the tests: PostgreSQL, Redis, an S3 server, Chroma, a CMS, a worker.
+
+- PostgreSQL: the machine's server; a throwaway database per run, migrated with Alembic.
+- Redis: a private ``redis-server`` on a free port (broker and cache), stopped at the end.
+- S3: moto in server mode over HTTP; Chroma: ``chroma run`` over HTTP.
+- CMS: the Strapi 5 stand-in of ``devtools.cms_standin`` over HTTP.
+- Celery: an in-thread worker (``celery.contrib.testing.worker.start_worker``) on all queues.
+- Web: the Flask app served by a threaded werkzeug server.
+
+The environment is set here, before any kb-ingest module reads its settings.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+import requests
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+RUN_ID = uuid.uuid4().hex[:8]
+ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+DB_NAME = f"kb_ingest_test_{RUN_ID}"
+REDIS_PORT = _free_port()
+S3_PORT = _free_port()
+CHROMA_PORT = _free_port()
+CMS_PORT = _free_port()
+WEB_PORT = _free_port()
+TMP = Path(tempfile.mkdtemp(prefix="kb-ingest-test-"))
+WEBHOOK_TOKEN = "test-webhook-token"
+WEBHOOK_SECRET = "test-webhook-secret"
+CMS_TOKEN = "test-cms-token"
+BUCKET = "kb-test"
+
+os.environ.update(
+    {
+        "DATABASE_URL": ADMIN_URL.rsplit("/", 1)[0] + "/" + DB_NAME,
+        "REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
+        "CELERY_BROKER_URL": f"redis://127.0.0.1:{REDIS_PORT}/1",
+        "CMS_API_URL": f"http://127.0.0.1:{CMS_PORT}",
+        "CMS_API_TOKEN": CMS_TOKEN,
+        "CMS_TIMEOUT_SECONDS": "5",
+        "WEBHOOK_TOKEN": WEBHOOK_TOKEN,
+        "WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "S3_BUCKET": BUCKET,
+        "S3_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}",
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "CHROMA_HOST": "127.0.0.1",
+        "CHROMA_PORT": str(CHROMA_PORT),
+        "CHROMA_COLLECTION": "kb_test",
+        "EMBEDDING_BACKEND": "minilm",
+        "OUTBOX_RELAY_AFTER_SECONDS": "0.5",
+        "INGEST_MAX_RETRIES": "3",
+        "LOG_FORMAT": "text",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+)
+
+
+def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.1) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+def _wait_http(url: str, timeout: float = 60.0) -> None:
+    def up() -> bool:
+        try:
+            return requests.get(url, timeout=1).status_code < 500
+        except requests.RequestException:
+            return False
+
+    wait_until(up, timeout, 0.2)
+
+
+def _admin_exec(sql: str) -> None:
+    conn = psycopg2.connect(ADMIN_URL)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
+def alembic_config(database_url: str) -> Any:
+    """An Alembic config for the project's migrations against ``database_url``."""
+    from alembic.config import Config
+
+    root = Path(__file__).resolve().parent.parent
+    cfg = Config(str(root / "alembic.ini"))
+    cfg.set_main_option("script_location", str(root / "alembic"))
+    cfg.attributes["configure_logger"] = False
+    return cfg
+
+
+@pytest.fixture(scope="session", autouse=True)
+def database() -> Iterator[str]:
+    """A throwaway database migrated to head."""
+    from alembic import command
+
+    _admin_exec(f'CREATE DATABASE "{DB_NAME}"')
+    command.upgrade(alembic_config(os.environ["DATABASE_URL"]), "head")
+    yield os.environ["DATABASE_URL"]
+    from ingest.db import reset_engine
+
+    reset_engine()
+    _admin_exec(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session", autouse=True)
+def redis_server() -> Iterator[str]:
+    """A private redis-server (nothing on disk)."""
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(TMP)],
+        stdout=subprocess.DEVNULL,
+    )
+    import redis
+
+    client = redis.Redis(port=REDIS_PORT)
+    wait_until(lambda: _ping(client), 15)
+    yield os.environ["REDIS_URL"]
+    proc.terminate()
+    proc.wait(10)
+
+
+def _ping(client: Any) -> bool:
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session", autouse=True)
+def s3_server() -> Iterator[Any]:
+    """moto's S3 in server mode, with the bucket created."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=S3_PORT, verbose=False)
+    server.start()
+    client = boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT_URL"], region_name="us-east-1")
+    client.create_bucket(Bucket=BUCKET)
+    yield client
+    server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def chroma_server() -> Iterator[str]:
+    """A real Chroma server (``chroma run``) on a free port."""
+    chroma = shutil.which("chroma") or str(Path(os.sys.executable).parent / "chroma")
+    log = open(TMP / "chroma.log", "wb")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen(
+        [chroma, "run", "--path", str(TMP / "chroma"), "--host", "127.0.0.1",
+         "--port", str(CHROMA_PORT)],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    _wait_http(f"http://127.0.0.1:{CHROMA_PORT}/api/v2/heartbeat")
+    yield f"http://127.0.0.1:{CHROMA_PORT}"
+    proc.terminate()
+    proc.wait(15)
+    log.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cms() -> Iterator[Any]:
+    """The Strapi 5 stand-in over HTTP."""
+    from devtools.cms_standin import CmsServer, CmsState
+
+    with CmsServer(CmsState(token=CMS_TOKEN), port=CMS_PORT) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def celery_app(database: str, redis_server: str) -> Any:
+    """The worker's Celery app, configured from the test environment."""
+    from workers.app import app
+
+    return app
+
+
+@pytest.fixture(scope="session")
+def worker(celery_app: Any, chroma_server: str, s3_server: Any, cms: Any) -> Iterator[Any]:
+    """A real Celery worker in a thread, consuming all three queues."""
+    from celery.contrib.testing.worker import start_worker
+
+    from ingest.names import QUEUES
+
+    with start_worker(
+        celery_app, pool="solo", concurrency=1, perform_ping_check=False,
+        loglevel="WARNING", queues=list(QUEUES), shutdown_timeout=30,
+    ) as w:
+        yield w
+
+
+@pytest.fixture(scope="session")
+def web(database: str, redis_server: str) -> Iterator[str]:
+    """The Flask app on a threaded werkzeug server; yields its base URL."""
+    from werkzeug.serving import make_server
+
+    from webhooks.app import create_app
+
+    server = make_server("127.0.0.1", WEB_PORT, create_app(), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{WEB_PORT}"
+    server.shutdown()
+    thread.join(10)
+
+
+def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
+    shutil.rmtree(TMP, ignore_errors=True)

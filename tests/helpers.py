@@ -1,0 +1,107 @@
+"""Helpers shared by the tests: Strapi-shaped entries, webhook POSTs, waiting on the database."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import string
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import requests
+from sqlalchemy import select
+
+from ingest.db import session_scope
+from ingest.models import FileEvent, FileProcessingStatus, ProcessingError
+from tests.conftest import WEBHOOK_TOKEN, wait_until
+
+TERMINAL = ("done", "ignored", "failed")
+
+
+def document_id() -> str:
+    """A fresh Strapi-style documentId (24 lowercase alphanumerics)."""
+    return "".join(random.choices(string.ascii_lowercase + string.digits, k=24))
+
+
+def iso(moment: datetime) -> str:
+    """Strapi's timestamp format: UTC with milliseconds and Z."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def file_entry(name: str, mime: str | None = None, *, doc: str | None = None,
+               updated: datetime | None = None, **extra: Any) -> dict[str, Any]:
+    """A ``file`` entry shaped like Strapi 5's webhook entry (size_bytes as a string)."""
+    doc = doc or document_id()
+    updated = updated or datetime.now(UTC)
+    entry = {
+        "id": random.randint(1, 10_000),
+        "documentId": doc,
+        "name": name,
+        "storage_key": f"companies/42/bots/7/{doc}/{name}",
+        "company_id": 42,
+        "bot_id": 7,
+        "user_email": "alice@example.com",
+        "size_bytes": "1234",
+        "mime_type": mime or "application/octet-stream",
+        "createdAt": iso(updated - timedelta(seconds=1)),
+        "updatedAt": iso(updated),
+        "publishedAt": iso(updated),
+    }
+    entry.update(extra)
+    return entry
+
+
+def envelope(event: str, entry: dict[str, Any], model: str = "file") -> dict[str, Any]:
+    """The Strapi webhook body around an entry."""
+    uid = "api::file.file" if model == "file" else f"api::{model}.{model}"
+    return {"event": event, "createdAt": iso(datetime.now(UTC)), "model": model, "uid": uid,
+            "entry": entry}
+
+
+def post(base_url: str, body: Any, *, token: str | None = WEBHOOK_TOKEN,
+         headers: dict[str, str] | None = None, raw: bytes | None = None) -> requests.Response:
+    """POST to ``/webhooks/cms`` as Strapi does (Bearer token, JSON)."""
+    sent = {"Content-Type": "application/json"}
+    if token:
+        sent["Authorization"] = f"Bearer {token}"
+    sent.update(headers or {})
+    data = raw if raw is not None else json.dumps(body).encode()
+    return requests.post(f"{base_url}/webhooks/cms", data=data, headers=sent, timeout=10)
+
+
+def upload(s3: Any, entry: dict[str, Any], data: bytes) -> None:
+    """Put the entry's object into the test bucket."""
+    s3.put_object(Bucket=os.environ["S3_BUCKET"], Key=entry["storage_key"], Body=data)
+
+
+def event_row(event_id: int) -> FileEvent:
+    """The ``file_events`` row."""
+    with session_scope() as s:
+        return s.execute(select(FileEvent).where(FileEvent.id == event_id)).scalar_one()
+
+
+def wait_terminal(event_id: int, timeout: float = 60.0) -> FileEvent:
+    """Wait until the event is done, ignored or failed; return the row."""
+    return wait_until(
+        lambda: (row := event_row(event_id)).status in TERMINAL and row, timeout, 0.1
+    )
+
+
+def errors_for(document_id: str) -> list[ProcessingError]:
+    """The ``processing_errors`` rows of a document."""
+    with session_scope() as s:
+        return list(s.execute(
+            select(ProcessingError).where(ProcessingError.file_document_id == document_id)
+        ).scalars())
+
+
+def stages_for(event_id: int) -> list[tuple[str, str]]:
+    """(stage, status) rows of an event, in order."""
+    with session_scope() as s:
+        rows = s.execute(
+            select(FileProcessingStatus.processing_stage, FileProcessingStatus.status)
+            .where(FileProcessingStatus.file_event_id == event_id)
+            .order_by(FileProcessingStatus.id)
+        ).all()
+    return [(r[0], r[1]) for r in rows]

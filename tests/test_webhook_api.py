@@ -1,0 +1,214 @@
+"""The webhook receiver over HTTP: auth, validation, limits, dedupe, outbox, health."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import func, select
+
+from ingest.db import session_scope
+from ingest.models import FileEvent
+from ingest.preferences import cache_key
+from ingest.settings import get_settings
+from tests.conftest import WEBHOOK_SECRET
+from tests.helpers import document_id, envelope, event_row, file_entry, post
+from webhooks.app import create_app
+from webhooks.auth import sign
+from webhooks.publisher import Publisher
+
+
+def _count_events(doc: str) -> int:
+    with session_scope() as s:
+        return s.execute(
+            select(func.count()).select_from(FileEvent).where(FileEvent.document_id == doc)
+        ).scalar_one()
+
+
+def test_strapi_create_is_accepted_and_stored_before_answering(web: str) -> None:
+    entry = file_entry("notes.txt", "text/plain")
+    response = post(web, envelope("entry.create", entry))
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "accepted"
+    row = event_row(body["event_id"])
+    assert row.document_id == entry["documentId"]
+    assert row.payload["entry"]["size_bytes"] == "1234"
+    assert row.dedupe_key.startswith(f"upsert:{entry['documentId']}:")
+
+
+def test_missing_token_is_401_and_stores_nothing(web: str) -> None:
+    entry = file_entry("a.txt", "text/plain")
+    response = post(web, envelope("entry.create", entry), token=None)
+    assert response.status_code == 401
+    assert "credentials" in response.json()["error"]
+    assert _count_events(entry["documentId"]) == 0
+
+
+def test_wrong_token_is_401(web: str) -> None:
+    response = post(web, envelope("entry.create", file_entry("a.txt")), token="nope")
+    assert response.status_code == 401
+
+
+def test_valid_hmac_without_token_is_accepted(web: str) -> None:
+    raw = json.dumps(envelope("entry.create", file_entry("signed.txt", "text/plain"))).encode()
+    ts = str(int(time.time()))
+    response = post(web, None, token=None, raw=raw, headers={
+        "X-Webhook-Timestamp": ts, "X-Webhook-Signature": sign(WEBHOOK_SECRET, ts, raw)})
+    assert response.status_code == 202
+
+
+def test_wrong_hmac_is_401(web: str) -> None:
+    raw = json.dumps(envelope("entry.create", file_entry("x.txt"))).encode()
+    ts = str(int(time.time()))
+    response = post(web, None, token=None, raw=raw, headers={
+        "X-Webhook-Timestamp": ts, "X-Webhook-Signature": sign("other-secret", ts, raw)})
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid signature"
+
+
+def test_stale_timestamp_is_401_even_with_a_correct_signature(web: str) -> None:
+    raw = json.dumps(envelope("entry.create", file_entry("x.txt"))).encode()
+    ts = str(int(time.time()) - 301)
+    response = post(web, None, token=None, raw=raw, headers={
+        "X-Webhook-Timestamp": ts, "X-Webhook-Signature": sign(WEBHOOK_SECRET, ts, raw)})
+    assert response.status_code == 401
+    assert "stale" in response.json()["error"]
+
+
+def test_malformed_json_is_400(web: str) -> None:
+    response = post(web, None, raw=b'{"event": "entry.create", "entry": {')
+    assert response.status_code == 400
+    assert response.json()["error"] == "malformed JSON"
+
+
+def test_missing_field_is_400_naming_it_and_loses_nothing_stored(web: str) -> None:
+    entry = file_entry("a.txt")
+    assert post(web, envelope("entry.create", entry)).status_code == 202
+    broken = dict(entry)
+    del broken["documentId"]
+    response = post(web, envelope("entry.update", broken))
+    assert response.status_code == 400
+    assert response.json()["field"] == "entry.documentId"
+    assert _count_events(entry["documentId"]) == 1
+
+
+def test_bad_value_is_400_naming_the_field(web: str) -> None:
+    response = post(web, envelope("entry.create", file_entry("a.txt", company_id="forty-two")))
+    assert response.status_code == 400
+    assert response.json()["field"] == "entry.company_id"
+
+
+def test_missing_event_is_400(web: str) -> None:
+    response = post(web, {"model": "file", "entry": file_entry("a.txt")})
+    assert response.status_code == 400
+    assert response.json()["field"] == "event"
+
+
+def test_oversize_body_is_413(web: str) -> None:
+    limit = get_settings().webhook_max_body_bytes
+    entry = file_entry("big.txt", padding="x" * (limit + 10))
+    response = post(web, envelope("entry.create", entry))
+    assert response.status_code == 413
+    assert _count_events(entry["documentId"]) == 0
+
+
+def test_non_json_is_415(web: str) -> None:
+    response = post(web, None, raw=b"event=entry.create", headers={
+        "Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 415
+
+
+def test_trigger_test_and_other_models_are_ignored(web: str) -> None:
+    trigger = post(web, {"event": "trigger-test", "createdAt": "2026-11-23T08:58:19.174Z"})
+    assert trigger.status_code == 202 and trigger.json()["status"] == "ignored"
+    other = post(web, envelope("entry.create", {"documentId": "abc"}, model="company"))
+    assert other.status_code == 202 and other.json()["status"] == "ignored"
+    media = post(web, {"event": "media.create", "createdAt": "2026-11-23T08:58:19.174Z",
+                       "media": {"id": 1}})
+    assert media.json()["status"] == "ignored"
+
+
+def test_duplicate_delivery_is_200_duplicate(web: str) -> None:
+    body = envelope("entry.create", file_entry("dup.txt", "text/plain"))
+    first = post(web, body)
+    second = post(web, body)
+    assert first.status_code == 202
+    assert second.status_code == 200
+    assert second.json() == {"status": "duplicate", "event_id": first.json()["event_id"]}
+
+
+def test_draft_create_and_publish_of_one_version_meet_on_one_event(web: str) -> None:
+    entry = file_entry("draft.txt", "text/plain", publishedAt=None)
+    created = post(web, envelope("entry.create", entry))
+    published = post(web, envelope("entry.publish", {**entry, "id": entry["id"] + 1,
+                                                     "publishedAt": entry["updatedAt"]}))
+    assert created.status_code == 202
+    assert published.status_code == 200 and published.json()["status"] == "duplicate"
+
+
+def test_concurrent_identical_deliveries_store_one_event(web: str) -> None:
+    body = envelope("entry.create", file_entry("race.txt", "text/plain"))
+    with ThreadPoolExecutor(8) as pool:
+        codes = sorted(r.status_code for r in pool.map(lambda _: post(web, body), range(8)))
+    assert codes == [200] * 7 + [202]
+    assert _count_events(body["entry"]["documentId"]) == 1
+
+
+def test_preference_change_invalidates_the_cached_copy(web: str) -> None:
+    client = redis.Redis.from_url(get_settings().redis_url)
+    key = cache_key(42, 7, "Bob@Example.com")
+    client.set(key, "{}")
+    pref = {"id": 1, "documentId": document_id(), "company_id": 42, "bot_id": 7,
+            "user_email": "bob@example.com", "notification_enabled": True,
+            "updatedAt": "2026-11-23T08:58:14.511Z"}
+    response = post(web, envelope("entry.update", pref, model="user-notification-preference"))
+    assert response.status_code == 202 and response.json()["status"] == "invalidated"
+    assert client.get(key) is None
+
+
+def test_web_refuses_to_start_without_auth() -> None:
+    settings = get_settings().model_copy(update={"webhook_token": None, "webhook_secret": None})
+    with pytest.raises(RuntimeError, match="WEBHOOK_TOKEN"):
+        create_app(settings)
+
+
+def _dead_broker_app() -> Any:
+    dead = "redis://127.0.0.1:1/0"
+    return create_app(get_settings(), publisher=Publisher(dead)).test_client()
+
+
+def test_broker_down_the_event_is_stored_and_answered_202() -> None:
+    client = _dead_broker_app()
+    entry = file_entry("offline.txt", "text/plain")
+    started = time.monotonic()
+    response = client.post("/webhooks/cms", json=envelope("entry.create", entry),
+                           headers={"Authorization": "Bearer test-webhook-token"})
+    assert response.status_code == 202
+    assert time.monotonic() - started < 5
+    assert event_row(response.get_json()["event_id"]).status == "received"
+
+
+def test_health_reports_each_dependency(web: str) -> None:
+    import requests
+
+    ok = requests.get(f"{web}/health", timeout=10)
+    assert ok.status_code == 200
+    assert ok.json()["checks"] == {"database": "ok", "broker": "ok"}
+    down = _dead_broker_app().get("/health")
+    assert down.status_code == 503
+    assert down.get_json()["checks"]["broker"].startswith("error")
+    assert down.get_json()["checks"]["database"] == "ok"
+
+
+def test_metrics_expose_counters_and_event_gauges(web: str) -> None:
+    import requests
+
+    post(web, envelope("entry.create", file_entry("m.txt", "text/plain")))
+    text = requests.get(f"{web}/metrics", timeout=10).text
+    assert 'kb_ingest_webhooks_total{outcome="accepted"}' in text
+    assert "kb_ingest_file_events{status=" in text

@@ -1,0 +1,1 @@
+"""The web process: webhook receiver, health, metrics (``webhooks.app:create_app()``)."""

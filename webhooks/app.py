@@ -1,0 +1,40 @@
+"""The Flask app factory of the web process: ``gunicorn "webhooks.app:create_app()"``."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify
+from redis import Redis
+from werkzeug.exceptions import HTTPException
+
+from ingest.logging_setup import configure_logging
+from ingest.settings import Settings, get_settings
+from webhooks.auth import check_configured
+from webhooks.metrics import bp as metrics_bp
+from webhooks.publisher import Publisher
+from webhooks.routes import bp as routes_bp
+
+
+def create_app(settings: Settings | None = None, publisher: Publisher | None = None) -> Flask:
+    """Build the app; refuses to start when webhook authentication is not configured."""
+    settings = settings or get_settings()
+    check_configured(settings)
+    configure_logging()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.webhook_max_body_bytes
+    app.extensions["kb_settings"] = settings
+    app.extensions["kb_publisher"] = publisher or Publisher(settings.broker_url)
+    app.extensions["kb_redis"] = Redis.from_url(
+        settings.redis_url, socket_timeout=2, socket_connect_timeout=2
+    )
+    app.register_blueprint(routes_bp)
+    app.register_blueprint(metrics_bp)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> tuple[Response, int]:
+        status = exc.code or 500
+        return jsonify({"status": "rejected", "error": exc.name}), status
+
+    logging.getLogger(__name__).info("web app ready")
+    return app

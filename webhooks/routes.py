@@ -1,0 +1,149 @@
+"""Routes: ``POST /webhooks/cms``, ``GET /health``, ``GET /metrics``.
+
+The webhook path is authenticate → validate → INSERT the outbox row → COMMIT → publish →
+answer. If publishing fails the answer is still 202: the row is stored and the beat relay
+publishes it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from prometheus_client import Counter
+from pydantic import ValidationError
+from sqlalchemy import text
+
+from ingest.db import get_engine, session_scope
+from ingest.events import (
+    FILE_MODEL,
+    PREFERENCE_MODEL,
+    FileEntry,
+    PreferenceEntry,
+    WebhookEnvelope,
+    event_kind,
+    mark_enqueued,
+    store_file_event,
+)
+from ingest.preferences import invalidate
+from webhooks.auth import AuthError, authenticate
+
+log = logging.getLogger(__name__)
+bp = Blueprint("webhooks", __name__)
+
+WEBHOOKS = Counter(
+    "kb_ingest_webhooks_total", "Webhook requests by outcome", ["outcome"]
+)
+
+
+class BadRequest(Exception):
+    """A 4xx answer with a JSON body naming the field at fault."""
+
+    def __init__(self, status: int, error: str, field: str | None = None,
+                 detail: str | None = None) -> None:
+        super().__init__(error)
+        self.status, self.error, self.field, self.detail = status, error, field, detail
+
+    def response(self) -> tuple[Response, int]:
+        body: dict[str, Any] = {"status": "rejected", "error": self.error}
+        if self.field:
+            body["field"] = self.field
+        if self.detail:
+            body["detail"] = self.detail
+        return jsonify(body), self.status
+
+
+def _validation_error(exc: ValidationError, prefix: str = "") -> BadRequest:
+    first = exc.errors()[0]
+    field = prefix + ".".join(str(p) for p in first["loc"])
+    fields = [prefix + ".".join(str(p) for p in e["loc"]) for e in exc.errors()]
+    detail = "; ".join(f"{f}: {e['msg']}" for f, e in zip(fields, exc.errors(), strict=True))
+    return BadRequest(400, "invalid payload", field=field or None, detail=detail)
+
+
+def _parse(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(400, "malformed JSON", detail=str(exc)) from None
+    if not isinstance(body, dict):
+        raise BadRequest(400, "the body must be a JSON object")
+    return body
+
+
+def _accept_file_event(envelope: WebhookEnvelope, body: dict[str, Any]) -> tuple[Response, int]:
+    if envelope.entry is None:
+        raise BadRequest(400, "invalid payload", field="entry", detail="entry: Field required")
+    try:
+        entry = FileEntry.model_validate(envelope.entry)
+    except ValidationError as exc:
+        raise _validation_error(exc, "entry.") from None
+    with session_scope() as s:
+        stored = store_file_event(s, envelope.event, entry, body)
+    if not stored.created:
+        WEBHOOKS.labels("duplicate").inc()
+        return jsonify({"status": "duplicate", "event_id": stored.event_id}), 200
+    if current_app.extensions["kb_publisher"].publish_file_event(stored.event_id):
+        with session_scope() as s:
+            mark_enqueued(s, stored.event_id)
+    WEBHOOKS.labels("accepted").inc()
+    return jsonify({"status": "accepted", "event_id": stored.event_id}), 202
+
+
+def _accept_preference_event(envelope: WebhookEnvelope) -> tuple[Response, int]:
+    try:
+        pref = PreferenceEntry.model_validate(envelope.entry or {})
+    except ValidationError as exc:
+        raise _validation_error(exc, "entry.") from None
+    invalidate(current_app.extensions["kb_redis"], pref.company_id, pref.bot_id,
+               str(pref.user_email))
+    WEBHOOKS.labels("invalidated").inc()
+    return jsonify({"status": "invalidated"}), 202
+
+
+@bp.post("/webhooks/cms")
+def cms_webhook() -> tuple[Response, int]:
+    """Receive a Strapi 5 webhook (DESIGN §4)."""
+    try:
+        if request.mimetype != "application/json":
+            raise BadRequest(415, "Content-Type must be application/json")
+        raw = request.get_data(cache=True)  # 413 above MAX_CONTENT_LENGTH
+        try:
+            authenticate(request.headers, raw, current_app.extensions["kb_settings"])
+        except AuthError as exc:
+            WEBHOOKS.labels("unauthorized").inc()
+            return jsonify({"status": "rejected", "error": str(exc)}), 401
+        body = _parse(raw)
+        try:
+            envelope = WebhookEnvelope.model_validate(body)
+        except ValidationError as exc:
+            raise _validation_error(exc) from None
+        if event_kind(envelope.event) is not None and envelope.model == FILE_MODEL:
+            return _accept_file_event(envelope, body)
+        if event_kind(envelope.event) is not None and envelope.model == PREFERENCE_MODEL:
+            return _accept_preference_event(envelope)
+        WEBHOOKS.labels("ignored").inc()
+        return jsonify({"status": "ignored"}), 202
+    except BadRequest as exc:
+        WEBHOOKS.labels(f"http_{exc.status}").inc()
+        return exc.response()
+
+
+@bp.get("/health")
+def health() -> tuple[Response, int]:
+    """200 when the database and the broker answer, else 503; each dependency's state."""
+    checks: dict[str, str] = {}
+    try:
+        with get_engine().connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"error: {type(exc).__name__}"
+    broker_ok = current_app.extensions["kb_publisher"].broker_ok()
+    checks["broker"] = "ok" if broker_ok else "error: unreachable"
+    healthy = all(v == "ok" for v in checks.values())
+    return jsonify({"status": "ok" if healthy else "degraded", "checks": checks}), (
+        200 if healthy else 503
+    )

@@ -1,0 +1,51 @@
+"""The Celery app of the worker and beat processes.
+
+Per worker process: a fresh database pool after the fork, torch threads = cores ÷
+concurrency, and the embedding model loaded once (not per task). With the embedded
+Chroma client (no ``CHROMA_HOST``) the worker pins itself to one process, because
+several processes writing one ``PersistentClient`` directory corrupt it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from celery import Celery
+from celery.signals import celeryd_init, worker_process_init
+
+from ingest.db import reset_engine
+from ingest.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+app = Celery("kb_ingest", include=["workers.tasks.ingest", "workers.tasks.sweepers"])
+app.config_from_object("celeryconfig")
+
+
+@celeryd_init.connect
+def _pin_embedded_chroma(sender: Any = None, instance: Any = None, **_: Any) -> None:
+    settings = get_settings()
+    if instance is None or settings.chroma_host:
+        return
+    if (instance.concurrency or 1) > 1 and instance.pool_cls not in ("solo",):
+        log.warning(
+            "CHROMA_HOST is not set: the embedded Chroma client is not safe for several "
+            "writing processes, so this worker runs with concurrency 1 (was %s). "
+            "Run `chroma run` and set CHROMA_HOST to scale out.",
+            instance.concurrency,
+        )
+        instance.concurrency = 1
+
+
+@worker_process_init.connect
+def _init_process(**_: Any) -> None:
+    reset_engine()
+    settings = get_settings()
+    if settings.embedding_backend == "minilm":
+        from ingest.pipeline.embedding import get_embedder, limit_torch_threads
+
+        concurrency = app.conf.worker_concurrency or os.cpu_count() or 1
+        limit_torch_threads(int(concurrency))
+        get_embedder(settings.embedding_backend)

@@ -1,0 +1,27 @@
+"""Periodic sweepers run by beat: the outbox relay."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from ingest.db import session_scope
+from ingest.events import events_to_relay, relay_cutoffs, touch_relayed
+from ingest.names import TASK_PROCESS_FILE_EVENT, TASK_RELAY_OUTBOX
+from ingest.settings import get_settings
+from workers.app import app
+
+
+@app.task(name=TASK_RELAY_OUTBOX)
+def relay_outbox() -> int:
+    """Publish events left in ``received`` (or lost after enqueueing); returns how many."""
+    settings = get_settings()
+    received_before, stuck_before = relay_cutoffs(
+        datetime.now(UTC), settings.outbox_relay_after_seconds,
+        settings.visibility_timeout_seconds,
+    )
+    with session_scope() as s:
+        ids = events_to_relay(s, received_before, stuck_before)
+        for event_id in ids:
+            app.send_task(TASK_PROCESS_FILE_EVENT, args=[event_id])
+        touch_relayed(s, ids)
+    return len(ids)
