@@ -486,8 +486,8 @@ class CmsState:
         spec = MODELS[model]
         fields = validate_data(spec, data, creating=True, strict=strict)
         with self._lock:
-            record, events = self._insert(spec, fields, document_id or new_document_id())
-            self._apply_overrides(spec, record, overrides)
+            record = self._insert(spec, fields, document_id or new_document_id(), overrides)
+            events = self._creation_events(spec, record)
             entry = record.entry(spec)
         if send_webhook:
             self._emit(spec, events)
@@ -509,8 +509,7 @@ class CmsState:
             record = self._store(model).records.get(document_id)
             if record is None:
                 return None
-            events = self._modify(spec, record, fields)
-            self._apply_overrides(spec, record, overrides)
+            events = self._modify(spec, record, fields, overrides)
             entry = record.entry(spec)
         if send_webhook:
             self._emit(spec, events)
@@ -629,32 +628,51 @@ class CmsState:
         self._last_tick = now
         return iso_ms(now)
 
-    def _insert(self, spec: ModelSpec, fields: dict, document_id: str) -> tuple[_Record, list]:
+    def _insert(
+        self,
+        spec: ModelSpec,
+        fields: dict[str, Any],
+        document_id: str,
+        overrides: Mapping[str, Any] | None,
+    ) -> _Record:
         store = self._store(spec.model)
         values = {name: f.default for name, f in spec.fields.items()} | fields
         stamp = self._tick()
-        if not self._uses_drafts(spec):
-            record = _Record(document_id, store.next_id(), values, stamp, stamp, stamp)
-            store.records[document_id] = record
-            return record, [("entry.create", record.entry(spec))]
-        draft_id = store.next_id()
-        record = _Record(document_id, store.next_id(), values, stamp, stamp, self._tick(), draft_id)
+        draft_id = store.next_id() if self._uses_drafts(spec) else None
+        published = self._tick() if draft_id is not None else stamp
+        record = _Record(document_id, store.next_id(), values, stamp, stamp, published, draft_id)
+        self._apply_overrides(spec, record, overrides)
         store.records[document_id] = record
-        return record, [
+        return record
+
+    def _creation_events(self, spec: ModelSpec, record: _Record) -> list[Event]:
+        if not self._uses_drafts(spec):
+            return [("entry.create", record.entry(spec))]
+        return [
             ("entry.create", record.entry(spec, draft=True)),
             ("entry.publish", record.entry(spec)),
         ]
 
-    def _modify(self, spec: ModelSpec, record: _Record, fields: dict) -> list[Event]:
+    def _modify(
+        self,
+        spec: ModelSpec,
+        record: _Record,
+        fields: dict[str, Any],
+        overrides: Mapping[str, Any] | None,
+    ) -> list[Event]:
         record.fields.update(fields)
         record.updated_at = self._tick()
         if not self._uses_drafts(spec):
             record.published_at = record.updated_at
+            self._apply_overrides(spec, record, overrides)
             return [("entry.update", record.entry(spec))]
-        draft = record.entry(spec, draft=True)
         record.id = self._store(spec.model).next_id()
         record.published_at = self._tick()
-        return [("entry.update", draft), ("entry.publish", record.entry(spec))]
+        self._apply_overrides(spec, record, overrides)
+        return [
+            ("entry.update", record.entry(spec, draft=True)),
+            ("entry.publish", record.entry(spec)),
+        ]
 
     def _apply_overrides(
         self, spec: ModelSpec, record: _Record, overrides: Mapping[str, Any] | None

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from ingest.adapters.cms import CmsClient
@@ -173,7 +173,7 @@ def _end_stage(row_id: int, status: str, exc: BaseException | None) -> None:
             .where(FileProcessingStatus.id == row_id)
             .values(
                 status=status,
-                stage_end_time=_now(),
+                stage_end_time=func.now(),
                 updated_at=_now(),
                 error_message=str(exc) if exc else None,
                 error_details={"exception": type(exc).__name__} if exc else None,
@@ -262,7 +262,7 @@ def _record_stage(ev: ClaimedEvent, name: str, status: str, error: str | None = 
         s.add(
             FileProcessingStatus(
                 file_event_id=ev.id, file_document_id=ev.document_id, processing_stage=name,
-                status=status, stage_end_time=_now(), error_message=error,
+                status=status, stage_end_time=func.now(), error_message=error,
             )
         )
 
@@ -308,7 +308,7 @@ def fail_event(event_id: int, exc: BaseException, retries: int = 0) -> bool:
         s.add(
             FileProcessingStatus(
                 file_event_id=event_id, file_document_id=row.document_id,
-                processing_stage="failed", status="failed", stage_end_time=_now(),
+                processing_stage="failed", status="failed", stage_end_time=func.now(),
                 error_message=str(exc), error_details={"category": category},
             )
         )

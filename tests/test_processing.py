@@ -1,0 +1,243 @@
+"""End to end on real services: webhook → outbox → Celery worker → S3 → text → Chroma."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from devtools.samples import bad_documents, make_pdf, make_txt, sample_documents
+from ingest.adapters.vectors import VectorStore
+from ingest.db import session_scope
+from ingest.events import FileEntry, store_file_event
+from ingest.names import TASK_RELAY_OUTBOX
+from ingest.pipeline.embedding import get_embedder
+from ingest.pipeline.run import process_event
+from ingest.settings import get_settings
+from tests.helpers import (
+    envelope,
+    errors_for,
+    event_row,
+    file_entry,
+    iso,
+    post,
+    stages_for,
+    upload,
+    wait_terminal,
+)
+from webhooks.app import create_app
+from webhooks.publisher import Publisher
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+@pytest.fixture(scope="module")
+def vectors(chroma_server: str) -> VectorStore:
+    return VectorStore(get_settings())
+
+
+def ingest(web: str, s3: Any, name: str, mime: str, data: bytes, event: str = "entry.create",
+           **extra: Any) -> tuple[dict[str, Any], Any]:
+    """Upload, send the webhook, wait for the outcome; returns (entry, file_events row)."""
+    entry = file_entry(name, mime, **extra)
+    upload(s3, entry, data)
+    response = post(web, envelope(event, entry))
+    assert response.status_code == 202, response.text
+    return entry, wait_terminal(response.json()["event_id"])
+
+
+@pytest.mark.parametrize("sample", sample_documents(), ids=lambda d: d.file_name)
+def test_every_file_type_is_chunked_embedded_and_stored(
+    web: str, s3_server: Any, vectors: VectorStore, sample: Any
+) -> None:
+    entry, row = ingest(web, s3_server, sample.file_name, sample.mime_type, sample.data)
+    assert row.status == "done", row.last_error
+    stored = vectors.collection.get(where={"document_id": entry["documentId"]},
+                                    include=["metadatas", "documents"])
+    assert stored["ids"], "no chunks stored"
+    assert sorted(stored["ids"]) == sorted(f"{entry['documentId']}:{n}"
+                                           for n in range(len(stored["ids"])))
+    meta = stored["metadatas"][0]
+    assert meta["company_id"] == 42 and meta["bot_id"] == 7
+    assert meta["file_name"] == sample.file_name
+    words = sample.topic_sentence.split()[:4]
+    assert any(" ".join(words) in " ".join(doc.split()) for doc in stored["documents"])
+    assert stages_for(row.id) == [("download", "success"), ("processing", "success"),
+                                  ("storage", "success"), ("completed", "success")]
+
+
+@pytest.mark.parametrize("bad", bad_documents(), ids=lambda d: d.file_name)
+def test_corrupt_unsupported_or_empty_files_fail_once_as_processing_error(
+    web: str, s3_server: Any, vectors: VectorStore, bad: Any
+) -> None:
+    entry, row = ingest(web, s3_server, bad.file_name, bad.mime_type, bad.data)
+    assert row.status == "failed"
+    (error,) = errors_for(entry["documentId"])
+    assert error.error_category == "processing_error"
+    assert error.processing_stage == "processing"
+    assert "Traceback" in (error.stack_trace or "")
+    assert error.retry_count == 0
+    assert vectors.chunk_ids(entry["documentId"]) == []
+    assert stages_for(row.id)[-1] == ("failed", "failed")
+
+
+def test_missing_s3_object_fails_as_file_not_found(web: str, vectors: VectorStore) -> None:
+    entry = file_entry("ghost.pdf", "application/pdf")
+    response = post(web, envelope("entry.create", entry))
+    row = wait_terminal(response.json()["event_id"])
+    assert row.status == "failed"
+    (error,) = errors_for(entry["documentId"])
+    assert error.error_category == "file_not_found"
+    assert error.processing_stage == "download"
+
+
+def test_metadata_comes_from_the_cms_when_the_webhook_lacks_it(
+    web: str, s3_server: Any, cms: Any, vectors: VectorStore
+) -> None:
+    stored = cms.state.put_file({
+        "name": "handbook.txt", "storage_key": "cms/handbook.txt", "company_id": 42,
+        "bot_id": 7, "user_email": "carol@example.com", "size_bytes": "20",
+        "mime_type": "text/plain"})
+    s3_server.put_object(Bucket=get_settings().s3_bucket, Key="cms/handbook.txt",
+                         Body=make_txt("The staff handbook explains holiday allowance."))
+    before = cms.state.calls["GET file"]
+    partial = {"documentId": stored["documentId"], "updatedAt": stored["updatedAt"]}
+    row = wait_terminal(post(web, envelope("entry.create", partial)).json()["event_id"])
+    assert row.status == "done", row.last_error
+    assert cms.state.calls["GET file"] == before + 1
+    meta = vectors.collection.get(ids=[f"{stored['documentId']}:0"])["metadatas"][0]
+    assert meta["file_name"] == "handbook.txt"
+
+
+def test_cms_5xx_is_retried_with_backoff_then_succeeds(
+    web: str, s3_server: Any, cms: Any
+) -> None:
+    stored = cms.state.put_file({
+        "name": "retry.txt", "storage_key": "cms/retry.txt", "company_id": 42, "bot_id": 7,
+        "user_email": "carol@example.com", "size_bytes": "20", "mime_type": "text/plain"})
+    s3_server.put_object(Bucket=get_settings().s3_bucket, Key="cms/retry.txt",
+                         Body=make_txt("Retried documents still arrive."))
+    cms.state.fail_next("file", 503, times=2)
+    partial = {"documentId": stored["documentId"], "updatedAt": stored["updatedAt"]}
+    row = wait_terminal(post(web, envelope("entry.create", partial)).json()["event_id"], 60)
+    assert row.status == "done", row.last_error
+    assert row.attempts == 3
+    assert errors_for(stored["documentId"]) == []
+
+
+def test_cms_entry_gone_fails_as_file_not_found(web: str) -> None:
+    partial = {"documentId": "gonegonegonegonegonegone", "updatedAt": iso(datetime.now(UTC))}
+    row = wait_terminal(post(web, envelope("entry.create", partial)).json()["event_id"])
+    assert row.status == "failed"
+    assert errors_for("gonegonegonegonegonegone")[0].error_category == "file_not_found"
+
+
+def test_update_reprocesses_and_replaces_older_chunks(
+    web: str, s3_server: Any, vectors: VectorStore
+) -> None:
+    long_text = " ".join(f"Paragraph {n} talks about quarterly revenue." for n in range(200))
+    entry, row = ingest(web, s3_server, "report.txt", "text/plain", make_txt(long_text))
+    assert row.status == "done"
+    first = len(vectors.chunk_ids(entry["documentId"]))
+    assert first > 2
+    newer = {**entry, "updatedAt": iso(datetime.now(UTC) + timedelta(seconds=1))}
+    upload(s3_server, newer, make_txt("The revised report is short."))
+    row2 = wait_terminal(post(web, envelope("entry.update", newer)).json()["event_id"])
+    assert row2.status == "done"
+    assert vectors.chunk_ids(entry["documentId"]) == [f"{entry['documentId']}:0"]
+    text = vectors.collection.get(ids=[f"{entry['documentId']}:0"])["documents"][0]
+    assert "revised report" in text
+
+
+def test_delete_removes_the_documents_chunks(
+    web: str, s3_server: Any, vectors: VectorStore
+) -> None:
+    entry, row = ingest(web, s3_server, "bye.txt", "text/plain", make_txt("Soon deleted."))
+    assert vectors.chunk_ids(entry["documentId"])
+    deleted = wait_terminal(post(web, envelope("entry.delete", entry)).json()["event_id"])
+    assert deleted.status == "done"
+    assert vectors.chunk_ids(entry["documentId"]) == []
+    again = post(web, envelope("entry.delete", {**entry, "id": entry["id"] + 1}))
+    assert again.json()["status"] == "duplicate"
+
+
+def test_a_create_arriving_after_its_delete_is_dropped(
+    web: str, s3_server: Any, vectors: VectorStore
+) -> None:
+    entry = file_entry("late.txt", "text/plain")
+    upload(s3_server, entry, make_txt("This create was overtaken by its delete."))
+    deleted = wait_terminal(post(web, envelope("entry.delete", entry)).json()["event_id"])
+    created = wait_terminal(post(web, envelope("entry.create", entry)).json()["event_id"])
+    assert deleted.status == "done"
+    assert created.status == "ignored"
+    assert vectors.chunk_ids(entry["documentId"]) == []
+
+
+def test_concurrent_versions_of_one_document_newest_wins(
+    s3_server: Any, vectors: VectorStore, cms: Any
+) -> None:
+    """Two versions processed at the same moment in two threads: the newer one is stored."""
+    base = datetime.now(UTC)
+    old = file_entry("v.txt", "text/plain", updated=base)
+    new = {**old, "updatedAt": iso(base + timedelta(seconds=5)),
+           "storage_key": old["storage_key"] + ".v2"}
+    upload(s3_server, old, make_txt("Version one says the office opens at nine."))
+    upload(s3_server, new, make_txt("Version two says the office opens at ten."))
+    with session_scope() as s:
+        ids = [store_file_event(s, "entry.update", FileEntry.model_validate(e),
+                                envelope("entry.update", e)).event_id for e in (old, new)]
+    barrier = threading.Barrier(2)
+    outcomes: dict[int, str] = {}
+
+    def run(event_id: int) -> None:
+        barrier.wait()
+        outcomes[event_id] = process_event(event_id).status
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert outcomes[ids[1]] == "done"
+    assert outcomes[ids[0]] in ("done", "ignored")
+    docs = vectors.collection.get(where={"document_id": old["documentId"]})["documents"]
+    assert docs == ["Version two says the office opens at ten."]
+
+
+def test_broker_down_event_is_processed_after_the_relay(web: str, s3_server: Any,
+                                                        celery_app: Any) -> None:
+    offline = create_app(get_settings(), publisher=Publisher("redis://127.0.0.1:1/0"))
+    entry = file_entry("offline.pdf", "application/pdf")
+    upload(s3_server, entry, make_pdf("Stored while the broker was down."))
+    response = offline.test_client().post(
+        "/webhooks/cms", json=envelope("entry.create", entry),
+        headers={"Authorization": "Bearer test-webhook-token"})
+    assert response.status_code == 202
+    event_id = response.get_json()["event_id"]
+    assert event_row(event_id).status == "received"
+    time.sleep(get_settings().outbox_relay_after_seconds + 0.2)  # the relay's grace period
+    celery_app.send_task(TASK_RELAY_OUTBOX)  # what beat does every few seconds
+    assert wait_terminal(event_id).status == "done"
+
+
+def test_semantic_query_finds_the_right_documents_chunk(
+    web: str, s3_server: Any, vectors: VectorStore
+) -> None:
+    topics = {
+        "coffee.txt": "Descale the espresso machine in the kitchen every Friday afternoon.",
+        "parking.txt": "Employees must display the parking permit on the dashboard.",
+        "vpn.txt": "Connect to the corporate VPN before opening the internal wiki.",
+    }
+    ids = {}
+    for name, sentence in topics.items():
+        entry, row = ingest(web, s3_server, name, "text/plain", make_txt(sentence))
+        assert row.status == "done"
+        ids[name] = entry["documentId"]
+    embedder = get_embedder("minilm")
+    (question,) = embedder.embed(["Where do I put my car pass?"])
+    hits = vectors.query(question, n_results=1,
+                         where={"document_id": {"$in": list(ids.values())}})
+    assert hits[0].document_id == ids["parking.txt"]
