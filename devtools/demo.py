@@ -1,0 +1,820 @@
+"""End-to-end demo of kb-ingest on real processes: ``make demo`` (``python -m devtools.demo``).
+
+It needs PostgreSQL on 127.0.0.1:5432 (trust auth, user ``postgres``) and ``redis-server``
+on PATH; everything else runs from the virtualenv. The demo
+
+1. recreates the database ``kb_ingest_demo`` and migrates it (``ingest db upgrade``);
+2. starts, each in its own process group on a free port, with logs in ``.demo/logs/``:
+   redis-server, moto (S3), ``chroma run``, the Strapi 5 stand-in, gunicorn (web), the
+   Celery worker and beat;
+3. uploads the sample documents to S3 and creates their file entries through the CMS
+   stand-in's REST API, which sends real Strapi-style webhooks to the web process (plus an
+   entry whose object was never uploaded, and one ``entry.update``);
+4. waits until every ``file_events`` row is terminal and prints what became of each file;
+5. answers sample questions from the stored chunks;
+6. stops everything it started, also on Ctrl-C, and exits non-zero if anything went wrong.
+
+    python -m devtools.demo [--embedding {minilm,hashing}] [--keep-running]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import traceback
+from collections.abc import Callable
+from contextlib import closing, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import boto3
+import psycopg2
+import redis
+import requests
+
+from devtools.samples import bad_documents, sample_documents
+from ingest.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_DIR = ROOT / ".demo"
+LOG_DIR = DEMO_DIR / "logs"
+BIN = Path(sys.executable).parent  # the venv's console scripts live next to its python
+
+DB_NAME = "kb_ingest_demo"
+DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+BUCKET = "kb-demo"
+COLLECTION = "kb_demo"
+CMS_TOKEN = "demo-cms-token"
+WEBHOOK_TOKEN = "demo-webhook-token"
+WEBHOOK_SECRET = "demo-webhook-secret"
+COMPANY_ID, BOT_ID, USER_EMAIL = 42, 7, "alice@example.com"
+WORKER_CONCURRENCY = 2
+
+TRAVEL_FILE = "travel-expense-policy.pdf"
+TRAVEL_RENAMED = "travel-expense-policy-2025.pdf"
+MISSING_FILE = "lost-slides.pdf"
+TERMINAL = ("done", "ignored", "failed")
+EVENTS_TIMEOUT = 300.0
+STOP_TIMEOUT = 20.0
+
+# (question, the sample file that should answer it, whether a miss fails the demo)
+QUESTIONS = [
+    ("How long do I have to submit my travel expenses?", TRAVEL_FILE, True),
+    ("When is the coffee machine cleaned?", "coffee-machine-cleaning.html", False),
+    ("How do I restart the payments service?", "payments-restart-runbook.md", False),
+]
+
+T = TypeVar("T")
+Check = Callable[["Service"], bool]  # a readiness check
+
+
+class DemoError(RuntimeError):
+    """Something the demo needs did not happen; the message says what."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: Callable[[], T], timeout: float, what: str, interval: float = 0.25) -> T:
+    """Poll ``check`` until it returns something truthy; DemoError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise DemoError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def http_ok(url: str, headers: dict[str, str] | None = None) -> Check:
+    """A readiness check: ``url`` answers 200."""
+
+    def check(_service: Service) -> bool:
+        try:
+            return requests.get(url, headers=headers, timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    return check
+
+
+def redis_ping(url: str) -> Check:
+    """A readiness check: Redis at ``url`` answers PING."""
+
+    def check(_service: Service) -> bool:
+        try:
+            return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+        except redis.RedisError:
+            return False
+
+    return check
+
+
+def section(title: str) -> None:
+    """Print a section heading."""
+    print(f"\n== {title} ==", flush=True)
+
+
+def script(name: str) -> str:
+    """A console script of the venv (``celery``, ``gunicorn``, …)."""
+    path = BIN / name
+    if not path.exists():
+        raise DemoError(f"{path} not found: is the project installed in this venv?")
+    return str(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Subprocesses
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Service:
+    """One subprocess of the demo: its own process group, a log file, a readiness check."""
+
+    name: str
+    argv: list[str]
+    ready: Check
+    timeout: float = 60.0
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def log_path(self) -> Path:
+        """Where its stdout and stderr go."""
+        return LOG_DIR / f"{self.name}.log"
+
+    def start(self, env: dict[str, str]) -> None:
+        """Launch it in a new session (so Ctrl-C in the terminal does not reach it)."""
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                self.argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )
+
+    def log_text(self) -> str:
+        """Everything it logged so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def tail(self, lines: int = 30) -> str:
+        """The last lines of its log, indented."""
+        text = "\n".join(self.log_text().splitlines()[-lines:]) or "(empty log)"
+        return textwrap.indent(text, "    | ", lambda _: True)
+
+    def running(self) -> bool:
+        """Whether the process is alive."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_ready(self) -> float:
+        """Wait until the readiness check passes; returns the seconds it took."""
+        started = time.monotonic()
+        while not self.ready(self):
+            if not self.running():
+                code = self.proc.returncode if self.proc else None
+                raise DemoError(f"{self.name} exited (code {code}) before it was ready; "
+                                f"log {self.log_path}:\n{self.tail()}")
+            if time.monotonic() - started > self.timeout:
+                raise DemoError(f"{self.name} not ready after {self.timeout:.0f}s; "
+                                f"log {self.log_path}:\n{self.tail()}")
+            time.sleep(0.2)
+        return time.monotonic() - started
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """SIGTERM to its process group, SIGKILL if it is still there after ``timeout``."""
+        if self.proc is None:
+            return
+        with suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            print(f"  {self.name} did not stop within {timeout:.0f}s: SIGKILL", flush=True)
+        with suppress(ProcessLookupError):  # the leader is gone: sweep up what is left
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+
+def log_has(text: str, count: int = 1) -> Check:
+    """A readiness check: the service's log contains ``text`` at least ``count`` times."""
+    return lambda service: service.log_text().count(text) >= count
+
+
+def worker_ready(backend: str) -> Check:
+    """Celery's "ready." and, with minilm, the model loaded in every child (workers/app.py)."""
+    models = WORKER_CONCURRENCY if backend == "minilm" else 0
+    return lambda service: log_has(" ready.")(service) and log_has("embedding model",
+                                                                   models)(service)
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The free ports chosen at start."""
+
+    redis: int = field(default_factory=free_port)
+    s3: int = field(default_factory=free_port)
+    chroma: int = field(default_factory=free_port)
+    cms: int = field(default_factory=free_port)
+    web: int = field(default_factory=free_port)
+
+    def url(self, name: str) -> str:
+        """``http://127.0.0.1:<port>`` of ``s3``, ``chroma``, ``cms`` or ``web``."""
+        return f"http://127.0.0.1:{getattr(self, name)}"
+
+
+def infrastructure(ports: Ports, env: dict[str, str]) -> list[Service]:
+    """Redis, S3 (moto) and Chroma: what the kb-ingest processes talk to."""
+    redis_bin = shutil.which("redis-server")
+    if redis_bin is None:
+        raise DemoError("redis-server is not on PATH (apt-get install redis-server)")
+    return [
+        Service("redis", [redis_bin, "--port", str(ports.redis), "--bind", "127.0.0.1",
+                          "--save", "", "--appendonly", "no", "--dir", str(DEMO_DIR)],
+                redis_ping(env["REDIS_URL"]), 15),
+        Service("s3", [script("moto_server"), "-H", "127.0.0.1", "-p", str(ports.s3)],
+                http_ok(f"{ports.url('s3')}/moto-api/"), 30),
+        Service("chroma", [script("chroma"), "run", "--path", str(DEMO_DIR / "chroma"),
+                           "--host", "127.0.0.1", "--port", str(ports.chroma)],
+                http_ok(f"{ports.url('chroma')}/api/v2/heartbeat"), 60),
+    ]
+
+
+def gunicorn_extra_args() -> list[str]:
+    """gunicorn 27 opens a control socket in ~/.gunicorn shared by every instance: not here."""
+    import gunicorn
+
+    return ["--no-control-socket"] if gunicorn.version_info >= (27,) else []
+
+
+def applications(ports: Ports, backend: str) -> list[Service]:
+    """The CMS stand-in and the three kb-ingest processes (web, worker, beat)."""
+    return [
+        Service("cms", [sys.executable, "-m", "devtools.cms_standin", "--port", str(ports.cms),
+                        "--token", CMS_TOKEN,
+                        "--webhook-url", f"{ports.url('web')}/webhooks/cms",
+                        "--webhook-token", WEBHOOK_TOKEN],
+                http_ok(f"{ports.url('cms')}/api/files",
+                        {"Authorization": f"Bearer {CMS_TOKEN}"}), 30),
+        Service("web", [script("gunicorn"), "-w", "2", "-b", f"127.0.0.1:{ports.web}",
+                        *gunicorn_extra_args(), "webhooks.app:create_app()"],
+                http_ok(f"{ports.url('web')}/health"), 60),
+        Service("worker", [script("celery"), "-A", "workers", "worker",
+                           "-Q", "ingest,notifications,corrections",
+                           "-c", str(WORKER_CONCURRENCY), "--loglevel", "INFO"],
+                worker_ready(backend), 180),
+        Service("beat", [script("celery"), "-A", "workers", "beat", "--loglevel", "INFO",
+                         "--schedule", str(DEMO_DIR / "celerybeat-schedule")],
+                log_has("beat: Starting"), 60),
+    ]
+
+
+def start_services(services: list[Service], env: dict[str, str], started: list[Service]) -> None:
+    """Start them all at once, then wait for each in turn (``started`` collects them)."""
+    for service in services:
+        service.start(env)
+        started.append(service)
+    for service in services:
+        seconds = service.wait_ready()
+        print(f"  {service.name:<7} ready in {seconds:5.1f}s   (log: "
+              f"{service.log_path.relative_to(ROOT)})", flush=True)
+
+
+def stop_services(services: list[Service]) -> None:
+    """Stop in reverse start order."""
+    for service in reversed(services):
+        try:
+            service.stop()
+        except Exception as exc:  # keep stopping the others
+            print(f"  could not stop {service.name}: {type(exc).__name__}: {exc}")
+    alive = [s.name for s in services if s.running()]
+    print(f"stopped {len(services)} processes" + (f"; STILL RUNNING: {alive}" if alive else ""))
+
+
+# ---------------------------------------------------------------------------------------------
+# Environment and database
+# ---------------------------------------------------------------------------------------------
+
+# Variables of other tools that could point the demo elsewhere: dropped from the caller's env.
+FOREIGN_PREFIXES = ("AWS_", "CELERY_", "CHROMA_")
+
+
+def build_env(ports: Ports, backend: str, database_url: str) -> dict[str, str]:
+    """The one environment of every process: the caller's, with every kb-ingest setting set."""
+    settings_names = {name.upper() for name in Settings.model_fields}
+    env = {
+        key: value for key, value in os.environ.items()
+        if key.upper() not in settings_names and not key.upper().startswith(FOREIGN_PREFIXES)
+    }
+    env.update({
+        "DATABASE_URL": database_url,
+        "REDIS_URL": f"redis://127.0.0.1:{ports.redis}/0",
+        "CELERY_BROKER_URL": f"redis://127.0.0.1:{ports.redis}/1",
+        "CMS_API_URL": ports.url("cms"),
+        "CMS_API_TOKEN": CMS_TOKEN,
+        "CMS_TIMEOUT_SECONDS": "5",
+        "WEBHOOK_TOKEN": WEBHOOK_TOKEN,
+        "WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "WEBHOOK_AUTH_DISABLED": "false",
+        "S3_BUCKET": BUCKET,
+        "S3_ENDPOINT_URL": ports.url("s3"),
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "demo",
+        "AWS_SECRET_ACCESS_KEY": "demo",
+        "CHROMA_HOST": "127.0.0.1",  # the Chroma server: safe with -c 2 (DESIGN §5)
+        "CHROMA_PORT": str(ports.chroma),
+        "CHROMA_PATH": str(DEMO_DIR / "chroma"),
+        "CHROMA_COLLECTION": COLLECTION,
+        "EMBEDDING_BACKEND": backend,
+        "OUTBOX_RELAY_AFTER_SECONDS": "2",
+        "INGEST_MAX_RETRIES": "3",
+        # No SMTP server runs in the demo; batches close quickly once they exist.
+        "ENABLE_EMAIL_NOTIFICATIONS": "false",
+        "DEFAULT_NOTIFICATION_DELAY_MINUTES": "0.1",
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "ANONYMIZED_TELEMETRY": "False",
+        "LOG_FORMAT": "text",
+        "LOG_LEVEL": "INFO",
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+def apply_env(env: dict[str, str]) -> None:
+    """Make this process see exactly ``env`` too (the demo reads settings from it)."""
+    for key in set(os.environ) - set(env):
+        del os.environ[key]
+    os.environ.update(env)
+
+
+def demo_urls(admin_url: str) -> tuple[str, str]:
+    """(psycopg2 URL, DATABASE_URL) of the demo database on the admin URL's server."""
+    plain = urlsplit(admin_url)._replace(path=f"/{DB_NAME}").geturl()
+    return plain, plain.replace("postgresql://", "postgresql+psycopg2://", 1)
+
+
+def reset_database(admin_url: str) -> None:
+    """Drop (forcibly) and create the demo database."""
+    try:
+        conn = psycopg2.connect(admin_url, connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        raise DemoError(f"PostgreSQL is not reachable at {admin_url}: {exc}".strip()) from exc
+    conn.autocommit = True
+    with closing(conn), conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+        cur.execute(f'CREATE DATABASE "{DB_NAME}"')
+
+
+def migrate(env: dict[str, str]) -> None:
+    """``ingest db upgrade`` against the demo database."""
+    result = subprocess.run([script("ingest"), "db", "upgrade"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120, check=False)
+    if result.returncode != 0:
+        raise DemoError(f"`ingest db upgrade` failed ({result.returncode}):\n"
+                        + textwrap.indent((result.stdout + result.stderr).strip(), "    | "))
+
+
+def query(db_url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows of one read-only query."""
+    with closing(psycopg2.connect(db_url, connect_timeout=5)) as conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        return list(cur.fetchall())
+
+
+# ---------------------------------------------------------------------------------------------
+# Uploads through S3 and the CMS
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DemoFile:
+    """A file of the demo: what is uploaded, the CMS entry created for it, what must happen."""
+
+    name: str
+    mime_type: str
+    data: bytes | None  # None: the object is never uploaded
+    expect: str  # done | failed
+    note: str = ""
+    document_id: str = ""
+
+    @property
+    def storage_key(self) -> str:
+        """Its S3 key."""
+        return f"companies/{COMPANY_ID}/bots/{BOT_ID}/{self.name}"
+
+
+def demo_files() -> list[DemoFile]:
+    """The good samples, the bad ones, and an entry whose object is missing."""
+    files = [DemoFile(d.file_name, d.mime_type, d.data, "done") for d in sample_documents()]
+    files += [DemoFile(d.file_name, d.mime_type, d.data, "failed", d.problem)
+              for d in bad_documents()]
+    files.append(DemoFile(MISSING_FILE, "application/pdf", None, "failed", "never uploaded"))
+    return files
+
+
+class Cms:
+    """The stand-in's REST API, as the admin panel would use it."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {CMS_TOKEN}"
+
+    def create_file(self, file: DemoFile) -> str:
+        """POST /api/files; returns the new documentId."""
+        data = {
+            "name": file.name, "storage_key": file.storage_key, "company_id": COMPANY_ID,
+            "bot_id": BOT_ID, "user_email": USER_EMAIL,
+            "size_bytes": str(len(file.data or b"")), "mime_type": file.mime_type,
+        }
+        response = self.session.post(f"{self.base_url}/api/files", json={"data": data},
+                                     timeout=10)
+        if response.status_code != 201:
+            raise DemoError(f"CMS refused {file.name}: {response.status_code} {response.text}")
+        return str(response.json()["data"]["documentId"])
+
+    def rename_file(self, document_id: str, name: str) -> None:
+        """PUT /api/files/{documentId}: the CMS sends ``entry.update``."""
+        response = self.session.put(f"{self.base_url}/api/files/{document_id}",
+                                    json={"data": {"name": name}}, timeout=10)
+        if response.status_code != 200:
+            raise DemoError(f"CMS refused the update: {response.status_code} {response.text}")
+
+
+def send_test_webhook(web_url: str) -> str:
+    """What the admin panel's "Trigger" button sends; the receiver must answer 2xx."""
+    response = requests.post(f"{web_url}/webhooks/cms", json={"event": "trigger-test"},
+                             headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"}, timeout=10)
+    if not response.ok:
+        raise DemoError(f"the test webhook got {response.status_code}: {response.text}")
+    return f"{response.status_code} {response.json().get('status')}"
+
+
+def create_bucket(env: dict[str, str]) -> Any:
+    """The S3 client, with the demo bucket created."""
+    s3 = boto3.client("s3", endpoint_url=env["S3_ENDPOINT_URL"], region_name=env["AWS_REGION"],
+                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    s3.create_bucket(Bucket=BUCKET)
+    return s3
+
+
+def upload_and_register(files: list[DemoFile], s3: Any, cms: Cms) -> None:
+    """Put each object into S3, then create its CMS entry (the CMS sends the webhook)."""
+    for file in files:
+        if file.data is not None:
+            s3.put_object(Bucket=BUCKET, Key=file.storage_key, Body=file.data,
+                          ContentType=file.mime_type)
+    for file in files:
+        file.document_id = cms.create_file(file)
+        print(f"  {file.name:<32} {file.document_id}  {file.note or ''}".rstrip(), flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Waiting for the pipeline and reporting
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EventRow:
+    """One ``file_events`` row."""
+
+    id: int
+    event: str
+    document_id: str
+    status: str
+    entry_updated_at: datetime
+    updated_at: datetime
+
+
+def events(db_url: str) -> list[EventRow]:
+    """Every ``file_events`` row, oldest first."""
+    rows = query(db_url, "SELECT id, event, document_id, status, entry_updated_at, updated_at "
+                         "FROM file_events ORDER BY id")
+    return [EventRow(*row) for row in rows]
+
+
+def document_terminal(db_url: str, document_id: str) -> bool:
+    """Whether the document has at least one event and all its events are terminal."""
+    statuses = [e.status for e in events(db_url) if e.document_id == document_id]
+    return bool(statuses) and all(s in TERMINAL for s in statuses)
+
+
+def wait_all_terminal(db_url: str, expected: int, timeout: float) -> list[EventRow]:
+    """Wait until at least ``expected`` events exist and all are terminal; print progress."""
+    shown = ""
+
+    def check() -> list[EventRow] | None:
+        nonlocal shown
+        rows = events(db_url)
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row.status] = counts.get(row.status, 0) + 1
+        line = f"  {len(rows)}/{expected} events: " + ", ".join(
+            f"{n} {status}" for status, n in sorted(counts.items()))
+        if line != shown:
+            print(line, flush=True)
+            shown = line
+        done = len(rows) >= expected and all(r.status in TERMINAL for r in rows)
+        return rows if done else None
+
+    return wait_until(check, timeout, "every file event to be terminal", interval=0.5)
+
+
+def final_status(rows: list[EventRow]) -> str:
+    """A document's outcome: its newest event that was not superseded (``ignored``)."""
+    live = [r for r in rows if r.status != "ignored"]
+    if not live:
+        return "ignored"
+    return max(live, key=lambda r: (r.entry_updated_at, r.id)).status
+
+
+def latest_errors(db_url: str) -> dict[str, tuple[str, str]]:
+    """documentId → (category, message) of its latest ``processing_errors`` row."""
+    rows = query(db_url, "SELECT DISTINCT ON (file_document_id) file_document_id, "
+                         "error_category, error_message FROM processing_errors "
+                         "ORDER BY file_document_id, id DESC")
+    return {doc: (category, message) for doc, category, message in rows}
+
+
+def chunk_counts(settings: Settings, document_ids: list[str]) -> dict[str, int]:
+    """documentId → number of its chunks in Chroma."""
+    from ingest.adapters.vectors import VectorStore  # imports chromadb: only when needed
+
+    store = VectorStore(settings)
+    return {doc: len(store.chunk_ids(doc)) for doc in document_ids}
+
+
+@dataclass
+class Result:
+    """What became of one demo file."""
+
+    file: DemoFile
+    name: str
+    events: str
+    outcome: str
+    chunks: int
+    category: str  # of the latest processing_errors row, for a failed file
+    message: str
+
+    @property
+    def ok(self) -> bool:
+        """Whether the outcome is as expected: a success stored chunks, a failure none and
+        left a ``processing_errors`` row."""
+        if self.file.expect == "done":
+            return self.outcome == "done" and self.chunks > 0
+        return self.outcome == self.file.expect and self.chunks == 0 and bool(self.category)
+
+
+def collect_results(files: list[DemoFile], rows: list[EventRow], db_url: str,
+                    settings: Settings, names: dict[str, str]) -> list[Result]:
+    """One Result per demo file, from the database and Chroma."""
+    errors = latest_errors(db_url)
+    chunks = chunk_counts(settings, [f.document_id for f in files])
+    results = []
+    for file in files:
+        mine = [r for r in rows if r.document_id == file.document_id]
+        category, message = errors.get(file.document_id, ("", ""))
+        outcome = final_status(mine)
+        results.append(Result(
+            file=file,
+            name=names.get(file.document_id, file.name),
+            events=" ".join(f"{r.event.removeprefix('entry.')}:{r.status}" for r in mine),
+            outcome=outcome,
+            chunks=chunks[file.document_id],
+            category=category if outcome == "failed" else "",
+            message=message if outcome == "failed" else "",
+        ))
+    return results
+
+
+def shorten(text: str, width: int) -> str:
+    """``text`` on one line, cut to ``width`` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def print_table(results: list[Result]) -> None:
+    """The per-file table."""
+    header = ("file", "type", "events", "outcome", "chunks", "check", "error")
+    table = [header] + [
+        (r.name, Path(r.name).suffix.lstrip(".") or "-", r.events, r.outcome, str(r.chunks),
+         "ok" if r.ok else f"WANT {r.file.expect}", r.category)
+        for r in results
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
+    for n, row in enumerate(table):
+        cells = [cell.rjust(w) if i == 4 else cell.ljust(w)
+                 for i, (cell, w) in enumerate(zip(row, widths, strict=False))]
+        print("  " + "  ".join(cells + [row[-1]]).rstrip())
+        if n == 0:
+            print("  " + "  ".join("-" * w for w in widths) + "  -----")
+    failures = [r for r in results if r.outcome == "failed"]
+    if failures:
+        print("\n  failures (processing_errors):")
+    for r in failures:
+        print(f"    {r.name}: {r.category}: {shorten(r.message, 110)}")
+
+
+def print_totals(results: list[Result], rows: list[EventRow], first_upload: datetime) -> None:
+    """Files, outcomes, wall time from the first upload to the last terminal event, rate."""
+    last = max(r.updated_at for r in rows)
+    wall = max((last - first_upload).total_seconds(), 1e-6)
+    count = {s: sum(r.outcome == s for r in results) for s in TERMINAL}
+    print(f"\n  files: {len(results)}   succeeded: {count['done']}   failed: {count['failed']}"
+          + (f"   ignored: {count['ignored']}" if count["ignored"] else ""))
+    print(f"  events: {len(rows)}   chunks stored: {sum(r.chunks for r in results)}")
+    print(f"  wall time, first upload → last terminal event: {wall:.1f}s "
+          f"({len(results) / wall:.2f} files/s)")
+
+
+def ask_questions(settings: Settings, backend: str, files: list[DemoFile],
+                  names: dict[str, str]) -> list[str]:
+    """Answer the sample questions from Chroma; returns the problems found."""
+    from ingest.adapters.vectors import VectorStore
+    from ingest.pipeline.embedding import get_embedder
+
+    started = time.perf_counter()
+    embedder = get_embedder(backend)
+    total = time.perf_counter() - started
+    load = getattr(embedder, "load_seconds", None)
+    shown = f"model loaded in {load:.2f}s, " if load is not None else ""
+    print(f"  embedder {embedder.name} in this process: {shown}{total:.2f}s with imports")
+    store = VectorStore(settings)
+    by_name = {f.name: f.document_id for f in files}
+    problems = []
+    for question, expected_file, required in QUESTIONS:
+        (vector,) = embedder.embed([question])
+        hits = store.query(vector, n_results=1)
+        print(f"\n  Q: {question}")
+        if not hits:
+            print("     (no chunks stored)")
+            problems.append(f"no answer to {question!r}")
+            continue
+        best = hits[0]
+        found = str(best.metadata.get("file_name") or names.get(best.document_id, "?"))
+        hit_ok = best.document_id == by_name[expected_file]
+        print(f"     best: {found}  (distance {best.distance:.3f})"
+              + ("" if hit_ok else f"  — expected {expected_file}"))
+        print(f"     “{shorten(best.text, 160)}”")
+        if required and not hit_ok:
+            problems.append(f"{question!r} found {found}, not {expected_file}")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------
+
+
+def prepare_demo_dir() -> None:
+    """A fresh ``.demo/`` (Chroma data and beat schedule of an earlier run removed)."""
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(DEMO_DIR / "chroma", ignore_errors=True)
+    for path in DEMO_DIR.glob("celerybeat-schedule*"):
+        path.unlink()
+    for path in LOG_DIR.glob("*.log"):
+        path.unlink()
+
+
+def run(args: argparse.Namespace, started: list[Service]) -> list[str]:
+    """The demo itself; returns the problems found (empty: success)."""
+    ports = Ports()
+    db_plain, db_url = demo_urls(args.postgres_url)
+    env = build_env(ports, args.embedding, db_url)
+    apply_env(env)
+    settings = load_settings()
+    prepare_demo_dir()
+
+    section(f"database {DB_NAME}")
+    reset_database(args.postgres_url)
+    migrate(env)
+    print("  created and migrated (ingest db upgrade)")
+
+    section(f"services (embedding backend: {args.embedding})")
+    start_services(infrastructure(ports, env), env, started)
+    s3 = create_bucket(env)
+    start_services(applications(ports, args.embedding), env, started)
+
+    section("uploads: S3 objects, then CMS entries (the CMS sends the webhooks)")
+    files = demo_files()
+    cms = Cms(ports.url("cms"))
+    first_upload = datetime.now(UTC)
+    upload_and_register(files, s3, cms)
+    travel = next(f for f in files if f.name == TRAVEL_FILE)
+    wait_until(lambda: document_terminal(db_plain, travel.document_id), EVENTS_TIMEOUT,
+               f"{TRAVEL_FILE} to be processed")
+    cms.rename_file(travel.document_id, TRAVEL_RENAMED)
+    print(f"  renamed {TRAVEL_FILE} → {TRAVEL_RENAMED} (entry.update: re-processed)")
+    names = {travel.document_id: TRAVEL_RENAMED}
+    print(f"  admin panel test webhook (trigger-test): {send_test_webhook(ports.url('web'))}")
+
+    section("processing")
+    rows = wait_all_terminal(db_plain, len(files) + 1, EVENTS_TIMEOUT)
+
+    section("results")
+    results = collect_results(files, rows, db_plain, settings, names)
+    print_table(results)
+    print_totals(results, rows, first_upload)
+    problems = [f"{r.name}: {r.outcome} with {r.chunks} chunks, expected {r.file.expect}"
+                for r in results if not r.ok]
+
+    section("questions")
+    problems += ask_questions(settings, args.embedding, files, names)
+
+    if args.keep_running:
+        keep_running(ports, started, args.embedding)
+    return problems
+
+
+def keep_running(ports: Ports, services: list[Service], backend: str) -> None:
+    """Leave the services up until Ctrl-C (a normal end) or until one of them dies."""
+    section("services left running (Ctrl-C to stop)")
+    for name in ("web", "cms", "chroma", "s3"):
+        print(f"  {name:<7} {ports.url(name)}")
+    print(f"  redis   redis://127.0.0.1:{ports.redis}/0 (broker: db 1)")
+    print(f"  try:    EMBEDDING_BACKEND={backend} CHROMA_HOST=127.0.0.1 "
+          f"CHROMA_PORT={ports.chroma} CHROMA_COLLECTION={COLLECTION} "
+          f"{BIN / 'ingest'} ask \"…\"", flush=True)
+    try:
+        while all(s.running() for s in services):
+            time.sleep(1)
+    except KeyboardInterrupt:
+        return
+    dead = [s.name for s in services if not s.running()]
+    raise DemoError(f"{', '.join(dead)} stopped while the demo was kept running")
+
+
+def _sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="python -m devtools.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--embedding", choices=("minilm", "hashing"), default="minilm",
+                        help="EMBEDDING_BACKEND of the worker and the questions (default minilm)")
+    parser.add_argument("--keep-running", action="store_true",
+                        help="leave the services up after the demo until Ctrl-C")
+    parser.add_argument("--postgres-url", default=DEFAULT_ADMIN_URL,
+                        help=f"an admin connection to the server (default {DEFAULT_ADMIN_URL})")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the demo; 0 when everything went as expected."""
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _sigterm)
+    started: list[Service] = []
+    clock = time.monotonic()
+    problems: list[str] = []
+    try:
+        problems = run(args, started)
+    except KeyboardInterrupt:
+        problems = ["interrupted"]
+    except DemoError as exc:
+        problems = [str(exc)]
+    except Exception as exc:  # an unexpected error: show where, then clean up as usual
+        traceback.print_exc()
+        problems = [f"{type(exc).__name__}: {exc}"]
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not skip clean-up
+            signal.signal(sig, signal.SIG_IGN)
+        section("shutdown")
+        stop_services(started)
+        print(f"logs: {LOG_DIR}")
+    print(f"demo took {time.monotonic() - clock:.0f}s")
+    if problems:
+        print("\nDEMO FAILED:\n" + "\n".join(f"  - {p}" for p in problems))
+        return 1
+    print("\nDEMO OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
