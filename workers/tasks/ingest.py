@@ -1,13 +1,17 @@
 """The ingest task: a thin wrapper over :func:`ingest.pipeline.run.process_event`.
 
-Transient errors are retried with Celery's exponential backoff and full jitter; when the
-retries run out the file fails once, like a permanent error.
+Transient errors (:class:`TransientError`, a lost database connection) are retried with
+Celery's exponential backoff and full jitter; when the retries run out the file fails
+once, like a permanent error. An unexpected exception (a bug) also fails the file, with
+its stack trace, instead of leaving the event stuck in ``processing``; it is re-raised so
+Flower shows the task as failed.
 """
 
 from __future__ import annotations
 
 from celery import Task
 from celery.utils.time import get_exponential_backoff_interval
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ingest.errors import TransientError
 from ingest.names import TASK_PROCESS_FILE_EVENT
@@ -16,12 +20,21 @@ from ingest.settings import get_settings
 from workers.app import app
 
 
+def _is_transient(exc: Exception) -> bool:
+    if isinstance(exc, TransientError | OperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
 @app.task(name=TASK_PROCESS_FILE_EVENT, bind=True, max_retries=None)
 def process_file_event(self: Task, event_id: int) -> str:
     """Process one stored ``file_events`` row; idempotent by the row's status."""
     try:
         return process_event(event_id).status
-    except TransientError as exc:
+    except Exception as exc:
+        if not _is_transient(exc):
+            fail_event(event_id, exc, retries=self.request.retries)
+            raise
         if self.request.retries >= get_settings().ingest_max_retries:
             fail_event(event_id, exc, retries=self.request.retries)
             return "failed"
