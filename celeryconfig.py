@@ -10,8 +10,11 @@ from ingest.names import (
     QUEUE_CORRECTIONS,
     QUEUE_INGEST,
     QUEUE_NOTIFICATIONS,
+    TASK_CHECK_BATCH,
     TASK_PROCESS_FILE_EVENT,
     TASK_RELAY_OUTBOX,
+    TASK_SEND_BATCH_EMAIL,
+    TASK_SWEEP_BATCHES,
 )
 from ingest.settings import get_settings
 
@@ -41,7 +44,7 @@ worker_cancel_long_running_tasks_on_connection_loss = True
 task_time_limit = VISIBILITY_TIMEOUT // 2
 task_soft_time_limit = task_time_limit - 60
 # Retry backoff is capped well below the visibility timeout (countdowns live on Redis).
-retry_backoff_max = 600
+retry_backoff_max = 600  # = ingest.retry.MAX_BACKOFF_SECONDS
 # Structured, UTC timestamps everywhere.
 enable_utc = True
 timezone = "UTC"
@@ -65,8 +68,11 @@ task_queues = (
 )
 task_routes = {
     TASK_PROCESS_FILE_EVENT: {"queue": QUEUE_INGEST},
-    # Sweepers are cheap and must not wait behind a long embedding job.
+    TASK_SEND_BATCH_EMAIL: {"queue": QUEUE_NOTIFICATIONS},
+    # Sweepers and checks are cheap and must not wait behind a long embedding job.
     TASK_RELAY_OUTBOX: {"queue": QUEUE_NOTIFICATIONS},
+    TASK_CHECK_BATCH: {"queue": QUEUE_NOTIFICATIONS},
+    TASK_SWEEP_BATCHES: {"queue": QUEUE_NOTIFICATIONS},
 }
 
 # A beat entry that could not run in time is dropped (expires), never piled up.
@@ -76,5 +82,11 @@ beat_schedule = {
         "task": TASK_RELAY_OUTBOX,
         "schedule": RELAY_EVERY_SECONDS,
         "options": {"expires": RELAY_EVERY_SECONDS},
+    },
+    # The safety net of batch closing: due batches are checked even if every hint is lost.
+    "sweep-batches": {
+        "task": TASK_SWEEP_BATCHES,
+        "schedule": _settings.batch_sweep_seconds,
+        "options": {"expires": _settings.batch_sweep_seconds},
     },
 }

@@ -84,6 +84,19 @@ class PreferenceEntry(BaseModel):
     )
 
 
+class PreferenceUpdate(BaseModel):
+    """Seed 001's ``POST /webhooks/preference-updated`` body."""
+
+    model_config = ConfigDict(extra="allow")
+
+    action: Literal["created", "updated", "deleted"]
+    company_id: int = Field(ge=0)
+    bot_id: int = Field(ge=0)
+    user_email: EmailStr
+    preferences: dict[str, Any] | None = None
+    timestamp: datetime | None = None
+
+
 def event_kind(event: str) -> Kind | None:
     """``upsert``, ``delete``, or None for events this service ignores."""
     if event in UPSERT_EVENTS:

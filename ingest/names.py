@@ -10,3 +10,6 @@ QUEUES = (QUEUE_INGEST, QUEUE_NOTIFICATIONS, QUEUE_CORRECTIONS)
 
 TASK_PROCESS_FILE_EVENT = "kb_ingest.process_file_event"
 TASK_RELAY_OUTBOX = "kb_ingest.relay_outbox"
+TASK_CHECK_BATCH = "kb_ingest.check_batch"
+TASK_SWEEP_BATCHES = "kb_ingest.sweep_batches"
+TASK_SEND_BATCH_EMAIL = "kb_ingest.send_batch_email"

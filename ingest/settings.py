@@ -72,11 +72,18 @@ class Settings(BaseSettings):
     enable_email_notifications: bool = True
     admin_email: str | None = None
     unsubscribe_url: str | None = None
+    smtp_timeout_seconds: float = Field(30.0, gt=0)
+    smtp_max_attempts: int = Field(5, ge=1, le=20)
+    smtp_retry_base_seconds: float = Field(30.0, ge=0)
+    email_list_cap: int = Field(50, ge=1, le=10_000)
 
     # Batches (delays may be fractional minutes for demos and tests)
     default_notification_delay_minutes: float = Field(30, gt=0, le=1440)
     default_batch_size_threshold: int = Field(5, ge=1, le=100)
     max_batch_age_hours: float = Field(24, gt=0)
+    batch_file_timeout_minutes: float = Field(60, gt=0)
+    preferences_cache_ttl_seconds: int = Field(300, ge=1)
+    batch_sweep_seconds: float = Field(15, gt=0)
 
     # Auto-correction
     enable_auto_correction: bool = True

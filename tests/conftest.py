@@ -43,6 +43,7 @@ S3_PORT = _free_port()
 CHROMA_PORT = _free_port()
 CMS_PORT = _free_port()
 WEB_PORT = _free_port()
+SMTP_PORT = _free_port()
 TMP = Path(tempfile.mkdtemp(prefix="kb-ingest-test-"))
 WEBHOOK_TOKEN = "test-webhook-token"
 WEBHOOK_SECRET = "test-webhook-secret"
@@ -70,6 +71,15 @@ os.environ.update(
         "EMBEDDING_BACKEND": "minilm",
         "OUTBOX_RELAY_AFTER_SECONDS": "0.5",
         "INGEST_MAX_RETRIES": "3",
+        "SMTP_SERVER": "127.0.0.1",
+        "SMTP_PORT": str(SMTP_PORT),
+        "SMTP_TIMEOUT_SECONDS": "5",
+        "SMTP_MAX_ATTEMPTS": "5",
+        "SMTP_RETRY_BASE_SECONDS": "0.2",
+        "FROM_EMAIL": "kb@kb-ingest.test",
+        "DEFAULT_NOTIFICATION_DELAY_MINUTES": "0.05",
+        "DEFAULT_BATCH_SIZE_THRESHOLD": "100",
+        "BATCH_SWEEP_SECONDS": "1",
         "LOG_FORMAT": "text",
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
@@ -199,6 +209,15 @@ def cms() -> Iterator[Any]:
         yield server
 
 
+@pytest.fixture(scope="session", autouse=True)
+def smtp_sink() -> Iterator[Any]:
+    """A capturing SMTP server (aiosmtpd) on SMTP_PORT for the whole run."""
+    from tests.smtp_sink import SmtpSink
+
+    with SmtpSink(port=SMTP_PORT) as sink:
+        yield sink
+
+
 @pytest.fixture(scope="session")
 def celery_app(database: str, redis_server: str) -> Any:
     """The worker's Celery app, configured from the test environment."""
@@ -214,6 +233,9 @@ def worker(celery_app: Any, chroma_server: str, s3_server: Any, cms: Any) -> Ite
 
     from ingest.names import QUEUES
 
+    from ingest.pipeline.embedding import get_embedder
+
+    get_embedder("minilm").embed(["warm up"])  # load once, before timing-sensitive tests
     with start_worker(
         celery_app, pool="solo", concurrency=1, perform_ping_check=False,
         loglevel="WARNING", queues=list(QUEUES), shutdown_timeout=30,

@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 from ingest.logging_setup import configure_logging
 from ingest.settings import Settings, get_settings
 from webhooks.auth import check_configured
+from webhooks.batches_api import bp as batches_bp
 from webhooks.metrics import bp as metrics_bp
 from webhooks.publisher import Publisher
 from webhooks.routes import bp as routes_bp
@@ -30,6 +31,7 @@ def create_app(settings: Settings | None = None, publisher: Publisher | None = N
     )
     app.register_blueprint(routes_bp)
     app.register_blueprint(metrics_bp)
+    app.register_blueprint(batches_bp)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> tuple[Response, int]:

@@ -22,6 +22,7 @@ from ingest.events import (
     PREFERENCE_MODEL,
     FileEntry,
     PreferenceEntry,
+    PreferenceUpdate,
     WebhookEnvelope,
     event_kind,
     mark_enqueued,
@@ -103,19 +104,23 @@ def _accept_preference_event(envelope: WebhookEnvelope) -> tuple[Response, int]:
     return jsonify({"status": "invalidated"}), 202
 
 
+def _authenticated_json() -> dict[str, Any]:
+    """Content type, size, authentication and JSON parsing shared by the webhook routes."""
+    if request.mimetype != "application/json":
+        raise BadRequest(415, "Content-Type must be application/json")
+    raw = request.get_data(cache=True)  # 413 above MAX_CONTENT_LENGTH
+    try:
+        authenticate(request.headers, raw, current_app.extensions["kb_settings"])
+    except AuthError as exc:
+        raise BadRequest(401, str(exc)) from None
+    return _parse(raw)
+
+
 @bp.post("/webhooks/cms")
 def cms_webhook() -> tuple[Response, int]:
     """Receive a Strapi 5 webhook (DESIGN §4)."""
     try:
-        if request.mimetype != "application/json":
-            raise BadRequest(415, "Content-Type must be application/json")
-        raw = request.get_data(cache=True)  # 413 above MAX_CONTENT_LENGTH
-        try:
-            authenticate(request.headers, raw, current_app.extensions["kb_settings"])
-        except AuthError as exc:
-            WEBHOOKS.labels("unauthorized").inc()
-            return jsonify({"status": "rejected", "error": str(exc)}), 401
-        body = _parse(raw)
+        body = _authenticated_json()
         try:
             envelope = WebhookEnvelope.model_validate(body)
         except ValidationError as exc:
@@ -126,6 +131,24 @@ def cms_webhook() -> tuple[Response, int]:
             return _accept_preference_event(envelope)
         WEBHOOKS.labels("ignored").inc()
         return jsonify({"status": "ignored"}), 202
+    except BadRequest as exc:
+        WEBHOOKS.labels(f"http_{exc.status}").inc()
+        return exc.response()
+
+
+@bp.post("/webhooks/preference-updated")
+def preference_updated() -> tuple[Response, int]:
+    """Seed 001's preference-change notification: drop the user's cached preferences."""
+    try:
+        body = _authenticated_json()
+        try:
+            update = PreferenceUpdate.model_validate(body)
+        except ValidationError as exc:
+            raise _validation_error(exc) from None
+        invalidate(current_app.extensions["kb_redis"], update.company_id, update.bot_id,
+                   str(update.user_email))
+        WEBHOOKS.labels("invalidated").inc()
+        return jsonify({"status": "invalidated"}), 202
     except BadRequest as exc:
         WEBHOOKS.labels(f"http_{exc.status}").inc()
         return exc.response()

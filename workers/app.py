@@ -22,7 +22,15 @@ log = logging.getLogger(__name__)
 # One INFO line per Chroma HTTP request would drown the worker's own log.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
-app = Celery("kb_ingest", include=["workers.tasks.ingest", "workers.tasks.sweepers"])
+app = Celery(
+    "kb_ingest",
+    include=[
+        "workers.tasks.ingest",
+        "workers.tasks.batches",
+        "workers.tasks.notifications",
+        "workers.tasks.sweepers",
+    ],
+)
 app.config_from_object("celeryconfig")
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from sqlalchemy.orm import Session
 from ingest.adapters.cms import CmsClient
 from ingest.adapters.s3 import S3Store
 from ingest.adapters.vectors import VectorStore
+from ingest.batches import batch_of_event, join_batch, leave_batch, record_file_outcome
 from ingest.db import session_scope
 from ingest.errors import IngestError, PermanentError, ProcessingError
 from ingest.events import FileEntry, event_kind
@@ -37,6 +39,8 @@ from ingest.models import ProcessingError as ProcessingErrorRow
 from ingest.pipeline.chunking import chunk_text
 from ingest.pipeline.embedding import Embedder, get_embedder
 from ingest.pipeline.extract import extract_text
+from ingest.preferences import PreferenceStore
+from ingest.redis_client import get_redis
 from ingest.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -51,18 +55,22 @@ class Services:
     s3: S3Store
     vectors: VectorStore
     embedder: Embedder
+    preferences: PreferenceStore
 
 
 @lru_cache(maxsize=1)
 def default_services() -> Services:
     """The process's adapters, built from the settings on first use."""
     settings = get_settings()
+    cms = CmsClient.from_settings(settings)
     return Services(
         settings=settings,
-        cms=CmsClient.from_settings(settings),
+        cms=cms,
         s3=S3Store(settings),
         vectors=VectorStore(settings),
         embedder=get_embedder(settings.embedding_backend),
+        preferences=PreferenceStore(settings, get_redis(), cms,
+                                    ttl_seconds=settings.preferences_cache_ttl_seconds),
     )
 
 
@@ -73,6 +81,7 @@ class Outcome:
     status: str
     chunks: int = 0
     detail: str = ""
+    batch_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -220,6 +229,7 @@ def _process_upsert(ev: ClaimedEvent, svc: Services) -> Outcome:
         return _ignore(ev, "superseded by a newer event of the document")
     with stage(ev, "download"):
         entry = resolve_entry(ev, svc.cms)
+        batch_id = _join(ev, entry, svc)
         if entry.size_bytes is not None and entry.size_bytes > svc.settings.max_file_bytes:
             raise ProcessingError(f"file is {entry.size_bytes} bytes, above MAX_FILE_BYTES")
         assert entry.storage_key is not None and entry.name is not None
@@ -234,7 +244,8 @@ def _process_upsert(ev: ClaimedEvent, svc: Services) -> Outcome:
         lock_document(s, ev.document_id)
         if is_stale(s, ev):
             finish(s, ev.id, "ignored", "superseded while processing")
-            return Outcome("ignored", detail="superseded while processing")
+            return Outcome("ignored", detail="superseded while processing",
+                           batch_id=leave_batch(s, ev.id))
         stored = svc.vectors.replace_document(
             ev.document_id,
             embeddings,
@@ -242,8 +253,27 @@ def _process_upsert(ev: ClaimedEvent, svc: Services) -> Outcome:
             [_chunk_metadata(entry, n) for n in range(len(chunks))],
         )
         finish(s, ev.id, "done")
+        record_file_outcome(s, ev.id, succeeded=True, chunks=stored)
     _record_stage(ev, "completed", "success")
-    return Outcome("done", chunks=stored)
+    return Outcome("done", chunks=stored, batch_id=batch_id)
+
+
+def _join(ev: ClaimedEvent, entry: FileEntry, svc: Services) -> uuid.UUID | None:
+    """Join the uploader's open batch (once per event, also across retries)."""
+    with session_scope() as s:
+        joined_before = batch_of_event(s, ev.id)
+    if joined_before is not None:
+        return joined_before
+    if entry.user_email is None:
+        log.warning("event %s: entry has no user_email; the file joins no batch", ev.id)
+        return None
+    assert entry.company_id is not None and entry.bot_id is not None and entry.name
+    prefs = svc.preferences.get(entry.company_id, entry.bot_id, str(entry.user_email))
+    return join_batch(
+        event_id=ev.id, document_id=ev.document_id, file_name=entry.name,
+        size_bytes=entry.size_bytes, company_id=entry.company_id, bot_id=entry.bot_id,
+        user_email=str(entry.user_email), prefs=prefs, settings=svc.settings,
+    ).batch_id
 
 
 def _process_delete(ev: ClaimedEvent, svc: Services) -> Outcome:
@@ -280,8 +310,8 @@ def process_event(event_id: int, svc: Services | None = None) -> Outcome:
     try:
         outcome = handler(ev, svc)
     except PermanentError as exc:
-        fail_event(event_id, exc, retries=ev.attempts - 1)
-        return Outcome("failed", detail=f"{exc.category}: {exc}")
+        return Outcome("failed", detail=f"{exc.category}: {exc}",
+                       batch_id=fail_event(event_id, exc, retries=ev.attempts - 1))
     log.info(
         "event %s (%s %s) %s in %.2fs, %d chunks", ev.id, ev.event, ev.document_id,
         outcome.status, time.perf_counter() - started, outcome.chunks,
@@ -289,10 +319,10 @@ def process_event(event_id: int, svc: Services | None = None) -> Outcome:
     return outcome
 
 
-def fail_event(event_id: int, exc: BaseException, retries: int = 0) -> bool:
-    """Fail the event once: status, a ``failed`` stage row and a ``processing_errors`` row.
-
-    Returns False (and writes nothing) if the event was no longer processing.
+def fail_event(event_id: int, exc: BaseException, retries: int = 0) -> uuid.UUID | None:
+    """Fail the event once: status, a ``failed`` stage row, a ``processing_errors`` row and
+    the file's outcome in its batch. Returns the batch id (None if the file joined no batch,
+    or if the event was no longer processing, in which case nothing is written).
     """
     category = exc.category if isinstance(exc, IngestError) else "processing_error"
     failed_stage = getattr(exc, "stage", None)
@@ -304,7 +334,10 @@ def fail_event(event_id: int, exc: BaseException, retries: int = 0) -> bool:
             .returning(FileEvent.document_id)
         ).first()
         if row is None:
-            return False
+            return None
+        batch_id = record_file_outcome(
+            s, event_id, succeeded=False, error_category=category, error_message=str(exc)
+        ) or batch_of_event(s, event_id)
         s.add(
             FileProcessingStatus(
                 file_event_id=event_id, file_document_id=row.document_id,
@@ -316,6 +349,7 @@ def fail_event(event_id: int, exc: BaseException, retries: int = 0) -> bool:
             ProcessingErrorRow(
                 file_event_id=event_id,
                 file_document_id=row.document_id,
+                batch_id=batch_id,
                 error_category=category,
                 error_message=str(exc) or type(exc).__name__,
                 error_details={"exception": type(exc).__name__, "stage": failed_stage},
@@ -325,4 +359,4 @@ def fail_event(event_id: int, exc: BaseException, retries: int = 0) -> bool:
             )
         )
     log.warning("event %s failed (%s): %s", event_id, category, exc)
-    return True
+    return batch_id

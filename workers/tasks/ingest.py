@@ -9,15 +9,18 @@ Flower shows the task as failed.
 
 from __future__ import annotations
 
+import uuid
+
 from celery import Task
-from celery.utils.time import get_exponential_backoff_interval
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ingest.errors import TransientError
 from ingest.names import TASK_PROCESS_FILE_EVENT
 from ingest.pipeline.run import fail_event, process_event
+from ingest.retry import backoff_seconds
 from ingest.settings import get_settings
 from workers.app import app
+from workers.tasks.batches import follow_up_batch
 
 
 def _is_transient(exc: Exception) -> bool:
@@ -28,18 +31,25 @@ def _is_transient(exc: Exception) -> bool:
 
 @app.task(name=TASK_PROCESS_FILE_EVENT, bind=True, max_retries=None)
 def process_file_event(self: Task, event_id: int) -> str:
-    """Process one stored ``file_events`` row; idempotent by the row's status."""
+    """Process one stored ``file_events`` row; idempotent by the row's status.
+
+    Afterwards the file's batch is checked: it may now be due, or finished.
+    """
     try:
-        return process_event(event_id).status
+        outcome = process_event(event_id)
     except Exception as exc:
         if not _is_transient(exc):
-            fail_event(event_id, exc, retries=self.request.retries)
+            _follow_up(fail_event(event_id, exc, retries=self.request.retries))
             raise
         if self.request.retries >= get_settings().ingest_max_retries:
-            fail_event(event_id, exc, retries=self.request.retries)
+            _follow_up(fail_event(event_id, exc, retries=self.request.retries))
             return "failed"
-        countdown = get_exponential_backoff_interval(
-            factor=2, retries=self.request.retries, maximum=app.conf.retry_backoff_max,
-            full_jitter=True,
-        )
+        countdown = backoff_seconds(2.0, self.request.retries)
         raise self.retry(exc=exc, countdown=countdown) from exc
+    _follow_up(outcome.batch_id)
+    return outcome.status
+
+
+def _follow_up(batch_id: uuid.UUID | None) -> None:
+    if batch_id is not None:
+        follow_up_batch(batch_id)

@@ -1,4 +1,4 @@
-"""Periodic sweepers run by beat: the outbox relay."""
+"""The outbox relay, run by beat: publishes events the web process could not publish."""
 
 from __future__ import annotations
 

@@ -1,0 +1,313 @@
+"""Batches: join, seal, close — with conditional updates only (DESIGN §4).
+
+A batch gathers the files of one uploader (company, bot, user e-mail, case-insensitive).
+Rules:
+
+- **Join**: a processed file joins the uploader's open batch (``sealed_at IS NULL``); the
+  partial unique index allows only one open batch per uploader, so concurrent joins that
+  race to create it meet on the same row (``INSERT … ON CONFLICT DO NOTHING`` then lock).
+- **Seal**: at ``batch_size_threshold`` files, when no file joined for
+  ``notification_delay_minutes``, or at ``MAX_BATCH_AGE_HOURS`` — whichever first. The due
+  time lives in ``close_at``; whoever checks (a countdown hint of at most five minutes, the
+  beat sweeper, the last file's task) only compares it with the database clock.
+- **Close**: a sealed batch closes when every file and every correction is terminal; files
+  stuck longer than ``BATCH_FILE_TIMEOUT_MINUTES`` fail as ``timeout``. The closing UPDATE
+  is conditional (``WHERE status = 'processing'``), so two checks close it once, and the
+  same transaction writes the one ``email_notification_log`` row (unique per batch and type).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from ingest.db import session_scope
+from ingest.errors import TIMEOUT
+from ingest.models import (
+    AutoCorrectionTask,
+    BatchFile,
+    BatchProcessingSession,
+    EmailNotificationLog,
+)
+from ingest.preferences import Preferences
+from ingest.settings import Settings
+
+BATCH_EMAIL = "batch_completion"
+HINT_MAX_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class Joined:
+    """The batch a file joined."""
+
+    batch_id: uuid.UUID
+    created: bool
+    sealed: bool
+    close_at: datetime
+
+
+@dataclass(frozen=True)
+class Check:
+    """The result of checking a batch: closed now (with status), or when to look again."""
+
+    batch_id: uuid.UUID
+    closed_status: str | None = None
+    email_pending: bool = False
+    next_check_at: datetime | None = None
+
+
+def subject_for(succeeded: int, failed: int) -> str:
+    """The summary e-mail's subject (DESIGN §4)."""
+    return f"File Processing Complete - {succeeded} Success, {failed} Failed"
+
+
+def _db_now(s: Session) -> datetime:
+    return s.execute(select(func.now())).scalar_one()
+
+
+def _due(start: datetime, now: datetime, prefs: Preferences, settings: Settings) -> datetime:
+    quiet = now + timedelta(minutes=prefs.notification_delay_minutes)
+    return min(quiet, start + timedelta(hours=settings.max_batch_age_hours))
+
+
+def _open_batch(s: Session, company_id: int, bot_id: int, email: str) -> Any:
+    return s.execute(
+        select(BatchProcessingSession)
+        .where(
+            BatchProcessingSession.company_id == company_id,
+            BatchProcessingSession.bot_id == bot_id,
+            BatchProcessingSession.user_email == email,
+            BatchProcessingSession.sealed_at.is_(None),
+        )
+        .with_for_update()
+    ).scalar_one_or_none()
+
+
+def _create_open_batch(
+    s: Session, company_id: int, bot_id: int, email: str, prefs: Preferences,
+    settings: Settings, now: datetime,
+) -> bool:
+    created = s.execute(
+        insert(BatchProcessingSession)
+        .values(
+            batch_id=uuid.uuid4(), company_id=company_id, bot_id=bot_id, user_email=email,
+            batch_start_time=now, last_file_at=now, close_at=_due(now, now, prefs, settings),
+            user_preferences_snapshot=prefs.model_dump(mode="json"),
+        )
+        .on_conflict_do_nothing(
+            index_elements=["company_id", "bot_id", "user_email"],
+            index_where=BatchProcessingSession.sealed_at.is_(None),
+        )
+        .returning(BatchProcessingSession.id)
+    ).first()
+    return created is not None
+
+
+def join_batch(
+    *, event_id: int, document_id: str, file_name: str, size_bytes: int | None,
+    company_id: int, bot_id: int, user_email: str, prefs: Preferences, settings: Settings,
+) -> Joined:
+    """Add the file to the uploader's open batch (creating it), and seal it if full."""
+    email = user_email.strip().lower()
+    with session_scope() as s:
+        now = _db_now(s)
+        created = False
+        batch = _open_batch(s, company_id, bot_id, email)
+        if batch is None:
+            created = _create_open_batch(s, company_id, bot_id, email, prefs, settings, now)
+            batch = _open_batch(s, company_id, bot_id, email)  # ours, or the racing winner's
+        assert batch is not None
+        snapshot = Preferences.model_validate(batch.user_preferences_snapshot or {})
+        s.execute(
+            insert(BatchFile)
+            .values(
+                batch_id=batch.batch_id, file_document_id=document_id, file_event_id=event_id,
+                file_name=file_name, file_size_bytes=size_bytes, processing_status="processing",
+                processing_start_time=now,
+            )
+            .on_conflict_do_update(
+                constraint="uq_batch_files_document",
+                set_={"file_event_id": event_id, "file_name": file_name,
+                      "file_size_bytes": size_bytes, "processing_status": "processing",
+                      "processing_start_time": now, "processing_end_time": None,
+                      "error_message": None, "error_category": None, "updated_at": now},
+            )
+        )
+        total = s.execute(
+            select(func.count()).where(BatchFile.batch_id == batch.batch_id)
+        ).scalar_one()
+        full = total >= snapshot.batch_size_threshold
+        close_at = now if full else _due(batch.batch_start_time, now, snapshot, settings)
+        s.execute(
+            update(BatchProcessingSession)
+            .where(BatchProcessingSession.batch_id == batch.batch_id)
+            .values(total_files=total, last_file_at=now, close_at=close_at,
+                    sealed_at=now if full else None, updated_at=now)
+        )
+        return Joined(batch.batch_id, created, full, close_at)
+
+
+def record_file_outcome(
+    s: Session, event_id: int, *, succeeded: bool, chunks: int = 0,
+    error_category: str | None = None, error_message: str | None = None,
+) -> uuid.UUID | None:
+    """Write the file's outcome on its batch row (only while this event owns a live row)."""
+    now = _db_now(s)
+    row = s.execute(
+        update(BatchFile)
+        .where(BatchFile.file_event_id == event_id,
+               BatchFile.processing_status.in_(("pending", "processing")))
+        .values(
+            processing_status="success" if succeeded else "failed",
+            chunks_created=chunks, error_category=error_category,
+            error_message=(error_message or "")[:2000] or None,
+            processing_end_time=now,
+            processing_time_seconds=func.greatest(
+                0, func.extract("epoch", now - BatchFile.processing_start_time)
+            ).cast(BatchFile.processing_time_seconds.type),
+            updated_at=now,
+        )
+        .returning(BatchFile.batch_id)
+    ).first()
+    return row.batch_id if row else None
+
+
+def batch_of_event(s: Session, event_id: int) -> uuid.UUID | None:
+    """The batch a file event joined, if any."""
+    return s.execute(
+        select(BatchFile.batch_id).where(BatchFile.file_event_id == event_id)
+    ).scalar_one_or_none()
+
+
+def leave_batch(s: Session, event_id: int) -> uuid.UUID | None:
+    """Remove a superseded event's file from its batch (the newer version reports it)."""
+    row = s.execute(
+        delete(BatchFile)
+        .where(BatchFile.file_event_id == event_id,
+               BatchFile.processing_status.in_(("pending", "processing")))
+        .returning(BatchFile.batch_id)
+    ).first()
+    if row is None:
+        return None
+    total = s.execute(select(func.count()).where(BatchFile.batch_id == row.batch_id)).scalar_one()
+    s.execute(update(BatchProcessingSession)
+              .where(BatchProcessingSession.batch_id == row.batch_id)
+              .values(total_files=total))
+    return row.batch_id
+
+
+def _timeout_stuck_files(s: Session, batch_id: uuid.UUID, now: datetime,
+                         settings: Settings) -> None:
+    limit = now - timedelta(minutes=settings.batch_file_timeout_minutes)
+    s.execute(
+        update(BatchFile)
+        .where(BatchFile.batch_id == batch_id,
+               BatchFile.processing_status.in_(("pending", "processing")),
+               BatchFile.updated_at < limit)
+        .values(processing_status="failed", error_category=TIMEOUT,
+                error_message="processing did not finish in time", processing_end_time=now,
+                updated_at=now)
+    )
+
+
+def _unfinished(s: Session, batch_id: uuid.UUID) -> int:
+    files = s.execute(
+        select(func.count()).where(BatchFile.batch_id == batch_id,
+                                   BatchFile.processing_status.in_(("pending", "processing")))
+    ).scalar_one()
+    corrections = s.execute(
+        select(func.count()).where(AutoCorrectionTask.batch_id == batch_id,
+                                   AutoCorrectionTask.status.in_(("pending", "processing")))
+    ).scalar_one()
+    return files + corrections
+
+
+def _close(s: Session, batch: Any, now: datetime, settings: Settings) -> Check:
+    counts = s.execute(
+        select(
+            func.count(),
+            func.count().filter(BatchFile.processing_status == "success"),
+            func.count().filter(BatchFile.processing_status == "failed"),
+        ).where(BatchFile.batch_id == batch.batch_id)
+    ).one()
+    total, succeeded, failed = int(counts[0]), int(counts[1]), int(counts[2])
+    status = "completed" if failed == 0 else ("failed" if succeeded == 0 else
+                                             "partially_completed")
+    closed = s.execute(
+        update(BatchProcessingSession)
+        .where(BatchProcessingSession.batch_id == batch.batch_id,
+               BatchProcessingSession.status == "processing")
+        .values(status=status, total_files=total, successful_files=succeeded,
+                failed_files=failed, batch_end_time=now, updated_at=now)
+        .returning(BatchProcessingSession.id)
+    ).first()
+    if closed is None:  # another check closed it first
+        return Check(batch.batch_id)
+    prefs = Preferences.model_validate(batch.user_preferences_snapshot or {})
+    wanted = prefs.notification_enabled and settings.enable_email_notifications and total > 0
+    s.execute(
+        insert(EmailNotificationLog)
+        .values(batch_id=batch.batch_id, recipient_email=batch.user_email,
+                company_id=batch.company_id, bot_id=batch.bot_id, email_type=BATCH_EMAIL,
+                email_subject=subject_for(succeeded, failed),
+                send_status="pending" if wanted else "skipped",
+                max_attempts=settings.smtp_max_attempts,
+                error_message=None if wanted else "notifications disabled for this user")
+        .on_conflict_do_nothing(constraint="uq_email_batch_type")
+    )
+    return Check(batch.batch_id, closed_status=status, email_pending=wanted)
+
+
+def check_batch(batch_id: uuid.UUID, settings: Settings) -> Check:
+    """Seal the batch if due, fail stuck files, close it if finished. Safe to run twice."""
+    with session_scope() as s:
+        now = _db_now(s)
+        s.execute(
+            update(BatchProcessingSession)
+            .where(BatchProcessingSession.batch_id == batch_id,
+                   BatchProcessingSession.sealed_at.is_(None),
+                   BatchProcessingSession.close_at <= now)
+            .values(sealed_at=now, updated_at=now)
+        )
+        batch = s.execute(
+            select(BatchProcessingSession)
+            .where(BatchProcessingSession.batch_id == batch_id)
+            .with_for_update()
+        ).scalar_one_or_none()
+        if batch is None or batch.status != "processing":
+            return Check(batch_id)
+        if batch.sealed_at is None:
+            return Check(batch_id, next_check_at=batch.close_at)
+        _timeout_stuck_files(s, batch_id, now, settings)
+        if _unfinished(s, batch_id):
+            return Check(batch_id, next_check_at=now + timedelta(
+                minutes=settings.batch_file_timeout_minutes))
+        return _close(s, batch, now, settings)
+
+
+def batches_to_check(limit: int = 500) -> list[uuid.UUID]:
+    """Open batches past their due time, and sealed batches not yet closed (for the sweeper)."""
+    with session_scope() as s:
+        now = _db_now(s)
+        rows = s.execute(
+            select(BatchProcessingSession.batch_id)
+            .where(
+                BatchProcessingSession.status == "processing",
+                (BatchProcessingSession.sealed_at.is_not(None))
+                | (BatchProcessingSession.close_at <= now),
+            )
+            .order_by(BatchProcessingSession.close_at)
+            .limit(limit)
+        ).scalars()
+        return list(rows)
+
+
+def hint_delay_seconds(next_check_at: datetime, now: datetime) -> float:
+    """The countdown of the next hint: until the due time, but never more than 5 minutes."""
+    return max(0.0, min((next_check_at - now).total_seconds(), HINT_MAX_SECONDS))

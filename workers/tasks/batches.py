@@ -1,0 +1,72 @@
+"""Batch follow-ups: checks after each file, countdown hints, the beat sweeper.
+
+A batch check only reads and conditionally updates rows (``ingest.batches``); hints are a
+latency optimisation, the beat sweeper is the guarantee.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from redis.exceptions import RedisError
+
+from ingest.batches import batches_to_check, check_batch, hint_delay_seconds
+from ingest.mail.send import emails_to_redrive
+from ingest.names import TASK_CHECK_BATCH, TASK_SEND_BATCH_EMAIL, TASK_SWEEP_BATCHES
+from ingest.redis_client import get_redis
+from ingest.retry import MAX_BACKOFF_SECONDS
+from ingest.settings import get_settings
+from workers.app import app
+
+HINT_KEY = "kb-ingest:batch-hint:{}"
+
+
+def _schedule_hint(batch_id: uuid.UUID, at: datetime) -> bool:
+    """One pending hint per batch (a Redis NX key); a lost key only costs a sweep's delay."""
+    delay = hint_delay_seconds(at, datetime.now(UTC))
+    try:
+        if not get_redis().set(HINT_KEY.format(batch_id), "1", nx=True,
+                               px=int((delay + 1) * 1000)):
+            return False
+    except RedisError:
+        pass  # Redis down: publish anyway; the check is harmless if it runs twice
+    app.send_task(TASK_CHECK_BATCH, args=[str(batch_id)], countdown=delay,
+                  expires=delay + 600)
+    return True
+
+
+def follow_up_batch(batch_id: uuid.UUID) -> str:
+    """Check a batch; send its e-mail if it closed, else schedule the next hint."""
+    result = check_batch(batch_id, get_settings())
+    if result.email_pending:
+        app.send_task(TASK_SEND_BATCH_EMAIL, args=[str(batch_id)])
+    elif result.next_check_at is not None:
+        _schedule_hint(batch_id, result.next_check_at)
+    return result.closed_status or "open"
+
+
+@app.task(name=TASK_CHECK_BATCH)
+def check_batch_task(batch_id: str) -> str:
+    """A countdown hint: check the batch now (harmless if it is not due or already closed)."""
+    with contextlib.suppress(RedisError):  # the key expires by itself
+        get_redis().delete(HINT_KEY.format(batch_id))
+    return follow_up_batch(uuid.UUID(batch_id))
+
+
+@app.task(name=TASK_SWEEP_BATCHES)
+def sweep_batches() -> int:
+    """Check every due batch and re-drive e-mails whose task was lost; returns batches checked."""
+    ids = batches_to_check()
+    for batch_id in ids:
+        result = check_batch(batch_id, get_settings())
+        if result.email_pending:
+            app.send_task(TASK_SEND_BATCH_EMAIL, args=[str(batch_id)])
+    for batch_id in emails_to_redrive(
+        new_after=timedelta(seconds=30),
+        retry_after=timedelta(seconds=MAX_BACKOFF_SECONDS + 60),
+        sending_after=timedelta(minutes=15),
+    ):
+        app.send_task(TASK_SEND_BATCH_EMAIL, args=[str(batch_id)])
+    return len(ids)

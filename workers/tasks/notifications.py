@@ -1,0 +1,22 @@
+"""The e-mail task: thin wrapper over :func:`ingest.mail.send.send_batch_email`."""
+
+from __future__ import annotations
+
+import uuid
+
+from celery import Task
+
+from ingest.mail.send import send_batch_email as send
+from ingest.names import TASK_SEND_BATCH_EMAIL
+from ingest.settings import get_settings
+from workers.app import app
+
+
+@app.task(name=TASK_SEND_BATCH_EMAIL, bind=True, max_retries=None)
+def send_batch_email(self: Task, batch_id: str) -> str:
+    """Send one batch's summary; the log row's status makes a duplicate task a no-op."""
+    outcome = send(uuid.UUID(batch_id), get_settings())
+    if outcome.status == "retry":
+        # Attempts are counted on the log row, which also caps them (SMTP_MAX_ATTEMPTS).
+        raise self.retry(countdown=outcome.retry_in)
+    return outcome.status
