@@ -232,7 +232,6 @@ def worker(celery_app: Any, chroma_server: str, s3_server: Any, cms: Any) -> Ite
     from celery.contrib.testing.worker import start_worker
 
     from ingest.names import QUEUES
-
     from ingest.pipeline.embedding import get_embedder
 
     get_embedder("minilm").embed(["warm up"])  # load once, before timing-sensitive tests
