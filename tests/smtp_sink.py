@@ -98,8 +98,8 @@ class SmtpSink:
     """A local SMTP server that records messages; see the module docstring."""
 
     def __init__(self, port: int = 0, **smtp_kwargs: Any) -> None:
-        """``port`` 0 picks a free port. ``smtp_kwargs`` go to aiosmtpd's ``Controller`` (``ssl_context`` for implicit TLS)
-        and :class:`aiosmtpd.smtp.SMTP` (``tls_context`` for STARTTLS, ``auth_callback``, ...).
+        """``port`` 0 picks a free port. ``smtp_kwargs`` go to aiosmtpd's ``Controller``
+        (``ssl_context`` for implicit TLS) and :class:`aiosmtpd.smtp.SMTP` (``tls_context`` for STARTTLS, ``auth_callback``, ...).
         """
         self._smtp_kwargs = smtp_kwargs
         self._port = port
