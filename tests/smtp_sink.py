@@ -99,7 +99,8 @@ class SmtpSink:
 
     def __init__(self, port: int = 0, **smtp_kwargs: Any) -> None:
         """``port`` 0 picks a free port. ``smtp_kwargs`` go to aiosmtpd's ``Controller``
-        (``ssl_context`` for implicit TLS) and :class:`aiosmtpd.smtp.SMTP` (``tls_context`` for STARTTLS, ``auth_callback``, ...).
+        (``ssl_context`` for implicit TLS) and :class:`aiosmtpd.smtp.SMTP` (``tls_context``
+        for STARTTLS, ``auth_callback``, ...).
         """
         self._smtp_kwargs = smtp_kwargs
         self._port = port
