@@ -6,14 +6,26 @@ import json
 import os
 import random
 import string
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
-from sqlalchemy import select
+from sqlalchemy import select, text
 
+from ingest.batches import join_batch, record_file_outcome
 from ingest.db import session_scope
-from ingest.models import FileEvent, FileProcessingStatus, ProcessingError
+from ingest.events import FileEntry, store_file_event
+from ingest.models import (
+    BatchFile,
+    BatchProcessingSession,
+    EmailNotificationLog,
+    FileEvent,
+    FileProcessingStatus,
+    ProcessingError,
+)
+from ingest.preferences import Preferences
+from ingest.settings import get_settings
 from tests.conftest import WEBHOOK_TOKEN, wait_until
 
 TERMINAL = ("done", "ignored", "failed")
@@ -105,3 +117,50 @@ def stages_for(event_id: int) -> list[tuple[str, str]]:
             .order_by(FileProcessingStatus.id)
         ).all()
     return [(r[0], r[1]) for r in rows]
+
+
+def uploader() -> str:
+    return f"user-{uuid.uuid4().hex[:10]}@example.com"
+
+
+def batches_of(email: str) -> list[BatchProcessingSession]:
+    with session_scope() as s:
+        return list(s.execute(
+            select(BatchProcessingSession).where(BatchProcessingSession.user_email == email)
+            .order_by(BatchProcessingSession.id)).scalars())
+
+
+def files_of(batch_id: uuid.UUID) -> list[BatchFile]:
+    with session_scope() as s:
+        return list(s.execute(select(BatchFile).where(BatchFile.batch_id == batch_id)).scalars())
+
+
+def emails_of(batch_id: uuid.UUID) -> list[EmailNotificationLog]:
+    with session_scope() as s:
+        return list(s.execute(select(EmailNotificationLog)
+                              .where(EmailNotificationLog.batch_id == batch_id)).scalars())
+
+
+def closed(email: str, count: int = 1) -> list[BatchProcessingSession]:
+    """Wait until ``count`` batches of the uploader are closed; return them."""
+    def done() -> list[BatchProcessingSession] | None:
+        rows = [b for b in batches_of(email) if b.status != "processing"]
+        return rows if len(rows) >= count else None
+    return wait_until(done, 60, 0.2)
+
+
+def sealed_finished_batch(email: str) -> uuid.UUID:
+    """A batch joined through the domain API, its one file finished, due now."""
+    settings = get_settings()
+    prefs = Preferences(notification_delay_minutes=0.001, batch_size_threshold=100)
+    entry = file_entry("direct.txt", "text/plain", user_email=email)
+    with session_scope() as s:
+        event_id = store_file_event(s, "entry.create", FileEntry.model_validate(entry),
+                                    envelope("entry.create", entry)).event_id
+        s.execute(text("UPDATE file_events SET status = 'done' WHERE id = :i"), {"i": event_id})
+    joined = join_batch(event_id=event_id, document_id=entry["documentId"], file_name="d.txt",
+                        size_bytes=1, company_id=42, bot_id=7, user_email=email, prefs=prefs,
+                        settings=settings)
+    with session_scope() as s:
+        record_file_outcome(s, event_id, succeeded=True, chunks=1)
+    return joined.batch_id

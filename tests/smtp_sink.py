@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 HOST = "127.0.0.1"
+
+
+logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -12,46 +11,28 @@ import pytest
 from sqlalchemy import func, select, text
 
 from devtools.samples import make_corrupt_pdf, make_txt
-from ingest.batches import check_batch, join_batch, record_file_outcome
+from ingest.batches import check_batch, join_batch
 from ingest.db import session_scope
-from ingest.models import BatchFile, BatchProcessingSession, EmailNotificationLog
+from ingest.models import BatchProcessingSession
 from ingest.names import TASK_CHECK_BATCH, TASK_SWEEP_BATCHES
 from ingest.preferences import Preferences
 from ingest.settings import get_settings
 from tests.conftest import wait_until
-from tests.helpers import envelope, file_entry, post, upload, wait_terminal
+from tests.helpers import (
+    batches_of,
+    closed,
+    emails_of,
+    envelope,
+    file_entry,
+    files_of,
+    post,
+    sealed_finished_batch,
+    upload,
+    uploader,
+    wait_terminal,
+)
 
 pytestmark = pytest.mark.usefixtures("worker")
-
-
-def uploader() -> str:
-    return f"user-{uuid.uuid4().hex[:10]}@example.com"
-
-
-def batches_of(email: str) -> list[BatchProcessingSession]:
-    with session_scope() as s:
-        return list(s.execute(
-            select(BatchProcessingSession).where(BatchProcessingSession.user_email == email)
-            .order_by(BatchProcessingSession.id)).scalars())
-
-
-def files_of(batch_id: uuid.UUID) -> list[BatchFile]:
-    with session_scope() as s:
-        return list(s.execute(select(BatchFile).where(BatchFile.batch_id == batch_id)).scalars())
-
-
-def emails_of(batch_id: uuid.UUID) -> list[EmailNotificationLog]:
-    with session_scope() as s:
-        return list(s.execute(select(EmailNotificationLog)
-                              .where(EmailNotificationLog.batch_id == batch_id)).scalars())
-
-
-def closed(email: str, count: int = 1) -> list[BatchProcessingSession]:
-    """Wait until ``count`` batches of the uploader are closed; return them."""
-    def done() -> list[BatchProcessingSession] | None:
-        rows = [b for b in batches_of(email) if b.status != "processing"]
-        return rows if len(rows) >= count else None
-    return wait_until(done, 60, 0.2)
 
 
 def send_files(web: str, s3: Any, email: str, names: list[str], *,
@@ -126,28 +107,9 @@ def test_all_failed_batch_is_failed(web: str, s3_server: Any) -> None:
     assert batch.status == "failed" and batch.failed_files == 1
 
 
-def _sealed_finished_batch(email: str) -> uuid.UUID:
-    """A batch joined through the domain API, its one file finished, due now."""
-    settings = get_settings()
-    prefs = Preferences(notification_delay_minutes=0.001, batch_size_threshold=100)
-    from ingest.events import FileEntry, store_file_event
-
-    entry = file_entry("direct.txt", "text/plain", user_email=email)
-    with session_scope() as s:
-        event_id = store_file_event(s, "entry.create", FileEntry.model_validate(entry),
-                                    envelope("entry.create", entry)).event_id
-        s.execute(text("UPDATE file_events SET status = 'done' WHERE id = :i"), {"i": event_id})
-    joined = join_batch(event_id=event_id, document_id=entry["documentId"], file_name="d.txt",
-                        size_bytes=1, company_id=42, bot_id=7, user_email=email, prefs=prefs,
-                        settings=settings)
-    with session_scope() as s:
-        record_file_outcome(s, event_id, succeeded=True, chunks=1)
-    return joined.batch_id
-
-
 def test_a_lost_hint_is_covered_by_the_sweeper(celery_app: Any, smtp_sink: Any) -> None:
     email = uploader()
-    batch_id = _sealed_finished_batch(email)  # no hint was ever scheduled
+    batch_id = sealed_finished_batch(email)  # no hint was ever scheduled
     time.sleep(0.2)  # past the (tiny) quiet period
     celery_app.send_task(TASK_SWEEP_BATCHES)
     (batch,) = closed(email)
@@ -158,7 +120,7 @@ def test_a_lost_hint_is_covered_by_the_sweeper(celery_app: Any, smtp_sink: Any) 
 def test_second_check_and_duplicate_hints_change_nothing(celery_app: Any,
                                                          smtp_sink: Any) -> None:
     email = uploader()
-    batch_id = _sealed_finished_batch(email)
+    batch_id = sealed_finished_batch(email)
     time.sleep(0.2)  # past the (tiny) quiet period
     celery_app.send_task(TASK_CHECK_BATCH, args=[str(batch_id)])
     (before,) = closed(email)
@@ -177,7 +139,7 @@ def test_second_check_and_duplicate_hints_change_nothing(celery_app: Any,
 
 def test_two_close_checks_racing_close_once(smtp_sink: Any) -> None:
     email = uploader()
-    batch_id = _sealed_finished_batch(email)
+    batch_id = sealed_finished_batch(email)
     time.sleep(0.2)  # past the (tiny) quiet period
     barrier = threading.Barrier(4)
     results: list[str | None] = []
@@ -234,3 +196,21 @@ def test_preferences_are_fetched_once_per_ttl_for_200_files(
         total = s.execute(select(func.sum(BatchProcessingSession.total_files))
                           .where(BatchProcessingSession.user_email == email)).scalar_one()
     assert total == 200
+
+
+def test_status_api_shows_a_batch_and_an_uploaders_batches(web: str) -> None:
+    import requests
+
+    email = uploader()
+    batch_id = sealed_finished_batch(email)
+    headers = {"Authorization": "Bearer test-webhook-token"}
+    assert requests.get(f"{web}/api/batches/{batch_id}", timeout=10).status_code == 401
+    one = requests.get(f"{web}/api/batches/{batch_id}", headers=headers, timeout=10)
+    assert one.status_code == 200
+    assert one.json()["user_email"] == email and len(one.json()["files"]) == 1
+    listed = requests.get(f"{web}/api/batches", params={"user_email": email.upper()},
+                          headers=headers, timeout=10)
+    assert [b["batch_id"] for b in listed.json()["data"]] == [str(batch_id)]
+    assert requests.get(f"{web}/api/batches/not-a-uuid", headers=headers,
+                        timeout=10).status_code == 400
+    assert requests.get(f"{web}/api/batches", headers=headers, timeout=10).status_code == 400

@@ -212,3 +212,22 @@ def test_metrics_expose_counters_and_event_gauges(web: str) -> None:
     text = requests.get(f"{web}/metrics", timeout=10).text
     assert 'kb_ingest_webhooks_total{outcome="accepted"}' in text
     assert "kb_ingest_file_events{status=" in text
+
+
+def test_preference_updated_webhook_invalidates_and_validates(web: str) -> None:
+    import requests
+
+    client = redis.Redis.from_url(get_settings().redis_url)
+    key = cache_key(42, 9, "dana@example.com")
+    client.set(key, "{}")
+    url = f"{web}/webhooks/preference-updated"
+    headers = {"Authorization": "Bearer test-webhook-token"}
+    body = {"action": "updated", "company_id": 42, "bot_id": 9,
+            "user_email": "Dana@Example.com", "preferences": {"email_format": "text"},
+            "timestamp": "2026-11-23T08:58:14.511Z"}
+    assert requests.post(url, json=body, timeout=10).status_code == 401
+    ok = requests.post(url, json=body, headers=headers, timeout=10)
+    assert ok.status_code == 202 and ok.json()["status"] == "invalidated"
+    assert client.get(key) is None
+    bad = requests.post(url, json={**body, "action": "renamed"}, headers=headers, timeout=10)
+    assert bad.status_code == 400 and bad.json()["field"] == "action"

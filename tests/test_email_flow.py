@@ -1,0 +1,186 @@
+"""The summary e-mail end to end: worker → SMTP server (aiosmtpd) → parsed MIME message."""
+
+from __future__ import annotations
+
+import time
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from devtools.samples import make_corrupt_pdf, make_txt
+from ingest.db import session_scope
+from ingest.models import EmailNotificationLog, NotificationRetryLog
+from ingest.names import TASK_CHECK_BATCH
+from tests.conftest import wait_until
+from tests.helpers import (
+    closed,
+    emails_of,
+    envelope,
+    file_entry,
+    post,
+    sealed_finished_batch,
+    upload,
+    uploader,
+)
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+def mail_to(sink: Any, email: str, count: int = 1, timeout: float = 60) -> list[EmailMessage]:
+    """Wait for ``count`` messages to ``email``; return them."""
+    return wait_until(
+        lambda: (found := [m for m in sink.messages if m["To"] == email]) and
+        len(found) >= count and found, timeout, 0.1)
+
+
+def upload_batch(web: str, s3: Any, cms: Any, email: str, files: list[tuple[str, bytes]],
+                 **prefs: Any) -> None:
+    """The uploader's preferences seal the batch at len(files); send every file's webhook."""
+    cms.state.put_preference({"company_id": 42, "bot_id": 7, "user_email": email,
+                              "batch_size_threshold": len(files),
+                              "notification_delay_minutes": 5, **prefs})
+    for name, data in files:
+        entry = file_entry(name, "text/plain" if name.endswith(".txt") else "application/pdf",
+                           user_email=email)
+        entry["storage_key"] = f"uploads/{entry['documentId']}"  # names may be hostile
+        upload(s3, entry, data)
+        assert post(web, envelope("entry.create", entry)).status_code == 202
+
+
+def quiet_outbox() -> None:
+    """Wait until no e-mail of earlier tests is being sent or retried (the sink is shared).
+
+    Rows left ``pending`` and never tried belong to batches closed by direct checks in
+    other tests; no task will send them here (no beat runs in the tests).
+    """
+    def idle() -> bool:
+        with session_scope() as s:
+            return not s.execute(select(EmailNotificationLog.id).where(
+                (EmailNotificationLog.send_status == "sending")
+                | ((EmailNotificationLog.send_status == "pending")
+                   & (EmailNotificationLog.send_attempts > 0)))).first()
+    wait_until(idle, 60, 0.2)
+
+
+def test_html_summary_structure_headers_and_counts(
+    web: str, s3_server: Any, cms: Any, smtp_sink: Any
+) -> None:
+    email = uploader()
+    upload_batch(web, s3_server, cms, email, [
+        ("minutes.txt", make_txt("Board minutes.")),
+        ("budget.txt", make_txt("Budget 2027.")),
+        ("scan.pdf", make_corrupt_pdf()),
+    ])
+    (batch,) = closed(email)
+    (message,) = mail_to(smtp_sink, email)
+    assert message["Subject"] == "File Processing Complete - 2 Success, 1 Failed"
+    assert message["X-Batch-ID"] == str(batch.batch_id)
+    assert message["Message-ID"] == f"<batch-{batch.batch_id}@kb-ingest.test>"
+    assert message["Auto-Submitted"] == "auto-generated"
+    assert message["List-Unsubscribe"] is None  # UNSUBSCRIBE_URL is not configured
+    assert message.get_content_type() == "multipart/alternative"
+    parts = [p.get_content_type() for p in message.iter_parts()]
+    assert parts == ["text/plain", "text/html"]
+    text = message.get_body(("plain",)).get_content()
+    html = message.get_body(("html",)).get_content()
+    for body in (text, html):
+        assert "minutes.txt" in body and "scan.pdf" in body and str(batch.batch_id) in body
+    assert "style=" in html  # CSS inlined
+    (log,) = wait_until(lambda: [e for e in emails_of(batch.batch_id)
+                                 if e.send_status == "sent"], 10)
+    assert log.send_attempts == 1
+    assert log.message_id == message["Message-ID"]
+    assert log.email_content_text and log.email_content_html and log.smtp_response.startswith(
+        "250")
+    wait_until(lambda: closed(email)[0].notification_sent, 10)
+
+
+def test_hostile_file_names_are_escaped_and_never_reach_a_header(
+    web: str, s3_server: Any, cms: Any, smtp_sink: Any
+) -> None:
+    email = uploader()
+    xss = "<img src=x onerror=alert(1)>.pdf"
+    crlf = "evil\r\nBcc: attacker@evil.test\r\nX-Injected: 1.txt"
+    upload_batch(web, s3_server, cms, email, [(xss, make_corrupt_pdf()),
+                                              (crlf, make_txt("Innocent text."))])
+    (message,) = mail_to(smtp_sink, email)
+    headers = "\n".join(f"{k}: {v}" for k, v in message.items())
+    assert "onerror" not in headers and "evil" not in headers
+    assert message["Bcc"] is None and message["X-Injected"] is None
+    html = message.get_body(("html",)).get_content()
+    assert "&lt;img src=x onerror=alert(1)&gt;.pdf" in html
+    assert "<img src=x" not in html
+    text = message.get_body(("plain",)).get_content()
+    assert "evil Bcc: attacker@evil.test X-Injected: 1.txt" in " ".join(text.split())
+    envelope_ = [e for e in smtp_sink.envelopes if email in e.rcpt_tos]
+    assert list(envelope_[0].rcpt_tos) == [email]
+
+
+def test_text_only_user_gets_text_plain(web: str, s3_server: Any, cms: Any,
+                                        smtp_sink: Any) -> None:
+    email = uploader()
+    upload_batch(web, s3_server, cms, email, [("plain.txt", make_txt("Plain."))],
+                 email_format="text")
+    (message,) = mail_to(smtp_sink, email)
+    assert message.get_content_type() == "text/plain"
+    assert not message.is_multipart()
+    assert "plain.txt" in message.get_content()
+
+
+def test_disabled_user_gets_no_mail_and_the_skip_is_logged(
+    web: str, s3_server: Any, cms: Any, smtp_sink: Any
+) -> None:
+    email = uploader()
+    upload_batch(web, s3_server, cms, email, [("quiet.txt", make_txt("Quiet."))],
+                 notification_enabled=False)
+    (batch,) = closed(email)
+    (log,) = emails_of(batch.batch_id)
+    assert log.send_status == "skipped" and log.send_attempts == 0
+    time.sleep(1)
+    assert not [m for m in smtp_sink.messages if m["To"] == email]
+
+
+def _retry_rows(batch_id: Any) -> list[tuple[int, bool]]:
+    with session_scope() as s:
+        rows = s.execute(select(NotificationRetryLog.retry_attempt, NotificationRetryLog.success)
+                         .where(NotificationRetryLog.batch_id == batch_id)
+                         .order_by(NotificationRetryLog.retry_attempt)).all()
+    return [(r[0], r[1]) for r in rows]
+
+
+def test_smtp_refusing_three_connections_delivers_exactly_once(
+    celery_app: Any, smtp_sink: Any
+) -> None:
+    email = uploader()
+    batch_id = sealed_finished_batch(email)
+    quiet_outbox()
+    smtp_sink.refuse_connections(3)
+    time.sleep(0.2)
+    celery_app.send_task(TASK_CHECK_BATCH, args=[str(batch_id)])
+    mail_to(smtp_sink, email)
+    wait_until(lambda: emails_of(batch_id)[0].send_status == "sent", 30)
+    (log,) = emails_of(batch_id)
+    assert log.send_attempts == 4
+    assert _retry_rows(batch_id) == [(1, False), (2, False), (3, False), (4, True)]
+    time.sleep(1)
+    assert len([m for m in smtp_sink.messages if m["To"] == email]) == 1
+
+
+def test_recipient_refused_with_550_fails_without_retry(celery_app: Any,
+                                                         smtp_sink: Any) -> None:
+    email = uploader()
+    batch_id = sealed_finished_batch(email)
+    quiet_outbox()
+    smtp_sink.reject_rcpt(550, 1)
+    time.sleep(0.2)
+    celery_app.send_task(TASK_CHECK_BATCH, args=[str(batch_id)])
+    wait_until(lambda: emails_of(batch_id) and emails_of(batch_id)[0].send_status == "failed",
+               30)
+    time.sleep(1)
+    (log,) = emails_of(batch_id)
+    assert log.send_attempts == 1
+    assert log.smtp_response.startswith("550")
+    assert _retry_rows(batch_id) == [(1, False)]
+    assert not [m for m in smtp_sink.messages if m["To"] == email]
