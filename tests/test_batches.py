@@ -214,3 +214,30 @@ def test_status_api_shows_a_batch_and_an_uploaders_batches(web: str) -> None:
     assert requests.get(f"{web}/api/batches/not-a-uuid", headers=headers,
                         timeout=10).status_code == 400
     assert requests.get(f"{web}/api/batches", headers=headers, timeout=10).status_code == 400
+
+
+def test_concurrent_joins_meet_in_one_open_batch() -> None:
+    """20 threads join at the same moment: the partial unique index makes them share one."""
+    from ingest.events import FileEntry, store_file_event
+
+    email = uploader()
+    prefs = Preferences(notification_delay_minutes=5, batch_size_threshold=100)
+    entries = [file_entry(f"c{n}.txt", "text/plain", user_email=email) for n in range(20)]
+    with session_scope() as s:
+        ids = [store_file_event(s, "entry.create", FileEntry.model_validate(e),
+                                envelope("entry.create", e)).event_id for e in entries]
+    barrier = threading.Barrier(20)
+
+    def join(pair: tuple[int, dict[str, Any]]) -> Any:
+        event_id, entry = pair
+        barrier.wait()
+        return join_batch(event_id=event_id, document_id=entry["documentId"],
+                          file_name=entry["name"], size_bytes=1, company_id=42, bot_id=7,
+                          user_email=email.upper(), prefs=prefs, settings=get_settings())
+
+    with ThreadPoolExecutor(20) as pool:
+        joined = list(pool.map(join, zip(ids, entries, strict=True)))
+    assert len({j.batch_id for j in joined}) == 1
+    assert sum(j.created for j in joined) == 1
+    (batch,) = batches_of(email)
+    assert batch.total_files == 20 and len(files_of(batch.batch_id)) == 20
