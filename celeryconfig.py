@@ -12,7 +12,9 @@ from ingest.names import (
     QUEUE_NOTIFICATIONS,
     TASK_CHECK_BATCH,
     TASK_PROCESS_FILE_EVENT,
+    TASK_RECONCILE_CMS,
     TASK_RELAY_OUTBOX,
+    TASK_RUN_CORRECTION,
     TASK_SEND_BATCH_EMAIL,
     TASK_SWEEP_BATCHES,
 )
@@ -69,6 +71,9 @@ task_queues = (
 task_routes = {
     TASK_PROCESS_FILE_EVENT: {"queue": QUEUE_INGEST},
     TASK_SEND_BATCH_EMAIL: {"queue": QUEUE_NOTIFICATIONS},
+    TASK_RUN_CORRECTION: {"queue": QUEUE_CORRECTIONS},
+    # Reconciliation talks to the CMS only; it feeds the ingest queue.
+    TASK_RECONCILE_CMS: {"queue": QUEUE_CORRECTIONS},
     # Sweepers and checks are cheap and must not wait behind a long embedding job.
     TASK_RELAY_OUTBOX: {"queue": QUEUE_NOTIFICATIONS},
     TASK_CHECK_BATCH: {"queue": QUEUE_NOTIFICATIONS},
@@ -88,5 +93,11 @@ beat_schedule = {
         "task": TASK_SWEEP_BATCHES,
         "schedule": _settings.batch_sweep_seconds,
         "options": {"expires": _settings.batch_sweep_seconds},
+    },
+    # Strapi never retries a webhook: poll the CMS for file entries we never heard of.
+    "reconcile-cms": {
+        "task": TASK_RECONCILE_CMS,
+        "schedule": _settings.reconciliation_every_seconds,
+        "options": {"expires": _settings.reconciliation_every_seconds},
     },
 }

@@ -368,3 +368,15 @@ class NotificationRetryLog(Base):
     retry_at: Mapped[datetime] = _now()
     success: Mapped[bool] = mapped_column(Boolean, server_default="false", nullable=False)
     next_retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ReconciliationCheckpoint(Base):
+    """How far the CMS poll for missed webhooks has read (one row per poll name)."""
+
+    __tablename__ = "reconciliation_checkpoints"
+
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    last_updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    last_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    entries_seen: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)
+    events_created: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)

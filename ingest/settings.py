@@ -88,6 +88,13 @@ class Settings(BaseSettings):
     # Auto-correction
     enable_auto_correction: bool = True
     max_correction_attempts: int = Field(3, ge=1, le=20)
+    correction_retry_base_seconds: float = Field(5.0, ge=0)
+
+    # Reconciliation (Strapi never retries a webhook)
+    reconciliation_every_seconds: float = Field(300, gt=0)
+    reconciliation_lookback_hours: float = Field(24, gt=0)
+    reconciliation_overlap_seconds: float = Field(60, ge=0)
+    reconciliation_page_size: int = Field(100, ge=1, le=100)
 
     @field_validator(
         "cms_api_token", "webhook_token", "webhook_secret", "s3_endpoint_url", "chroma_host",

@@ -80,6 +80,8 @@ os.environ.update(
         "DEFAULT_NOTIFICATION_DELAY_MINUTES": "0.05",
         "DEFAULT_BATCH_SIZE_THRESHOLD": "100",
         "BATCH_SWEEP_SECONDS": "1",
+        "CORRECTION_RETRY_BASE_SECONDS": "0.2",
+        "ADMIN_EMAIL": "ops@kb-ingest.test",
         "LOG_FORMAT": "text",
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
@@ -170,17 +172,24 @@ def _ping(client: Any) -> bool:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def s3_server() -> Iterator[Any]:
-    """moto's S3 in server mode, with the bucket created."""
-    import boto3
+def moto_server() -> Iterator[Any]:
+    """moto's S3 in server mode over HTTP (``stop()``/``start()`` simulate an outage)."""
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=S3_PORT, verbose=False)
     server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def s3_server(moto_server: Any) -> Any:
+    """A boto3 client of the S3 server, with the bucket created."""
+    import boto3
+
     client = boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT_URL"], region_name="us-east-1")
     client.create_bucket(Bucket=BUCKET)
-    yield client
-    server.stop()
+    return client
 
 
 @pytest.fixture(scope="session", autouse=True)

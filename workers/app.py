@@ -27,6 +27,7 @@ app = Celery(
     include=[
         "workers.tasks.ingest",
         "workers.tasks.batches",
+        "workers.tasks.corrections",
         "workers.tasks.notifications",
         "workers.tasks.sweepers",
     ],

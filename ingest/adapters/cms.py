@@ -7,6 +7,7 @@ used by reconciliation. HTTP outcomes map to :mod:`ingest.errors`: 404 is
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -71,3 +72,39 @@ class CmsClient:
         if response.status_code not in (200, 204):
             raise PermanentError(f"CMS answered {response.status_code} to DELETE {path}")
         return True
+
+    def list_files(
+        self, updated_after: datetime, page: int, page_size: int
+    ) -> tuple[list[Any], dict[str, Any]]:
+        """One page of file entries updated strictly after ``updated_after``, oldest first.
+
+        ``GET /api/files?filters[updatedAt][$gt]=…&sort=updatedAt:asc,documentId:asc
+        &pagination[page]=…&pagination[pageSize]=…`` (the time as UTC milliseconds with
+        ``Z``; a naive time is taken as UTC). ``documentId`` breaks ties between entries of
+        the same millisecond, so paging through them is stable. Returns ``(data,
+        meta.pagination)``; the entries are returned as the CMS sent them (the caller
+        validates each one).
+        """
+        moment = updated_after.replace(tzinfo=UTC) if updated_after.tzinfo is None else (
+            updated_after.astimezone(UTC)
+        )
+        params = {
+            "filters[updatedAt][$gt]": moment.strftime("%Y-%m-%dT%H:%M:%S.")
+            + f"{moment.microsecond // 1000:03d}Z",
+            "sort": "updatedAt:asc,documentId:asc",
+            "pagination[page]": page,
+            "pagination[pageSize]": page_size,
+        }
+        response = self._request("GET", "/api/files", params=params)
+        if response.status_code != 200:
+            raise PermanentError(f"CMS answered {response.status_code} to GET /api/files")
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise PermanentError("CMS answered GET /api/files with a non-JSON body") from exc
+        data = body.get("data") if isinstance(body, dict) else None
+        meta = body.get("meta") if isinstance(body, dict) else None
+        pagination = meta.get("pagination") if isinstance(meta, dict) else None
+        if not isinstance(data, list) or not isinstance(pagination, dict):
+            raise PermanentError("CMS answered GET /api/files without data or pagination")
+        return data, pagination

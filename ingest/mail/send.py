@@ -60,12 +60,19 @@ def _claim(batch_id: uuid.UUID) -> tuple[int, int, int] | None:
 
 
 def _correction_sentence(task: AutoCorrectionTask | None) -> str | None:
-    if task is None or task.status != "completed":
+    """What auto-correction did about a failed file, in the user's words."""
+    if task is None:
         return None
+    if task.status == "failed":
+        return ("We could not remove this file automatically; an operator has been alerted "
+                "and will clean it up.")
     removed = [name for flag, name in (
-        (task.s3_cleanup_completed, "storage"), (task.cms_cleanup_completed, "the CMS"),
+        (task.s3_cleanup_completed, "file storage"), (task.cms_cleanup_completed, "the CMS"),
         (task.chroma_cleanup_completed, "the search index")) if flag]
-    return f"Removed from {', '.join(removed)}." if removed else None
+    if task.status != "completed" or not removed:
+        return None
+    listed = removed[0] if len(removed) == 1 else ", ".join(removed[:-1]) + " and " + removed[-1]
+    return f"Removed automatically from {listed}, so no partial copy remains."
 
 
 def load_summary(batch_id: uuid.UUID) -> tuple[BatchSummary, Preferences]:

@@ -31,6 +31,7 @@ from ingest.adapters.cms import CmsClient
 from ingest.adapters.s3 import S3Store
 from ingest.adapters.vectors import VectorStore
 from ingest.batches import batch_of_event, join_batch, leave_batch, record_file_outcome
+from ingest.corrections import plan_correction
 from ingest.db import session_scope
 from ingest.errors import IngestError, PermanentError, ProcessingError
 from ingest.events import FileEntry, event_kind
@@ -82,6 +83,7 @@ class Outcome:
     chunks: int = 0
     detail: str = ""
     batch_id: uuid.UUID | None = None
+    correction_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -310,8 +312,9 @@ def process_event(event_id: int, svc: Services | None = None) -> Outcome:
     try:
         outcome = handler(ev, svc)
     except PermanentError as exc:
-        return Outcome("failed", detail=f"{exc.category}: {exc}",
-                       batch_id=fail_event(event_id, exc, retries=ev.attempts - 1))
+        failure = fail_event(event_id, exc, retries=ev.attempts - 1)
+        return Outcome("failed", detail=f"{exc.category}: {exc}", batch_id=failure.batch_id,
+                       correction_id=failure.correction_id)
     log.info(
         "event %s (%s %s) %s in %.2fs, %d chunks", ev.id, ev.event, ev.document_id,
         outcome.status, time.perf_counter() - started, outcome.chunks,
@@ -319,10 +322,18 @@ def process_event(event_id: int, svc: Services | None = None) -> Outcome:
     return outcome
 
 
-def fail_event(event_id: int, exc: BaseException, retries: int = 0) -> uuid.UUID | None:
-    """Fail the event once: status, a ``failed`` stage row, a ``processing_errors`` row and
-    the file's outcome in its batch. Returns the batch id (None if the file joined no batch,
-    or if the event was no longer processing, in which case nothing is written).
+@dataclass(frozen=True)
+class Failure:
+    """What failing an event created: its batch (if any) and its correction (if planned)."""
+
+    batch_id: uuid.UUID | None = None
+    correction_id: int | None = None
+
+
+def fail_event(event_id: int, exc: BaseException, retries: int = 0) -> Failure:
+    """Fail the event once: status, a ``failed`` stage row, a ``processing_errors`` row, the
+    file's outcome in its batch and, for a permanent error, the correction plan — all in one
+    transaction. Writes nothing if the event was no longer processing.
     """
     category = exc.category if isinstance(exc, IngestError) else "processing_error"
     failed_stage = getattr(exc, "stage", None)
@@ -331,10 +342,10 @@ def fail_event(event_id: int, exc: BaseException, retries: int = 0) -> uuid.UUID
             update(FileEvent)
             .where(FileEvent.id == event_id, FileEvent.status == "processing")
             .values(status="failed", last_error=f"{category}: {exc}", updated_at=_now())
-            .returning(FileEvent.document_id)
+            .returning(FileEvent.document_id, FileEvent.payload)
         ).first()
         if row is None:
-            return None
+            return Failure()
         batch_id = record_file_outcome(
             s, event_id, succeeded=False, error_category=category, error_message=str(exc)
         ) or batch_of_event(s, event_id)
@@ -356,7 +367,15 @@ def fail_event(event_id: int, exc: BaseException, retries: int = 0) -> uuid.UUID
                 stack_trace="".join(traceback.format_exception(exc)),
                 processing_stage=failed_stage,
                 retry_count=max(0, retries),
+                auto_correction_triggered=isinstance(exc, PermanentError),
             )
         )
+        correction_id = None
+        if isinstance(exc, PermanentError):
+            correction_id = plan_correction(
+                s, event_id=event_id, document_id=row.document_id, batch_id=batch_id,
+                category=category, message=str(exc),
+                entry=(row.payload or {}).get("entry") or {},
+            )
     log.warning("event %s failed (%s): %s", event_id, category, exc)
-    return batch_id
+    return Failure(batch_id, correction_id)

@@ -13,8 +13,14 @@ from datetime import UTC, datetime, timedelta
 from redis.exceptions import RedisError
 
 from ingest.batches import batches_to_check, check_batch, hint_delay_seconds
+from ingest.corrections import corrections_to_redrive
 from ingest.mail.send import emails_to_redrive
-from ingest.names import TASK_CHECK_BATCH, TASK_SEND_BATCH_EMAIL, TASK_SWEEP_BATCHES
+from ingest.names import (
+    TASK_CHECK_BATCH,
+    TASK_RUN_CORRECTION,
+    TASK_SEND_BATCH_EMAIL,
+    TASK_SWEEP_BATCHES,
+)
 from ingest.redis_client import get_redis
 from ingest.retry import MAX_BACKOFF_SECONDS
 from ingest.settings import get_settings
@@ -57,12 +63,14 @@ def check_batch_task(batch_id: str) -> str:
 
 @app.task(name=TASK_SWEEP_BATCHES)
 def sweep_batches() -> int:
-    """Check every due batch and re-drive e-mails whose task was lost; returns batches checked."""
+    """Check due batches; re-drive corrections and e-mails whose task was lost."""
     ids = batches_to_check()
     for batch_id in ids:
         result = check_batch(batch_id, get_settings())
         if result.email_pending:
             app.send_task(TASK_SEND_BATCH_EMAIL, args=[str(batch_id)])
+    for correction_id in corrections_to_redrive(timedelta(minutes=10)):
+        app.send_task(TASK_RUN_CORRECTION, args=[correction_id])
     for batch_id in emails_to_redrive(
         new_after=timedelta(seconds=30),
         retry_after=timedelta(seconds=MAX_BACKOFF_SECONDS + 60),

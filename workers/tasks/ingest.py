@@ -9,14 +9,12 @@ Flower shows the task as failed.
 
 from __future__ import annotations
 
-import uuid
-
 from celery import Task
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ingest.errors import TransientError
-from ingest.names import TASK_PROCESS_FILE_EVENT
-from ingest.pipeline.run import fail_event, process_event
+from ingest.names import TASK_PROCESS_FILE_EVENT, TASK_RUN_CORRECTION
+from ingest.pipeline.run import Failure, Outcome, fail_event, process_event
 from ingest.retry import backoff_seconds
 from ingest.settings import get_settings
 from workers.app import app
@@ -46,10 +44,13 @@ def process_file_event(self: Task, event_id: int) -> str:
             return "failed"
         countdown = backoff_seconds(2.0, self.request.retries)
         raise self.retry(exc=exc, countdown=countdown) from exc
-    _follow_up(outcome.batch_id)
+    _follow_up(outcome)
     return outcome.status
 
 
-def _follow_up(batch_id: uuid.UUID | None) -> None:
-    if batch_id is not None:
-        follow_up_batch(batch_id)
+def _follow_up(result: Outcome | Failure) -> None:
+    """Chain the correction of a failed file, then check the file's batch."""
+    if result.correction_id is not None:
+        app.send_task(TASK_RUN_CORRECTION, args=[result.correction_id])
+    if result.batch_id is not None:
+        follow_up_batch(result.batch_id)
