@@ -4,15 +4,21 @@ It needs PostgreSQL on 127.0.0.1:5432 (trust auth, user ``postgres``) and ``redi
 on PATH; everything else runs from the virtualenv. The demo
 
 1. recreates the database ``kb_ingest_demo`` and migrates it (``ingest db upgrade``);
-2. starts, each in its own process group on a free port, with logs in ``.demo/logs/``:
-   redis-server, moto (S3), ``chroma run``, the Strapi 5 stand-in, gunicorn (web), the
-   Celery worker and beat;
-3. uploads the sample documents to S3 and creates their file entries through the CMS
+2. starts a capturing SMTP server in this process (``devtools.smtp_sink``: every message
+   becomes ``.demo/mail/<n>-<recipient>.eml``), then, each in its own process group on a
+   free port, with logs in ``.demo/logs/``: redis-server, moto (S3), ``chroma run``, the
+   Strapi 5 stand-in, gunicorn (web), the Celery worker and beat;
+3. stores a notification preference for a second uploader (text e-mails, batches of 2),
+   uploads the sample documents to S3 and creates their file entries through the CMS
    stand-in's REST API, which sends real Strapi-style webhooks to the web process (plus an
-   entry whose object was never uploaded, and one ``entry.update``);
+   entry whose object was never uploaded, one ``entry.update``, and the second uploader's
+   two files);
 4. waits until every ``file_events`` row is terminal and prints what became of each file;
 5. answers sample questions from the stored chunks;
-6. stops everything it started, also on Ctrl-C, and exits non-zero if anything went wrong.
+6. waits until every uploader's batch is closed and its summary e-mail sent, and shows
+   each batch with its e-mail as the SMTP server received it;
+7. stops everything it started, also on Ctrl-C, and exits non-zero if anything went wrong
+   (a batch without exactly one e-mail included).
 
     python -m devtools.demo [--embedding {minilm,hashing}] [--keep-running]
 """
@@ -43,12 +49,15 @@ import psycopg2
 import redis
 import requests
 
-from devtools.samples import bad_documents, sample_documents
+from devtools.samples import bad_documents, make_md, make_txt, sample_documents
+from devtools.smtp_sink import MailSink, ReceivedMessage
+from ingest.events import event_kind
 from ingest.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = ROOT / ".demo"
 LOG_DIR = DEMO_DIR / "logs"
+MAIL_DIR = DEMO_DIR / "mail"
 BIN = Path(sys.executable).parent  # the venv's console scripts live next to its python
 
 DB_NAME = "kb_ingest_demo"
@@ -59,6 +68,9 @@ CMS_TOKEN = "demo-cms-token"
 WEBHOOK_TOKEN = "demo-webhook-token"
 WEBHOOK_SECRET = "demo-webhook-secret"
 COMPANY_ID, BOT_ID, USER_EMAIL = 42, 7, "alice@example.com"
+SECOND_UPLOADER = "bob@example.com"  # stores a preference: text e-mails, batches of 2
+SECOND_UPLOADER_BATCH_SIZE = 2
+FROM_EMAIL = "kb-ingest@demo.local"
 WORKER_CONCURRENCY = 2
 
 TRAVEL_FILE = "travel-expense-policy.pdf"
@@ -66,6 +78,7 @@ TRAVEL_RENAMED = "travel-expense-policy-2025.pdf"
 MISSING_FILE = "lost-slides.pdf"
 TERMINAL = ("done", "ignored", "failed")
 EVENTS_TIMEOUT = 300.0
+BATCHES_TIMEOUT = 120.0
 STOP_TIMEOUT = 20.0
 
 # (question, the sample file that should answer it, whether a miss fails the demo)
@@ -129,6 +142,14 @@ def redis_ping(url: str) -> Check:
             return False
 
     return check
+
+
+def count_by(values: list[str]) -> str:
+    """``"2 sent, 1 pending"``: how often each value occurs."""
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return ", ".join(f"{n} {value}" for value, n in sorted(counts.items()))
 
 
 def section(title: str) -> None:
@@ -320,7 +341,7 @@ def stop_services(services: list[Service]) -> None:
 FOREIGN_PREFIXES = ("AWS_", "CELERY_", "CHROMA_")
 
 
-def build_env(ports: Ports, backend: str, database_url: str) -> dict[str, str]:
+def build_env(ports: Ports, backend: str, database_url: str, smtp_port: int) -> dict[str, str]:
     """The one environment of every process: the caller's, with every kb-ingest setting set."""
     settings_names = {name.upper() for name in Settings.model_fields}
     env = {
@@ -349,9 +370,20 @@ def build_env(ports: Ports, backend: str, database_url: str) -> dict[str, str]:
         "EMBEDDING_BACKEND": backend,
         "OUTBOX_RELAY_AFTER_SECONDS": "2",
         "INGEST_MAX_RETRIES": "3",
-        # No SMTP server runs in the demo; batches close quickly once they exist.
-        "ENABLE_EMAIL_NOTIFICATIONS": "false",
+        # E-mails go to the demo's SMTP sink. Batches of uploaders without a stored
+        # preference seal after a 6 s quiet period (never by size, so alice's files make
+        # one batch); the sweeper looks every 2 s, a failed send is retried after ~1 s.
+        "ENABLE_EMAIL_NOTIFICATIONS": "true",
+        "SMTP_SERVER": "127.0.0.1",
+        "SMTP_PORT": str(smtp_port),
+        "SMTP_USE_TLS": "false",
+        "SMTP_USE_SSL": "false",
+        "SMTP_TIMEOUT_SECONDS": "10",
+        "SMTP_RETRY_BASE_SECONDS": "1",
+        "FROM_EMAIL": FROM_EMAIL,
         "DEFAULT_NOTIFICATION_DELAY_MINUTES": "0.1",
+        "DEFAULT_BATCH_SIZE_THRESHOLD": "100",
+        "BATCH_SWEEP_SECONDS": "2",
         "HF_HUB_OFFLINE": "1",
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
         "TRANSFORMERS_OFFLINE": "1",
@@ -419,6 +451,7 @@ class DemoFile:
     data: bytes | None  # None: the object is never uploaded
     expect: str  # done | failed
     note: str = ""
+    uploader: str = USER_EMAIL
     document_id: str = ""
 
     @property
@@ -427,12 +460,32 @@ class DemoFile:
         return f"companies/{COMPANY_ID}/bots/{BOT_ID}/{self.name}"
 
 
+PRINTER_NOTE = """Printing on the third floor
+The shared printer on the third floor is called floor3-laser. Add it on your laptop under
+Settings, Printers, Add printer; it prints double-sided by default. Toner cartridges are in
+the cupboard next to the printer.
+"""
+
+GUEST_WIFI = """# Guest Wi-Fi
+Visitors join the network *kb-guest*. The password changes every Monday and is shown on the
+screen at reception. Guest access is limited to the internet; the office network is not
+reachable from it.
+"""
+
+
 def demo_files() -> list[DemoFile]:
-    """The good samples, the bad ones, and an entry whose object is missing."""
+    """Alice's files (the good samples, the bad ones, an entry whose object is missing),
+    then the second uploader's two small good files."""
     files = [DemoFile(d.file_name, d.mime_type, d.data, "done") for d in sample_documents()]
     files += [DemoFile(d.file_name, d.mime_type, d.data, "failed", d.problem)
               for d in bad_documents()]
     files.append(DemoFile(MISSING_FILE, "application/pdf", None, "failed", "never uploaded"))
+    files += [
+        DemoFile("printer-setup.txt", "text/plain", make_txt(PRINTER_NOTE), "done",
+                 uploader=SECOND_UPLOADER),
+        DemoFile("guest-wifi.md", "text/markdown", make_md(GUEST_WIFI), "done",
+                 uploader=SECOND_UPLOADER),
+    ]
     return files
 
 
@@ -448,13 +501,23 @@ class Cms:
         """POST /api/files; returns the new documentId."""
         data = {
             "name": file.name, "storage_key": file.storage_key, "company_id": COMPANY_ID,
-            "bot_id": BOT_ID, "user_email": USER_EMAIL,
+            "bot_id": BOT_ID, "user_email": file.uploader,
             "size_bytes": str(len(file.data or b"")), "mime_type": file.mime_type,
         }
         response = self.session.post(f"{self.base_url}/api/files", json={"data": data},
                                      timeout=10)
         if response.status_code != 201:
             raise DemoError(f"CMS refused {file.name}: {response.status_code} {response.text}")
+        return str(response.json()["data"]["documentId"])
+
+    def create_preference(self, user_email: str, **values: Any) -> str:
+        """POST /api/user-notification-preferences; returns the new documentId."""
+        data = {"company_id": COMPANY_ID, "bot_id": BOT_ID, "user_email": user_email, **values}
+        response = self.session.post(f"{self.base_url}/api/user-notification-preferences",
+                                     json={"data": data}, timeout=10)
+        if response.status_code != 201:
+            raise DemoError(f"CMS refused the preference of {user_email}: "
+                            f"{response.status_code} {response.text}")
         return str(response.json()["data"]["documentId"])
 
     def rename_file(self, document_id: str, name: str) -> None:
@@ -483,6 +546,19 @@ def create_bucket(env: dict[str, str]) -> Any:
     return s3
 
 
+def store_second_preference(cms: Cms) -> None:
+    """The second uploader asks for text e-mails and batches of two files (sealed when full;
+    the CMS allows only whole minutes of delay, so the size is what closes it quickly)."""
+    document_id = cms.create_preference(
+        SECOND_UPLOADER, notification_enabled=True, email_format="text",
+        batch_size_threshold=SECOND_UPLOADER_BATCH_SIZE, notification_delay_minutes=1,
+        include_success_details=True, include_error_details=True,
+    )
+    print(f"  preference of {SECOND_UPLOADER}: text e-mails, batches of "
+          f"{SECOND_UPLOADER_BATCH_SIZE} ({document_id}); {USER_EMAIL} has none: "
+          "the service's defaults (HTML, 6 s quiet period)", flush=True)
+
+
 def upload_and_register(files: list[DemoFile], s3: Any, cms: Cms) -> None:
     """Put each object into S3, then create its CMS entry (the CMS sends the webhook)."""
     for file in files:
@@ -491,7 +567,8 @@ def upload_and_register(files: list[DemoFile], s3: Any, cms: Cms) -> None:
                           ContentType=file.mime_type)
     for file in files:
         file.document_id = cms.create_file(file)
-        print(f"  {file.name:<32} {file.document_id}  {file.note or ''}".rstrip(), flush=True)
+        print(f"  {file.name:<32} {file.uploader:<18} {file.document_id}  {file.note}".rstrip(),
+              flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -524,30 +601,53 @@ def document_terminal(db_url: str, document_id: str) -> bool:
     return bool(statuses) and all(s in TERMINAL for s in statuses)
 
 
+@dataclass(frozen=True)
+class Corrections:
+    """The ``auto_correction_tasks`` rows (one per finally failed file), counted."""
+
+    total: int
+    unfinished: int  # pending or processing
+    cms_deleted: int  # removed the CMS entry: an ``entry.delete`` webhook follows
+
+
+def corrections(db_url: str) -> Corrections:
+    """Count the auto-corrections."""
+    (row,) = query(db_url, "SELECT count(*), "
+                           "count(*) FILTER (WHERE status IN ('pending', 'processing')), "
+                           "count(*) FILTER (WHERE cms_cleanup_completed) "
+                           "FROM auto_correction_tasks")
+    return Corrections(*row)
+
+
 def wait_all_terminal(db_url: str, expected: int, timeout: float) -> list[EventRow]:
-    """Wait until at least ``expected`` events exist and all are terminal; print progress."""
+    """Wait until every auto-correction is finished and at least ``expected`` events (plus
+    one ``entry.delete`` per CMS entry a correction removed) exist, all terminal; print
+    progress."""
     shown = ""
 
     def check() -> list[EventRow] | None:
         nonlocal shown
         rows = events(db_url)
-        counts: dict[str, int] = {}
-        for row in rows:
-            counts[row.status] = counts.get(row.status, 0) + 1
-        line = f"  {len(rows)}/{expected} events: " + ", ".join(
-            f"{n} {status}" for status, n in sorted(counts.items()))
+        fixes = corrections(db_url)
+        want = expected + fixes.cms_deleted
+        line = f"  {len(rows)}/{want} events: " + count_by([r.status for r in rows])
+        if fixes.total:
+            line += f"; auto-corrections: {fixes.total - fixes.unfinished}/{fixes.total} done"
         if line != shown:
             print(line, flush=True)
             shown = line
-        done = len(rows) >= expected and all(r.status in TERMINAL for r in rows)
+        done = (len(rows) >= want and all(r.status in TERMINAL for r in rows)
+                and not fixes.unfinished)
         return rows if done else None
 
-    return wait_until(check, timeout, "every file event to be terminal", interval=0.5)
+    return wait_until(check, timeout, "every file event and auto-correction to be terminal",
+                      interval=0.5)
 
 
 def final_status(rows: list[EventRow]) -> str:
-    """A document's outcome: its newest event that was not superseded (``ignored``)."""
-    live = [r for r in rows if r.status != "ignored"]
+    """A document's outcome: its newest create/update event that was not superseded
+    (``ignored``); the ``entry.delete`` of an auto-correction does not change it."""
+    live = [r for r in rows if r.status != "ignored" and event_kind(r.event) == "upsert"]
     if not live:
         return "ignored"
     return max(live, key=lambda r: (r.entry_updated_at, r.id)).status
@@ -620,15 +720,16 @@ def shorten(text: str, width: int) -> str:
 
 def print_table(results: list[Result]) -> None:
     """The per-file table."""
-    header = ("file", "type", "events", "outcome", "chunks", "check", "error")
+    header = ("file", "uploader", "type", "events", "outcome", "chunks", "check", "error")
     table = [header] + [
-        (r.name, Path(r.name).suffix.lstrip(".") or "-", r.events, r.outcome, str(r.chunks),
-         "ok" if r.ok else f"WANT {r.file.expect}", r.category)
+        (r.name, r.file.uploader.split("@")[0], Path(r.name).suffix.lstrip(".") or "-",
+         r.events, r.outcome, str(r.chunks), "ok" if r.ok else f"WANT {r.file.expect}",
+         r.category)
         for r in results
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
     for n, row in enumerate(table):
-        cells = [cell.rjust(w) if i == 4 else cell.ljust(w)
+        cells = [cell.rjust(w) if i == 5 else cell.ljust(w)
                  for i, (cell, w) in enumerate(zip(row, widths, strict=False))]
         print("  " + "  ".join(cells + [row[-1]]).rstrip())
         if n == 0:
@@ -687,28 +788,249 @@ def ask_questions(settings: Settings, backend: str, files: list[DemoFile],
 
 
 # ---------------------------------------------------------------------------------------------
+# Batches and their summary e-mails
+# ---------------------------------------------------------------------------------------------
+
+EMAIL_FINAL = ("sent", "skipped", "failed")  # send_status values nothing changes any more
+
+BATCH_SQL = """
+SELECT b.batch_id::text, b.user_email, b.status, b.total_files, b.successful_files,
+       b.failed_files, b.close_at, b.batch_end_time,
+       COALESCE(b.user_preferences_snapshot, '{}'::jsonb),
+       (SELECT count(*) FROM email_notification_log n WHERE n.batch_id = b.batch_id),
+       e.send_status, e.email_subject, COALESCE(e.send_attempts, 0), e.error_message
+FROM batch_processing_sessions b
+LEFT JOIN email_notification_log e
+       ON e.batch_id = b.batch_id AND e.email_type = 'batch_completion'
+ORDER BY b.batch_start_time, b.id
+"""
+
+
+@dataclass
+class BatchRow:
+    """One ``batch_processing_sessions`` row with its summary e-mail's log row, if any."""
+
+    batch_id: str
+    user_email: str
+    status: str
+    total: int
+    succeeded: int
+    failed: int
+    close_at: datetime | None  # when it was due to seal (full, quiet, or too old)
+    end_time: datetime | None  # batch_end_time: when it closed (database clock)
+    prefs: dict[str, Any]  # the preferences snapshotted on the batch
+    email_rows: int  # email_notification_log rows of the batch, of any type
+    email_status: str | None
+    subject: str | None
+    attempts: int
+    email_error: str | None
+
+    @property
+    def label(self) -> str:
+        """The uploader and the start of the batch id."""
+        return f"batch {self.batch_id[:8]} of {self.user_email}"
+
+    @property
+    def closed(self) -> bool:
+        """Whether the batch is closed (completed, partially_completed or failed)."""
+        return self.status != "processing"
+
+    @property
+    def settled(self) -> bool:
+        """Closed, and its e-mail neither pending nor being sent."""
+        return self.closed and self.email_status in EMAIL_FINAL
+
+    @property
+    def wants_email(self) -> bool:
+        """Whether the uploader's preferences ask for e-mails."""
+        return bool(self.prefs.get("notification_enabled", True))
+
+    @property
+    def email_format(self) -> str:
+        """``html`` or ``text``, as the preferences ask."""
+        return str(self.prefs.get("email_format", "html"))
+
+
+def batches(db_url: str) -> list[BatchRow]:
+    """Every batch with its e-mail, oldest first."""
+    return [BatchRow(*row) for row in query(db_url, BATCH_SQL)]
+
+
+def wait_batches_settled(db_url: str, uploaders: set[str],
+                         timeout: float) -> tuple[list[BatchRow], str | None]:
+    """Wait until every uploader has a batch and every batch is settled; print progress.
+
+    Returns the last rows seen and, if that did not happen within ``timeout``, why.
+    """
+    shown = ""
+    rows: list[BatchRow] = []
+
+    def check() -> bool:
+        nonlocal shown, rows
+        rows = batches(db_url)
+        line = (f"  {len(rows)} batches: {count_by([b.status for b in rows]) or 'none yet'}"
+                f"; e-mails: {count_by([b.email_status or 'none' for b in rows]) or 'none'}")
+        if line != shown:
+            print(line, flush=True)
+            shown = line
+        have = {b.user_email for b in rows}
+        return uploaders <= have and all(b.settled for b in rows)
+
+    try:
+        wait_until(check, timeout, "every batch to close and send its e-mail", interval=0.5)
+    except DemoError as exc:
+        return rows, str(exc)
+    return rows, None
+
+
+def messages_by_batch(messages: list[ReceivedMessage]) -> dict[str, list[ReceivedMessage]]:
+    """The sink's messages grouped by their ``X-Batch-ID`` header ("" when missing)."""
+    grouped: dict[str, list[ReceivedMessage]] = {}
+    for message in messages:
+        grouped.setdefault(message.header.get("X-Batch-ID", ""), []).append(message)
+    return grouped
+
+
+def relative(path: Path) -> str:
+    """``path`` relative to the project, for shorter lines."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def print_batch(n: int, batch: BatchRow, received: list[ReceivedMessage]) -> None:
+    """One batch: counts, its e-mail log row, and the message(s) the sink received."""
+    print(f"  {n}. {batch.user_email}  {batch.status}: {batch.total} files, "
+          f"{batch.succeeded} succeeded, {batch.failed} failed   (batch {batch.batch_id})")
+    attempts = f"{batch.attempts} attempt{'s' if batch.attempts != 1 else ''}"
+    print(f"     e-mail    {batch.email_status or 'no log row'} after {attempts} "
+          f"({batch.email_format}): {batch.subject or '-'}")
+    if batch.email_error and batch.email_status != "sent":
+        print(f"     error     {shorten(batch.email_error, 100)}")
+    if batch.close_at is not None and batch.end_time is not None:
+        print(f"     closed    {(batch.end_time - batch.close_at).total_seconds():.2f}s after "
+              "it was due (close_at → batch_end_time)")
+    for message in received:
+        delay = ("?" if batch.end_time is None
+                 else f"{(message.received_at - batch.end_time).total_seconds():.2f}s")
+        print(f"     received  {delay} after the batch closed (message #{message.number} of "
+              f"the sink, to {', '.join(message.recipients)})")
+        print(f"     .eml      {relative(message.path)}")
+        if message.html_path is not None:
+            print(f"     .html     {relative(message.html_path)}")
+
+
+def batch_problems(batch: BatchRow, received: list[ReceivedMessage]) -> list[str]:
+    """What is wrong with a batch: not closed, or not exactly one e-mail (when wanted)."""
+    problems = []
+    if not batch.closed:
+        problems.append(f"{batch.label} is still {batch.status}")
+    if batch.email_rows != 1:
+        problems.append(f"{batch.label} has {batch.email_rows} e-mail log rows, expected 1")
+    if not batch.wants_email:
+        if received:
+            problems.append(f"{batch.label}: notifications are off, yet {len(received)} "
+                            "e-mails arrived")
+        return problems
+    if batch.email_status != "sent":
+        problems.append(f"{batch.label}: e-mail {batch.email_status or 'never logged'}"
+                        + (f" ({batch.email_error})" if batch.email_error else ""))
+    if len(received) != 1:
+        problems.append(f"{batch.label}: the SMTP sink received {len(received)} e-mails, "
+                        "expected exactly 1")
+    elif (received[0].html_path is not None) != (batch.email_format == "html"):
+        problems.append(f"{batch.label}: asked for {batch.email_format} e-mails, got "
+                        + ("HTML" if received[0].html_path else "text only"))
+    return problems
+
+
+def report_batches(db_url: str, files: list[DemoFile], sink: MailSink) -> list[str]:
+    """Wait for every batch and its e-mail, print them; returns the problems found."""
+    uploaders = {f.uploader for f in files}
+    rows, problem = wait_batches_settled(db_url, uploaders, BATCHES_TIMEOUT)
+    problems = [problem] if problem else []
+    problems += [f"no batch for {u}" for u in sorted(uploaders - {b.user_email for b in rows})]
+    grouped = messages_by_batch(sink.messages)
+    for n, batch in enumerate(rows, 1):
+        received = grouped.pop(batch.batch_id, [])
+        print()
+        print_batch(n, batch, received)
+        problems += batch_problems(batch, received)
+    for batch_id, stray in grouped.items():
+        problems.append(f"{len(stray)} e-mail(s) for an unknown batch {batch_id or '(none)'}: "
+                        + ", ".join(relative(m.path) for m in stray))
+    print(f"\n  SMTP sink {sink.host}:{sink.port}: {sink.count} messages for {len(rows)} "
+          f"batches, in {relative(MAIL_DIR)}/")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------------------------
 
 
+def _s3_has(s3: Any, bucket: str, key: str) -> bool:
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except Exception:
+        return False
+    return True
+
+
+def report_corrections(db_url: str, files: list[DemoFile], s3: Any, cms: Cms,
+                       settings: Settings, sink: MailSink) -> list[str]:
+    """Show, per failed file, its correction and that S3, the CMS and Chroma hold nothing."""
+    rows = query(db_url, "SELECT file_document_id, file_name, failure_category, status, "
+                         "correction_actions, extract(epoch FROM completed_at - created_at) "
+                         "FROM auto_correction_tasks ORDER BY id")
+    by_doc = {f.document_id: f for f in files}
+    chunks = chunk_counts(settings, [r[0] for r in rows])
+    problems: list[str] = []
+    for doc, name, category, status, actions, took in rows:
+        file = by_doc.get(doc)
+        in_s3 = file is not None and file.data is not None and _s3_has(
+            s3, settings.s3_bucket, file.storage_key)
+        in_cms = cms.session.get(f"{cms.base_url}/api/files/{doc}", timeout=10).status_code
+        print(f"  {name:<28} {category:<17} {status:<10} actions: {', '.join(actions)}")
+        print(f"  {'':<28} S3 {'still there' if in_s3 else 'gone'} · CMS GET → {in_cms} · "
+              f"Chroma chunks: {chunks.get(doc, 0)} · done in {float(took or 0):.2f}s "
+              f"after the failure")
+        if status != "completed" or in_s3 or in_cms != 404 or chunks.get(doc, 0):
+            problems.append(f"{name}: not removed from every store ({status})")
+    told = [m for m in sink.messages
+            if "Removed automatically" in m.message.get_body(("plain",)).get_content()]
+    print(f"  the summary e-mail reports the removals: {'yes' if told else 'NO'}")
+    if rows and not told:
+        problems.append("the summary e-mail does not report the removals")
+    return problems
+
+
 def prepare_demo_dir() -> None:
-    """A fresh ``.demo/`` (Chroma data and beat schedule of an earlier run removed)."""
+    """A fresh ``.demo/`` (Chroma data, e-mails and beat schedule of an earlier run removed)."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(DEMO_DIR / "chroma", ignore_errors=True)
+    shutil.rmtree(MAIL_DIR, ignore_errors=True)
     for path in DEMO_DIR.glob("celerybeat-schedule*"):
         path.unlink()
     for path in LOG_DIR.glob("*.log"):
         path.unlink()
 
 
-def run(args: argparse.Namespace, started: list[Service]) -> list[str]:
+def start_sink(sink: MailSink) -> None:
+    """Start the SMTP sink in this process (DemoError if it cannot listen)."""
+    try:
+        sink.start()
+    except OSError as exc:
+        raise DemoError(f"the SMTP sink cannot listen on {sink.host}: {exc}") from exc
+
+
+def run(args: argparse.Namespace, started: list[Service], sink: MailSink) -> list[str]:
     """The demo itself; returns the problems found (empty: success)."""
+    prepare_demo_dir()
+    start_sink(sink)
     ports = Ports()
     db_plain, db_url = demo_urls(args.postgres_url)
-    env = build_env(ports, args.embedding, db_url)
+    env = build_env(ports, args.embedding, db_url, sink.port)
     apply_env(env)
     settings = load_settings()
-    prepare_demo_dir()
 
     section(f"database {DB_NAME}")
     reset_database(args.postgres_url)
@@ -716,6 +1038,8 @@ def run(args: argparse.Namespace, started: list[Service]) -> list[str]:
     print("  created and migrated (ingest db upgrade)")
 
     section(f"services (embedding backend: {args.embedding})")
+    print(f"  smtp    listening on {sink.host}:{sink.port} (in this process; "
+          f"mail: {relative(MAIL_DIR)}/)", flush=True)
     start_services(infrastructure(ports, env), env, started)
     s3 = create_bucket(env)
     start_services(applications(ports, args.embedding), env, started)
@@ -723,6 +1047,7 @@ def run(args: argparse.Namespace, started: list[Service]) -> list[str]:
     section("uploads: S3 objects, then CMS entries (the CMS sends the webhooks)")
     files = demo_files()
     cms = Cms(ports.url("cms"))
+    store_second_preference(cms)
     first_upload = datetime.now(UTC)
     upload_and_register(files, s3, cms)
     travel = next(f for f in files if f.name == TRAVEL_FILE)
@@ -746,26 +1071,33 @@ def run(args: argparse.Namespace, started: list[Service]) -> list[str]:
     section("questions")
     problems += ask_questions(settings, args.embedding, files, names)
 
+    section("batches & e-mails")
+    problems += report_batches(db_plain, files, sink)
+
+    section("auto-correction of the failed files")
+    problems += report_corrections(db_plain, files, s3, cms, settings, sink)
+
     if args.keep_running:
-        keep_running(ports, started, args.embedding)
+        keep_running(ports, started, sink, args.embedding)
     return problems
 
 
-def keep_running(ports: Ports, services: list[Service], backend: str) -> None:
+def keep_running(ports: Ports, services: list[Service], sink: MailSink, backend: str) -> None:
     """Leave the services up until Ctrl-C (a normal end) or until one of them dies."""
     section("services left running (Ctrl-C to stop)")
     for name in ("web", "cms", "chroma", "s3"):
         print(f"  {name:<7} {ports.url(name)}")
     print(f"  redis   redis://127.0.0.1:{ports.redis}/0 (broker: db 1)")
+    print(f"  smtp    {sink.host}:{sink.port} (messages: {relative(MAIL_DIR)}/)")
     print(f"  try:    EMBEDDING_BACKEND={backend} CHROMA_HOST=127.0.0.1 "
           f"CHROMA_PORT={ports.chroma} CHROMA_COLLECTION={COLLECTION} "
           f"{BIN / 'ingest'} ask \"…\"", flush=True)
     try:
-        while all(s.running() for s in services):
+        while sink.running and all(s.running() for s in services):
             time.sleep(1)
     except KeyboardInterrupt:
         return
-    dead = [s.name for s in services if not s.running()]
+    dead = [s.name for s in services if not s.running()] + ([] if sink.running else ["smtp"])
     raise DemoError(f"{', '.join(dead)} stopped while the demo was kept running")
 
 
@@ -791,10 +1123,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _sigterm)
     started: list[Service] = []
+    sink = MailSink(MAIL_DIR)
     clock = time.monotonic()
     problems: list[str] = []
     try:
-        problems = run(args, started)
+        problems = run(args, started, sink)
     except KeyboardInterrupt:
         problems = ["interrupted"]
     except DemoError as exc:
@@ -807,6 +1140,8 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(sig, signal.SIG_IGN)
         section("shutdown")
         stop_services(started)
+        sink.stop()  # after the worker: it may still be talking to it
+        print(f"SMTP sink stopped ({sink.count} messages in {MAIL_DIR})")
         print(f"logs: {LOG_DIR}")
     print(f"demo took {time.monotonic() - clock:.0f}s")
     if problems:

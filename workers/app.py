@@ -29,6 +29,7 @@ app = Celery(
         "workers.tasks.batches",
         "workers.tasks.corrections",
         "workers.tasks.notifications",
+        "workers.tasks.reconcile",
         "workers.tasks.sweepers",
     ],
 )
