@@ -269,3 +269,31 @@ def test_exhausted_correction_fails_and_alerts_the_operator(
                                 and m["X-Batch-ID"] == str(task.batch_id)], 10)[0]
     assert "stuck.pdf" not in alert["Subject"]
     assert entry["documentId"] in alert.get_content()
+
+
+@pytest.mark.parametrize(("category", "gone"), [
+    ("s3_error", {"s3", "cms"}),
+    ("storage_error", {"chroma"}),
+])
+def test_each_category_acts_on_its_stores_only(
+    s3_server: Any, cms: Any, services: CorrectionServices, category: str, gone: set[str]
+) -> None:
+    """A stored, indexed document planned for correction by category, acted on for real."""
+    from ingest.corrections import plan_correction
+
+    entry = cms_file(cms, s3_server, f"{category}.txt", make_txt("Indexed text."), uploader())
+    with session_scope() as s:
+        event_id = store_file_event(s, "entry.create", FileEntry.model_validate(entry),
+                                    envelope("entry.create", entry)).event_id
+    assert process_event(event_id).status == "done"
+    with session_scope() as s:
+        task_id = plan_correction(s, event_id=event_id, document_id=entry["documentId"],
+                                  batch_id=None, category=category, message="test",
+                                  entry=entry)
+    assert run_correction(task_id, services).status == "completed"
+    present = {
+        "s3": s3_exists(s3_server, entry["storage_key"]),
+        "cms": cms.state.get_file(entry["documentId"]) is not None,
+        "chroma": bool(services.vectors.chunk_ids(entry["documentId"])),
+    }
+    assert {store for store, there in present.items() if not there} == gone
