@@ -149,14 +149,25 @@ def closed(email: str, count: int = 1) -> list[BatchProcessingSession]:
     return wait_until(done, 60, 0.2)
 
 
+def store_event(entry: dict[str, Any], event: str = "entry.create") -> int:
+    """Store a file event as the webhook would (no publish): its id."""
+    with session_scope() as s:
+        return store_file_event(s, event, FileEntry.model_validate(entry),
+                                envelope(event, entry)).event_id
+
+
+def prefer(cms: Any, email: str, **values: Any) -> None:
+    """Store the uploader's notification preferences in the CMS stand-in (company 42, bot 7)."""
+    cms.state.put_preference({"company_id": 42, "bot_id": 7, "user_email": email, **values})
+
+
 def sealed_finished_batch(email: str) -> uuid.UUID:
     """A batch joined through the domain API, its one file finished, due now."""
     settings = get_settings()
     prefs = Preferences(notification_delay_minutes=0.001, batch_size_threshold=100)
     entry = file_entry("direct.txt", "text/plain", user_email=email)
+    event_id = store_event(entry)
     with session_scope() as s:
-        event_id = store_file_event(s, "entry.create", FileEntry.model_validate(entry),
-                                    envelope("entry.create", entry)).event_id
         s.execute(text("UPDATE file_events SET status = 'done' WHERE id = :i"), {"i": event_id})
     joined = join_batch(event_id=event_id, document_id=entry["documentId"], file_name="d.txt",
                         size_bytes=1, company_id=42, bot_id=7, user_email=email, prefs=prefs,

@@ -26,7 +26,9 @@ from tests.helpers import (
     file_entry,
     files_of,
     post,
+    prefer,
     sealed_finished_batch,
+    store_event,
     upload,
     uploader,
     wait_terminal,
@@ -51,8 +53,7 @@ def test_twenty_concurrent_webhooks_of_one_uploader_make_one_batch(
     web: str, s3_server: Any, cms: Any, smtp_sink: Any
 ) -> None:
     email = uploader()
-    cms.state.put_preference({"company_id": 42, "bot_id": 7, "user_email": email,
-                              "batch_size_threshold": 20, "notification_delay_minutes": 5})
+    prefer(cms, email, batch_size_threshold=20, notification_delay_minutes=5)
     entries = [file_entry(f"doc-{n}.txt", "text/plain", user_email=email) for n in range(20)]
     for entry in entries:
         upload(s3_server, entry, make_txt(f"Document {entry['name']} body."))
@@ -74,8 +75,7 @@ def test_files_arriving_after_a_seal_open_a_new_batch(
     web: str, s3_server: Any, cms: Any
 ) -> None:
     email = uploader()
-    cms.state.put_preference({"company_id": 42, "bot_id": 7, "user_email": email,
-                              "batch_size_threshold": 2, "notification_delay_minutes": 5})
+    prefer(cms, email, batch_size_threshold=2, notification_delay_minutes=5)
     for event_id in send_files(web, s3_server, email, ["a.txt", "b.txt", "c.txt"]):
         wait_terminal(event_id)
     batches = batches_of(email)
@@ -161,12 +161,9 @@ def test_stuck_files_fail_as_timeout(celery_app: Any) -> None:
     email = uploader()
     settings = get_settings()
     prefs = Preferences(notification_delay_minutes=0.001)
-    from ingest.events import FileEntry, store_file_event
 
     entry = file_entry("stuck.txt", "text/plain", user_email=email)
-    with session_scope() as s:
-        event_id = store_file_event(s, "entry.create", FileEntry.model_validate(entry),
-                                    envelope("entry.create", entry)).event_id
+    event_id = store_event(entry)
     joined = join_batch(event_id=event_id, document_id=entry["documentId"], file_name="s.txt",
                         size_bytes=1, company_id=42, bot_id=7, user_email=email, prefs=prefs,
                         settings=settings)
@@ -184,8 +181,7 @@ def test_preferences_are_fetched_once_per_ttl_for_200_files(
     web: str, s3_server: Any, cms: Any
 ) -> None:
     email = uploader()
-    cms.state.put_preference({"company_id": 42, "bot_id": 7, "user_email": email,
-                              "batch_size_threshold": 100, "notification_delay_minutes": 5})
+    prefer(cms, email, batch_size_threshold=100, notification_delay_minutes=5)
     before = cms.state.calls["GET by-user"]
     ids = send_files(web, s3_server, email, [f"many-{n}.txt" for n in range(200)],
                      data=make_txt("A short note."))

@@ -15,13 +15,20 @@ from ingest.adapters.s3 import S3Store
 from ingest.adapters.vectors import VectorStore
 from ingest.corrections import CorrectionServices, run_correction
 from ingest.db import session_scope
-from ingest.events import FileEntry, store_file_event
 from ingest.mail.alerts import alert_operator
 from ingest.models import AutoCorrectionTask, ProcessingError
 from ingest.pipeline.run import process_event
 from ingest.settings import get_settings
 from tests.conftest import wait_until
-from tests.helpers import closed, envelope, post, upload, uploader
+from tests.helpers import (
+    closed,
+    envelope,
+    post,
+    prefer,
+    store_event,
+    upload,
+    uploader,
+)
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -71,9 +78,7 @@ def terminal_correction(document_id: str) -> AutoCorrectionTask:
 
 def failed_event(entry: dict[str, Any]) -> int:
     """Store the entry's event and process it in-process (no task: nothing is chained)."""
-    with session_scope() as s:
-        event_id = store_file_event(s, "entry.create", FileEntry.model_validate(entry),
-                                    envelope("entry.create", entry)).event_id
+    event_id = store_event(entry)
     assert process_event(event_id).status == "failed"
     return event_id
 
@@ -82,8 +87,7 @@ def test_processing_error_removes_the_file_everywhere_and_the_email_says_so(
     web: str, s3_server: Any, cms: Any, smtp_sink: Any
 ) -> None:
     email = uploader()
-    cms.state.put_preference({"company_id": 42, "bot_id": 7, "user_email": email,
-                              "batch_size_threshold": 1, "notification_delay_minutes": 5})
+    prefer(cms, email, batch_size_threshold=1, notification_delay_minutes=5)
     cms.state.configure_webhook(f"{web}/webhooks/cms",
                                 {"Authorization": "Bearer test-webhook-token"})
     try:
@@ -191,9 +195,7 @@ def test_a_newer_successful_upload_wins_over_the_correction(
           "storage_key": v1["storage_key"] + ".v2",
           "updatedAt": iso(datetime.now(UTC) + timedelta(seconds=2))}
     upload(s3_server, v2, make_txt("The fixed report."))
-    with session_scope() as s:
-        v2_event = store_file_event(s, "entry.update", FileEntry.model_validate(v2),
-                                    envelope("entry.update", v2)).event_id
+    v2_event = store_event(v2, "entry.update")
     results: dict[str, str] = {}
     barrier = threading.Barrier(2)
 
@@ -243,9 +245,7 @@ def test_exhausted_correction_fails_and_alerts_the_operator(
     from ingest.batches import join_batch
     from ingest.preferences import Preferences
 
-    with session_scope() as s:
-        event_id = store_file_event(s, "entry.create", FileEntry.model_validate(entry),
-                                    envelope("entry.create", entry)).event_id
+    event_id = store_event(entry)
     join_batch(event_id=event_id, document_id=entry["documentId"], file_name="stuck.pdf",
                size_bytes=1, company_id=42, bot_id=7, user_email=email,
                prefs=Preferences(notification_delay_minutes=5), settings=get_settings())
@@ -282,9 +282,7 @@ def test_each_category_acts_on_its_stores_only(
     from ingest.corrections import plan_correction
 
     entry = cms_file(cms, s3_server, f"{category}.txt", make_txt("Indexed text."), uploader())
-    with session_scope() as s:
-        event_id = store_file_event(s, "entry.create", FileEntry.model_validate(entry),
-                                    envelope("entry.create", entry)).event_id
+    event_id = store_event(entry)
     assert process_event(event_id).status == "done"
     with session_scope() as s:
         task_id = plan_correction(s, event_id=event_id, document_id=entry["documentId"],

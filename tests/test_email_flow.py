@@ -20,6 +20,7 @@ from tests.helpers import (
     envelope,
     file_entry,
     post,
+    prefer,
     sealed_finished_batch,
     upload,
     uploader,
@@ -38,9 +39,7 @@ def mail_to(sink: Any, email: str, count: int = 1, timeout: float = 60) -> list[
 def upload_batch(web: str, s3: Any, cms: Any, email: str, files: list[tuple[str, bytes]],
                  **prefs: Any) -> None:
     """The uploader's preferences seal the batch at len(files); send every file's webhook."""
-    cms.state.put_preference({"company_id": 42, "bot_id": 7, "user_email": email,
-                              "batch_size_threshold": len(files),
-                              "notification_delay_minutes": 5, **prefs})
+    prefer(cms, email, batch_size_threshold=len(files), notification_delay_minutes=5, **prefs)
     for name, data in files:
         entry = file_entry(name, "text/plain" if name.endswith(".txt") else "application/pdf",
                            user_email=email)

@@ -18,10 +18,14 @@ from typing import Any
 import pytest
 
 from devtools.samples import make_txt
-from ingest.db import session_scope
-from ingest.events import FileEntry, store_file_event
 from tests.conftest import REDIS_PORT, TMP, wait_until
-from tests.helpers import envelope, event_row, file_entry, upload, wait_terminal
+from tests.helpers import (
+    event_row,
+    file_entry,
+    store_event,
+    upload,
+    wait_terminal,
+)
 from webhooks.publisher import Publisher
 
 BROKER = f"redis://127.0.0.1:{REDIS_PORT}/2"
@@ -91,9 +95,7 @@ def test_a_killed_worker_process_loses_no_file(
     entry = file_entry("big.txt", "text/plain")
     words = " ".join(f"word{n % 5000} appears in sentence {n}." for n in range(120_000))
     upload(s3_server, entry, make_txt(words))
-    with session_scope() as s:
-        event_id = store_file_event(s, "entry.create", FileEntry.model_validate(entry),
-                                    envelope("entry.create", entry)).event_id
+    event_id = store_event(entry)
     assert Publisher(BROKER).publish_file_event(event_id)
     wait_until(lambda: event_row(event_id).status == "processing", 60, 0.02)
     time.sleep(0.3)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from prometheus_client import Counter
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import text
 
 from ingest.db import get_engine, session_scope
@@ -33,6 +33,7 @@ from webhooks.auth import AuthError, authenticate
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__)
+M = TypeVar("M", bound=BaseModel)
 
 WEBHOOKS = Counter(
     "kb_ingest_webhooks_total", "Webhook requests by outcome", ["outcome"]
@@ -74,13 +75,18 @@ def _parse(raw: bytes) -> dict[str, Any]:
     return body
 
 
+def _validate(model: type[M], data: Any, prefix: str = "") -> M:
+    """Validate with pydantic; a 400 naming the first field at fault otherwise."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _validation_error(exc, prefix) from None
+
+
 def _accept_file_event(envelope: WebhookEnvelope, body: dict[str, Any]) -> tuple[Response, int]:
     if envelope.entry is None:
         raise BadRequest(400, "invalid payload", field="entry", detail="entry: Field required")
-    try:
-        entry = FileEntry.model_validate(envelope.entry)
-    except ValidationError as exc:
-        raise _validation_error(exc, "entry.") from None
+    entry = _validate(FileEntry, envelope.entry, "entry.")
     with session_scope() as s:
         stored = store_file_event(s, envelope.event, entry, body)
     if not stored.created:
@@ -94,10 +100,7 @@ def _accept_file_event(envelope: WebhookEnvelope, body: dict[str, Any]) -> tuple
 
 
 def _accept_preference_event(envelope: WebhookEnvelope) -> tuple[Response, int]:
-    try:
-        pref = PreferenceEntry.model_validate(envelope.entry or {})
-    except ValidationError as exc:
-        raise _validation_error(exc, "entry.") from None
+    pref = _validate(PreferenceEntry, envelope.entry or {}, "entry.")
     invalidate(current_app.extensions["kb_redis"], pref.company_id, pref.bot_id,
                str(pref.user_email))
     WEBHOOKS.labels("invalidated").inc()
@@ -116,42 +119,33 @@ def _authenticated_json() -> dict[str, Any]:
     return _parse(raw)
 
 
+@bp.errorhandler(BadRequest)
+def _rejected(exc: BadRequest) -> tuple[Response, int]:
+    WEBHOOKS.labels(f"http_{exc.status}").inc()
+    return exc.response()
+
+
 @bp.post("/webhooks/cms")
 def cms_webhook() -> tuple[Response, int]:
     """Receive a Strapi 5 webhook (DESIGN §4)."""
-    try:
-        body = _authenticated_json()
-        try:
-            envelope = WebhookEnvelope.model_validate(body)
-        except ValidationError as exc:
-            raise _validation_error(exc) from None
-        if event_kind(envelope.event) is not None and envelope.model == FILE_MODEL:
-            return _accept_file_event(envelope, body)
-        if event_kind(envelope.event) is not None and envelope.model == PREFERENCE_MODEL:
-            return _accept_preference_event(envelope)
-        WEBHOOKS.labels("ignored").inc()
-        return jsonify({"status": "ignored"}), 202
-    except BadRequest as exc:
-        WEBHOOKS.labels(f"http_{exc.status}").inc()
-        return exc.response()
+    body = _authenticated_json()
+    envelope = _validate(WebhookEnvelope, body)
+    if event_kind(envelope.event) is not None and envelope.model == FILE_MODEL:
+        return _accept_file_event(envelope, body)
+    if event_kind(envelope.event) is not None and envelope.model == PREFERENCE_MODEL:
+        return _accept_preference_event(envelope)
+    WEBHOOKS.labels("ignored").inc()
+    return jsonify({"status": "ignored"}), 202
 
 
 @bp.post("/webhooks/preference-updated")
 def preference_updated() -> tuple[Response, int]:
     """Seed 001's preference-change notification: drop the user's cached preferences."""
-    try:
-        body = _authenticated_json()
-        try:
-            update = PreferenceUpdate.model_validate(body)
-        except ValidationError as exc:
-            raise _validation_error(exc) from None
-        invalidate(current_app.extensions["kb_redis"], update.company_id, update.bot_id,
-                   str(update.user_email))
-        WEBHOOKS.labels("invalidated").inc()
-        return jsonify({"status": "invalidated"}), 202
-    except BadRequest as exc:
-        WEBHOOKS.labels(f"http_{exc.status}").inc()
-        return exc.response()
+    update = _validate(PreferenceUpdate, _authenticated_json())
+    invalidate(current_app.extensions["kb_redis"], update.company_id, update.bot_id,
+               str(update.user_email))
+    WEBHOOKS.labels("invalidated").inc()
+    return jsonify({"status": "invalidated"}), 202
 
 
 @bp.get("/health")
