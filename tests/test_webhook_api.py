@@ -212,6 +212,8 @@ def test_metrics_expose_counters_and_event_gauges(web: str) -> None:
     text = requests.get(f"{web}/metrics", timeout=10).text
     assert 'kb_ingest_webhooks_total{outcome="accepted"}' in text
     assert "kb_ingest_file_events{status=" in text
+    for gauge in ("batches", "corrections", "emails", "unresolved_errors"):
+        assert f"# TYPE kb_ingest_{gauge} gauge" in text
 
 
 def test_preference_updated_webhook_invalidates_and_validates(web: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
@@ -16,38 +17,49 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
 from ingest.db import session_scope
-from ingest.models import FileEvent, ProcessingError
+from ingest.models import (
+    AutoCorrectionTask,
+    BatchProcessingSession,
+    EmailNotificationLog,
+    FileEvent,
+    ProcessingError,
+)
 
 bp = Blueprint("metrics", __name__)
 
 
+_GAUGES: list[tuple[str, str, Any, Any, Any]] = [
+    ("kb_ingest_file_events", "File events by status", FileEvent.status, FileEvent, None),
+    ("kb_ingest_unresolved_errors", "Unresolved processing errors by category",
+     ProcessingError.error_category, ProcessingError,
+     ProcessingError.resolution_status == "unresolved"),
+    ("kb_ingest_batches", "Batches by status", BatchProcessingSession.status,
+     BatchProcessingSession, None),
+    ("kb_ingest_corrections", "Auto-corrections by status", AutoCorrectionTask.status,
+     AutoCorrectionTask, None),
+    ("kb_ingest_emails", "Notification e-mails by status", EmailNotificationLog.send_status,
+     EmailNotificationLog, None),
+]
+
+
 class DatabaseCollector(Collector):
-    """Events by status and unresolved errors by category."""
+    """Row counts by status (or category) of the tables an operator watches."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        events = GaugeMetricFamily(
-            "kb_ingest_file_events", "File events by status", labels=["status"]
-        )
-        errors = GaugeMetricFamily(
-            "kb_ingest_unresolved_errors", "Unresolved processing errors by category",
-            labels=["category"],
-        )
+        families = []
         try:
             with session_scope() as s:
-                for status, count in s.execute(
-                    select(FileEvent.status, func.count()).group_by(FileEvent.status)
-                ):
-                    events.add_metric([status], count)
-                for category, count in s.execute(
-                    select(ProcessingError.error_category, func.count())
-                    .where(ProcessingError.resolution_status == "unresolved")
-                    .group_by(ProcessingError.error_category)
-                ):
-                    errors.add_metric([category], count)
+                for name, doc, column, table, condition in _GAUGES:
+                    family = GaugeMetricFamily(name, doc, labels=[column.key])
+                    query = select(column, func.count()).select_from(table).group_by(column)
+                    if condition is not None:
+                        query = query.where(condition)
+                    for label, count in s.execute(query):
+                        family.add_metric([label], count)
+                    families.append(family)
         except Exception:  # a scrape must not fail because the database is down; /health says so
             return
-        yield events
-        yield errors
+        yield from families
 
 
 def _registry() -> CollectorRegistry:
