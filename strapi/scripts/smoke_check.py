@@ -60,7 +60,8 @@ def main():
     elif mode == "equal":
         expected = capture_body(arg)
         if body != expected:
-            print(f"body differs from {arg}:\n  got      {json.dumps(body)}\n  expected {json.dumps(expected)}")
+            print(f"body differs from {arg}:\n  got      {json.dumps(body)}\n"
+                  f"  expected {json.dumps(expected)}")
             return 1
     elif mode == "expr":
         ok = eval(arg, {}, {"b": body})  # noqa: S307 - our own test expressions
