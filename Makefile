@@ -34,8 +34,10 @@ services:
 test: install services
 	$(BIN)/pytest -q
 
+# make demo CMS=strapi: the real Strapi 5 app of strapi/ in place of the stand-in (Node.js 20+)
+CMS ?= standin
 demo: install services
-	$(BIN)/python -m devtools.demo
+	$(BIN)/python -m devtools.demo --cms $(CMS)
 
 lint: install
 	$(BIN)/ruff check .

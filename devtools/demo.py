@@ -7,12 +7,15 @@ on PATH; everything else runs from the virtualenv. The demo
 2. starts a capturing SMTP server in this process (``devtools.smtp_sink``: every message
    becomes ``.demo/mail/<n>-<recipient>.eml``), then, each in its own process group on a
    free port, with logs in ``.demo/logs/``: redis-server, moto (S3), ``chroma run``, the
-   Strapi 5 stand-in, gunicorn (web), the Celery worker and beat;
+   CMS, gunicorn (web), the Celery worker and beat. The CMS is the Strapi 5 stand-in
+   (``--cms standin``, the default) or, with ``--cms strapi``, the real Strapi 5 app of
+   ``strapi/`` (``devtools.strapi``: installed and built once in ``~/.cache/kb-ingest/strapi/``,
+   started on a throwaway database that is dropped at the end, its webhook pointed at the web
+   process, kb-ingest using the API token the app's README documents);
 3. stores a notification preference for a second uploader (text e-mails, batches of 2),
-   uploads the sample documents to S3 and creates their file entries through the CMS
-   stand-in's REST API, which sends real Strapi-style webhooks to the web process (plus an
-   entry whose object was never uploaded, one ``entry.update``, and the second uploader's
-   two files);
+   uploads the sample documents to S3 and creates their file entries through the CMS's REST
+   API, which sends (Strapi-style) webhooks to the web process (plus an entry whose object
+   was never uploaded, one ``entry.update``, and the second uploader's two files);
 4. waits until every ``file_events`` row is terminal and prints what became of each file;
 5. answers sample questions from the stored chunks;
 6. waits until every uploader's batch is closed and its summary e-mail sent, and shows
@@ -20,7 +23,8 @@ on PATH; everything else runs from the virtualenv. The demo
 7. stops everything it started, also on Ctrl-C, and exits non-zero if anything went wrong
    (a batch without exactly one e-mail included).
 
-    python -m devtools.demo [--embedding {minilm,hashing}] [--keep-running]
+    python -m devtools.demo [--cms {standin,strapi}] [--embedding {minilm,hashing}]
+                            [--keep-running]
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ import requests
 
 from devtools.samples import bad_documents, make_md, make_txt, sample_documents
 from devtools.smtp_sink import MailSink, ReceivedMessage
+from devtools.strapi import TIMINGS as STRAPI_TIMINGS
+from devtools.strapi import StrapiServer, node_ok
 from ingest.events import event_kind
 from ingest.settings import Settings, load_settings
 
@@ -238,6 +244,45 @@ class Service:
         self.proc.wait(10)
 
 
+class StrapiService(Service):
+    """The real Strapi 5 (``devtools.strapi.StrapiServer``) in the place of a Service: started
+    (install, database, launch, admin and API tokens) and stopped (its database dropped) by
+    the server object, its log in the install cache."""
+
+    def __init__(self, server: StrapiServer) -> None:
+        super().__init__("strapi", [], lambda _service: True, 0.0)
+        self.server = server
+
+    @property
+    def log_path(self) -> Path:
+        """Where Strapi logs (next to its install in the cache)."""
+        return self.server.log
+
+    def start(self, env: dict[str, str]) -> None:
+        """Install and build if needed, start, provision; blocks until ready."""
+        self.server.start()
+        self.proc = self.server.proc
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop Strapi and drop its database (also after a start that failed half-way)."""
+        self.server.stop()
+
+    def running(self) -> bool:
+        """Whether Strapi's process is alive."""
+        return self.server.proc is not None and self.server.proc.poll() is None
+
+
+def strapi_timings() -> str:
+    """``npm ci cached, npm run build cached, start 9.1s, …`` of the last start."""
+    parts = []
+    for step in ("npm ci", "npm run build", "start (until /_health)", "admin + API tokens"):
+        seconds = STRAPI_TIMINGS.get(step)
+        if seconds is not None:
+            label = step.replace(" (until /_health)", "")
+            parts.append(f"{label} {'cached' if seconds == 0 else f'{seconds:.1f}s'}")
+    return ", ".join(parts)
+
+
 def log_has(text: str, count: int = 1) -> Check:
     """A readiness check: the service's log contains ``text`` at least ``count`` times."""
     return lambda service: service.log_text().count(text) >= count
@@ -289,15 +334,18 @@ def gunicorn_extra_args() -> list[str]:
     return ["--no-control-socket"] if gunicorn.version_info >= (27,) else []
 
 
-def applications(ports: Ports, backend: str) -> list[Service]:
-    """The CMS stand-in and the three kb-ingest processes (web, worker, beat)."""
-    return [
+def applications(ports: Ports, backend: str, cms: str = "standin") -> list[Service]:
+    """The CMS stand-in (unless ``cms`` is ``strapi``: started on its own) and the three
+    kb-ingest processes (web, worker, beat)."""
+    standin = [
         Service("cms", [sys.executable, "-m", "devtools.cms_standin", "--port", str(ports.cms),
                         "--token", CMS_TOKEN,
                         "--webhook-url", f"{ports.url('web')}/webhooks/cms",
                         "--webhook-token", WEBHOOK_TOKEN],
                 http_ok(f"{ports.url('cms')}/api/files",
                         {"Authorization": f"Bearer {CMS_TOKEN}"}), 30),
+    ]
+    return (standin if cms == "standin" else []) + [
         Service("web", [script("gunicorn"), "-w", "2", "-b", f"127.0.0.1:{ports.web}",
                         *gunicorn_extra_args(), "webhooks.app:create_app()"],
                 http_ok(f"{ports.url('web')}/health"), 60),
@@ -490,12 +538,12 @@ def demo_files() -> list[DemoFile]:
 
 
 class Cms:
-    """The stand-in's REST API, as the admin panel would use it."""
+    """The CMS's REST API (stand-in or Strapi), as the admin panel would use it."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, token: str = CMS_TOKEN) -> None:
         self.base_url = base_url
         self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {CMS_TOKEN}"
+        self.session.headers["Authorization"] = f"Bearer {token}"
 
     def create_file(self, file: DemoFile) -> str:
         """POST /api/files; returns the new documentId."""
@@ -1037,16 +1085,19 @@ def run(args: argparse.Namespace, started: list[Service], sink: MailSink) -> lis
     migrate(env)
     print("  created and migrated (ingest db upgrade)")
 
-    section(f"services (embedding backend: {args.embedding})")
+    section(f"services (embedding backend: {args.embedding}, CMS: {args.cms})")
     print(f"  smtp    listening on {sink.host}:{sink.port} (in this process; "
           f"mail: {relative(MAIL_DIR)}/)", flush=True)
     start_services(infrastructure(ports, env), env, started)
     s3 = create_bucket(env)
-    start_services(applications(ports, args.embedding), env, started)
+    cms = Cms(ports.url("cms"))
+    if args.cms == "strapi":
+        cms = start_strapi(ports, env, started, args.postgres_url)
+        settings = load_settings()
+    start_services(applications(ports, args.embedding, args.cms), env, started)
 
     section("uploads: S3 objects, then CMS entries (the CMS sends the webhooks)")
     files = demo_files()
-    cms = Cms(ports.url("cms"))
     store_second_preference(cms)
     first_upload = datetime.now(UTC)
     upload_and_register(files, s3, cms)
@@ -1078,15 +1129,42 @@ def run(args: argparse.Namespace, started: list[Service], sink: MailSink) -> lis
     problems += report_corrections(db_plain, files, s3, cms, settings, sink)
 
     if args.keep_running:
-        keep_running(ports, started, sink, args.embedding)
+        keep_running(ports, started, sink, args.embedding, cms.base_url)
     return problems
 
 
-def keep_running(ports: Ports, services: list[Service], sink: MailSink, backend: str) -> None:
+def start_strapi(ports: Ports, env: dict[str, str], started: list[Service],
+                 admin_url: str) -> Cms:
+    """Start the real Strapi (its webhook to the web process, which starts later: Strapi
+    sends webhooks only when entries change), point ``env`` (and this process) at it with
+    the kb-ingest API token, and return the REST helper with the full-access token."""
+    if not node_ok():
+        raise DemoError("--cms strapi needs Node.js 20+ and npm on PATH")
+    print("  strapi  starting (the first run also installs and builds it: a few minutes)…",
+          flush=True)
+    service = StrapiService(StrapiServer(f"{ports.url('web')}/webhooks/cms", WEBHOOK_TOKEN,
+                                         admin_url=admin_url))
+    started.append(service)  # stopped (and its database dropped) even if the start fails
+    clock = time.monotonic()
+    try:
+        service.start(env)
+    except RuntimeError as exc:
+        raise DemoError(f"Strapi did not start: {exc}") from exc
+    server = service.server
+    print(f"  strapi  ready in {time.monotonic() - clock:5.1f}s   ({strapi_timings()}; "
+          f"{server.url}, database {server.db_name}; log: {relative(service.log_path)})",
+          flush=True)
+    env.update({"CMS_API_URL": server.url, "CMS_API_TOKEN": server.kb_token})
+    apply_env(env)
+    return Cms(server.url, server.token)
+
+
+def keep_running(ports: Ports, services: list[Service], sink: MailSink, backend: str,
+                 cms_url: str) -> None:
     """Leave the services up until Ctrl-C (a normal end) or until one of them dies."""
     section("services left running (Ctrl-C to stop)")
     for name in ("web", "cms", "chroma", "s3"):
-        print(f"  {name:<7} {ports.url(name)}")
+        print(f"  {name:<7} {cms_url if name == 'cms' else ports.url(name)}")
     print(f"  redis   redis://127.0.0.1:{ports.redis}/0 (broker: db 1)")
     print(f"  smtp    {sink.host}:{sink.port} (messages: {relative(MAIL_DIR)}/)")
     print(f"  try:    EMBEDDING_BACKEND={backend} CHROMA_HOST=127.0.0.1 "
@@ -1109,6 +1187,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(prog="python -m devtools.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cms", choices=("standin", "strapi"), default="standin",
+                        help="the CMS: the light stand-in (default) or the real Strapi 5 app "
+                             "of strapi/ (needs Node.js 20+; the first run installs it)")
     parser.add_argument("--embedding", choices=("minilm", "hashing"), default="minilm",
                         help="EMBEDDING_BACKEND of the worker and the questions (default minilm)")
     parser.add_argument("--keep-running", action="store_true",

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import redis as redis_lib
+import requests
 from sqlalchemy import select
 
 from ingest.adapters.cms import CmsClient
@@ -138,7 +139,6 @@ def test_file_crud(strapi: StrapiServer) -> None:
 
 
 def test_files_need_a_token(strapi: StrapiServer) -> None:
-    import requests
 
     assert requests.get(f"{strapi.url}/api/files", timeout=10).status_code in (401, 403)
 
@@ -348,6 +348,40 @@ def test_preference_store_reads_strapi(strapi: StrapiServer, rcache: redis_lib.R
     assert prefs.email_format == "text"
     assert prefs.include_error_details is False
     assert store.get(COMPANY, BOT, address).source == "cache"
+
+
+def test_strapi_does_not_retry_a_webhook_answered_500(strapi: StrapiServer) -> None:
+    """Why kb-ingest reconciles: one failed delivery is never sent again by Strapi."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    hits: list[str] = []
+
+    class Failing(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            hits.append(self.headers.get("X-Strapi-Event", ""))
+            self.send_response(500)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    # Strapi's admin API refuses private webhook URLs, so a second Strapi is started with
+    # its webhook (created from the environment at boot) pointing at the failing receiver.
+    failing_url = f"http://127.0.0.1:{receiver.server_port}/webhooks/cms"
+    try:
+        with StrapiServer(failing_url, WEBHOOK_TOKEN) as other:
+            response = other.request("POST", "/api/files", json={"data": file_data()})
+            assert response.status_code == 201, response.text
+            wait_until(lambda: hits, 15, 0.1)
+            time.sleep(5)  # room for any retry Strapi might make
+    finally:
+        receiver.shutdown()
+    assert hits == ["entry.create"]
 
 
 def test_report(strapi: StrapiServer) -> None:
