@@ -26,8 +26,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import requests
+
+from devtools.pg import admin_exec
 
 PROJECT = Path(__file__).resolve().parent.parent / "strapi"
 CACHE_ROOT = Path.home() / ".cache" / "kb-ingest" / "strapi"
@@ -180,13 +181,7 @@ class StrapiServer:
     # -- database --------------------------------------------------------------------------
 
     def _admin_exec(self, sql: str) -> None:
-        conn = psycopg2.connect(self.admin_url)
-        conn.autocommit = True
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql)
-        finally:
-            conn.close()
+        admin_exec(self.admin_url, sql)
 
     # -- start / stop ----------------------------------------------------------------------
 

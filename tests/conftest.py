@@ -24,9 +24,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
 import requests
+
+from devtools.pg import admin_exec
 
 
 def _free_port() -> int:
@@ -113,13 +114,7 @@ def _wait_http(url: str, timeout: float = 60.0) -> None:
 
 
 def _admin_exec(sql: str) -> None:
-    conn = psycopg2.connect(ADMIN_URL)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
+    admin_exec(ADMIN_URL, sql)
 
 
 def alembic_config(database_url: str) -> Any:
