@@ -418,6 +418,11 @@ def build_env(ports: Ports, backend: str, database_url: str, smtp_port: int) -> 
         "EMBEDDING_BACKEND": backend,
         "OUTBOX_RELAY_AFTER_SECONDS": "2",
         "INGEST_MAX_RETRIES": "3",
+        # The never-uploaded file is looked for during 10 s (not 300) before it counts as
+        # not found; corrections wait 5 s (not 60) unless the caller's environment says
+        # otherwise (AUTO_CORRECTION_DELAY_SECONDS=60 make demo measures the default).
+        "S3_MISSING_GRACE_SECONDS": "10",
+        "AUTO_CORRECTION_DELAY_SECONDS": os.environ.get("AUTO_CORRECTION_DELAY_SECONDS", "5"),
         # E-mails go to the demo's SMTP sink. Batches of uploaders without a stored
         # preference seal after a 6 s quiet period (never by size, so alice's files make
         # one batch); the sweeper looks every 2 s, a failed send is retried after ~1 s.

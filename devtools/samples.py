@@ -11,6 +11,8 @@ import csv
 import html
 import io
 import json
+import zipfile
+import zlib
 from typing import Any, NamedTuple
 
 from docx import Document
@@ -124,6 +126,81 @@ def make_corrupt_pdf() -> bytes:
         b"1 0 obj\n<< /Type /Catalog /Pages 2 0 R\n"
         b"\x00\x17\x8f\xfe garbage garbage \xba\xad\xf0\x0d stream\nx\x9c\xcb\x48\xcd"
     )
+
+
+def make_docx_bomb(inflated_bytes: int = 150 * 1024 * 1024) -> bytes:
+    """A valid-looking .docx whose ``word/document.xml`` inflates to ``inflated_bytes``.
+
+    A normal python-docx document whose only paragraph holds one run of repeated text, so
+    the XML stays well-formed; deflated at level 9 the archive is about 1/1000 of
+    ``inflated_bytes`` (about 190 KB for the default 150 MB). The member sizes are declared
+    truthfully: it is the declared total that a zip-size check must reject.
+    """
+    marker = "ZIP-BOMB-FILLER"
+    document = Document()
+    document.add_paragraph(marker)
+    buffer = io.BytesIO()
+    document.save(buffer)
+    source = zipfile.ZipFile(io.BytesIO(buffer.getvalue()))
+    head, tail = source.read("word/document.xml").split(marker.encode("ascii"))
+    filler_bytes = max(inflated_bytes - len(head) - len(tail), 0)
+    chunk = b"la " * (1024 * 1024 // 3)  # a 3-byte period compresses about 1000:1
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        for info in source.infolist():
+            if info.filename != "word/document.xml":
+                archive.writestr(info.filename, source.read(info))
+                continue
+            with archive.open(info.filename, "w") as member:  # a str name: level 9 applies
+                member.write(head)
+                left = filler_bytes
+                while left > 0:
+                    piece = chunk[:left]
+                    member.write(piece)
+                    left -= len(piece)
+                member.write(tail)
+    return out.getvalue()
+
+
+def make_pdf_bomb(inflated_bytes: int = 80_000_000) -> bytes:
+    """A one-page PDF whose content stream inflates to ``inflated_bytes`` (a ~120 KB file).
+
+    The default is above pypdf's 75 MB ``zlib_maximum_output_length``, so reading the page's
+    text trips pypdf's ``LimitReachedError``. The page has a font resource and text
+    operators, so pypdf really inflates the stream when extracting text.
+    """
+    operators = b"BT ET\n" * (1024 * 1024 // 6)
+    compressor = zlib.compressobj(9)
+    parts = []
+    left = inflated_bytes
+    while left > 0:
+        piece = operators[:left]
+        parts.append(compressor.compress(piece))
+        left -= len(piece)
+    parts.append(compressor.flush())
+    content = b"".join(parts)
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] "
+        b"/Resources << /Font << /F1 5 0 R >> >> /Contents 4 0 R >>",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n%b\nendstream" % (len(content), content),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    pdf = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(pdf))
+        pdf += b"%d 0 obj\n%b\nendobj\n" % (number, body)
+    xref = len(pdf)
+    pdf += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    pdf += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    pdf += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1,
+        xref,
+    )
+    return bytes(pdf)
 
 
 # --- sample content -----------------------------------------------------------------------

@@ -4,6 +4,9 @@
     ingest db downgrade [REV]    # alembic downgrade, default: base
     ingest check-config          # validate the environment and print the non-secret settings
     ingest ask "question" [-n 3] # nearest chunks in Chroma for a question
+    ingest corrections list      # the breaker and the held corrections
+    ingest corrections release   # close the breaker; the held corrections run
+    ingest corrections discard   # close the breaker; the held corrections are dropped
 """
 
 from __future__ import annotations
@@ -48,6 +51,30 @@ def _ask(question: str, n_results: int) -> None:
         print(f"[{hit.distance:.3f}] {name} ({hit.id})\n    {hit.text[:300]}")
 
 
+def _corrections(action: str) -> None:
+    from sqlalchemy import select
+
+    from ingest.corrections import breaker_tripped, release_held
+    from ingest.db import session_scope
+    from ingest.models import AutoCorrectionTask
+
+    if action in ("release", "discard"):
+        count = release_held(get_settings(), discard=action == "discard")
+        verb = "discarded" if action == "discard" else "released (they run within a minute)"
+        print(f"breaker closed; {count} held correction(s) {verb}")
+        return
+    with session_scope() as s:
+        tripped = breaker_tripped(s)
+        held = s.execute(select(AutoCorrectionTask).where(AutoCorrectionTask.status == "held")
+                         .order_by(AutoCorrectionTask.id)).scalars().all()
+    print(f"breaker: tripped at {tripped.tripped_at:%Y-%m-%d %H:%M:%S}Z: {tripped.reason}"
+          if tripped else "breaker: closed")
+    for task in held:
+        print(f"{task.id}\t{task.failure_category}\t{task.file_document_id}\t"
+              f"{', '.join(task.correction_actions)}\t{task.file_name!r}")
+    print(f"{len(held)} held correction(s)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ingest`` console script."""
     parser = argparse.ArgumentParser(prog="ingest", description=__doc__,
@@ -62,12 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     ask = sub.add_parser("ask", help="semantic query of the stored chunks")
     ask.add_argument("question")
     ask.add_argument("-n", type=int, default=3)
+    corr = sub.add_parser("corrections", help="the correction breaker and held corrections")
+    corr.add_argument("action", choices=("list", "release", "discard"))
     args = parser.parse_args(argv)
     try:
         if args.command == "db":
             _alembic(args.action, "head" if args.action == "upgrade" else args.revision)
         elif args.command == "check-config":
             _check_config()
+        elif args.command == "corrections":
+            _corrections(args.action)
         else:
             _ask(args.question, args.n)
     except SettingsError as exc:

@@ -2,7 +2,9 @@
 
 Sessions are opened for a read or a write and closed before slow I/O (S3, embedding,
 Chroma): read → work with no session → write. :func:`reset_engine` is called in every
-forked worker process so no connection is shared across a fork.
+forked worker process so no connection is shared across a fork. The one lock idiom:
+PostgreSQL advisory locks named by a string (:func:`lock_xact`, :func:`held_lock`); the
+writers of one document use its ``documentId`` as the name.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from ingest.settings import get_settings
@@ -57,3 +59,20 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def lock_xact(session: Session, name: str) -> None:
+    """Take the advisory lock ``name`` until the session's transaction ends."""
+    session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:n, 0))"), {"n": name})
+
+
+@contextmanager
+def held_lock(name: str) -> Iterator[None]:
+    """Hold the advisory lock ``name`` across several short transactions (own connection)."""
+    with get_engine().connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(hashtextextended(:n, 0))"), {"n": name})
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(hashtextextended(:n, 0))"), {"n": name})
+            conn.commit()

@@ -35,6 +35,11 @@ STAGE_STATUSES = ("pending", "processing", "success", "failed")
 BATCH_STATUSES = ("processing", "completed", "partially_completed", "failed")
 FILE_STATUSES = ("pending", "processing", "success", "failed")
 SEND_STATUSES = ("pending", "sending", "sent", "failed", "skipped")
+# held: the breaker stopped it for an operator; skipped: a newer version or no proof;
+# discarded: an operator decided against it.
+CORRECTION_STATUSES = ("pending", "processing", "completed", "failed", "held", "skipped",
+                       "discarded")
+ALERT_STATUSES = ("pending", "sent", "failed", "skipped")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -56,6 +61,7 @@ class FileEvent(Base):
     __table_args__ = (
         CheckConstraint(_in("status", EVENT_STATUSES), name="chk_event_status"),
         CheckConstraint("attempts >= 0", name="chk_event_attempts"),
+        CheckConstraint("worker_losses >= 0", name="chk_event_worker_losses"),
         Index("idx_file_events_document", "document_id", "entry_updated_at"),
         Index("idx_file_events_status", "status", "updated_at"),
     )
@@ -72,6 +78,15 @@ class FileEvent(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
+    # What the latest attempt saw in S3: a correction deletes only this exact object.
+    object_key: Mapped[str | None] = mapped_column(Text)
+    object_etag: Mapped[str | None] = mapped_column(Text)
+    object_size: Mapped[int | None] = mapped_column(BigInteger)
+    # First NoSuchKey of this version: the grace period runs from here.
+    object_missing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set while an attempt runs; still set at the next claim = that attempt died.
+    running_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    worker_losses: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
 
 
 class BatchProcessingSession(Base):
@@ -213,7 +228,7 @@ class AutoCorrectionTask(Base):
     __tablename__ = "auto_correction_tasks"
     __table_args__ = (
         CheckConstraint(
-            _in("status", ("pending", "processing", "completed", "failed")),
+            _in("status", CORRECTION_STATUSES),
             name="chk_correction_status",
         ),
         CheckConstraint(
@@ -260,6 +275,11 @@ class AutoCorrectionTask(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     error_during_correction: Mapped[str | None] = mapped_column(Text)
+    # The object the failed attempt saw: S3 is deleted only if it is still this one.
+    object_etag: Mapped[str | None] = mapped_column(Text)
+    object_size: Mapped[int | None] = mapped_column(BigInteger)
+    # No destructive action before this moment (AUTO_CORRECTION_DELAY_SECONDS).
+    act_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ProcessingError(Base):
@@ -380,3 +400,39 @@ class ReconciliationCheckpoint(Base):
     last_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     entries_seen: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)
     events_created: Mapped[int] = mapped_column(BigInteger, server_default="0", nullable=False)
+
+
+class CorrectionBreaker(Base):
+    """The correction circuit breaker: tripped (holding every correction) until released."""
+
+    __tablename__ = "correction_breaker"
+
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    tripped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reason: Mapped[str | None] = mapped_column(Text)
+    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class OperatorAlert(Base):
+    """One alert to ``ADMIN_EMAIL``; ``dedupe_key`` makes each alert happen once."""
+
+    __tablename__ = "operator_alerts"
+    __table_args__ = (
+        CheckConstraint(_in("status", ALERT_STATUSES), name="chk_alert_status"),
+        CheckConstraint("attempts >= 0", name="chk_alert_attempts"),
+        UniqueConstraint("dedupe_key", name="uq_alert_dedupe_key"),
+        Index("idx_operator_alerts_status", "status", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(50), nullable=False)
+    dedupe_key: Mapped[str] = mapped_column(Text, nullable=False)
+    subject: Mapped[str] = mapped_column(Text, nullable=False)
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    document_id: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), server_default="pending", nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0", nullable=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

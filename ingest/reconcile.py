@@ -62,7 +62,7 @@ from sqlalchemy.orm import Session
 from ingest.adapters.cms import CmsClient
 from ingest.db import get_engine, session_scope
 from ingest.errors import IngestError, TransientError
-from ingest.events import FILE_MODEL, FileEntry, store_file_event
+from ingest.events import FILE_MODEL, FileEntry, Stored, store_file_event
 from ingest.models import ReconciliationCheckpoint
 from ingest.settings import Settings
 
@@ -155,6 +155,23 @@ def _payload(entry: dict[str, Any], now: datetime) -> dict[str, Any]:
         "entry": entry,
         "source": SOURCE,
     }
+
+
+def store_current_entry(session: Session, raw: dict[str, Any]) -> Stored | None:
+    """Store the CMS's current version of an entry as an event, as a poll would.
+
+    Used when a check finds the CMS ahead of the event at hand: the newer version is then
+    processed even if its webhook never arrives. The event stays ``received``, so the outbox
+    relay publishes it; an existing event of that version is met by its dedupe key. Returns
+    None for an entry that does not validate.
+    """
+    try:
+        entry = FileEntry.model_validate(raw)
+    except ValidationError as exc:
+        log.warning("the CMS's entry %r is invalid: %s", raw.get("documentId"),
+                    str(exc).replace("\n", " ")[:500])
+        return None
+    return store_file_event(session, EVENT, entry, _payload(raw, datetime.now(UTC)))
 
 
 def _updated_at(raw: Any) -> datetime | None:

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = None
     aws_region: str = "us-east-1"
     max_file_bytes: int = Field(100 * 1024 * 1024, ge=1)
+    # A NoSuchKey is re-checked this long before the file counts as not found (presigned
+    # upload flows create the CMS entry before the object lands).
+    s3_missing_grace_seconds: float = Field(300, ge=0)
+    # Where a tenant's objects live; a key outside it is neither read nor deleted.
+    # Empty turns the check off (see README: any entry could then name any object).
+    s3_key_prefix_template: str = "companies/{company_id}/bots/{bot_id}/"
 
     # Vector store
     chroma_path: str = "./chroma-data"
@@ -59,6 +65,14 @@ class Settings(BaseSettings):
     chunk_size: int = Field(1000, ge=100, le=20_000)
     chunk_overlap: int = Field(200, ge=0)
     ingest_max_retries: int = Field(5, ge=0, le=20)
+    # Resource caps per file (DESIGN §8): over a cap, the file fails as processing_error.
+    max_unzipped_bytes: int = Field(200 * 1024 * 1024, ge=1024)
+    max_extracted_chars: int = Field(10_000_000, ge=1000)
+    max_chunks_per_file: int = Field(20_000, ge=1)
+    extract_timeout_seconds: float = Field(120, gt=0)
+    # After this many deliveries that died with their worker, the file fails as
+    # resource_limit (no deletion) instead of killing the next worker process.
+    max_worker_losses: int = Field(2, ge=1, le=20)
 
     # E-mail
     smtp_server: str = "127.0.0.1"
@@ -89,6 +103,13 @@ class Settings(BaseSettings):
     enable_auto_correction: bool = True
     max_correction_attempts: int = Field(3, ge=1, le=20)
     correction_retry_base_seconds: float = Field(5.0, ge=0)
+    # The first destructive action waits this long, so a quick re-upload or a late
+    # webhook wins (seed 000).
+    auto_correction_delay_seconds: float = Field(60, ge=0)
+    # More corrections than this planned within the window trip the breaker: every
+    # correction is then held for an operator (`ingest corrections release|discard`).
+    correction_breaker_threshold: int = Field(20, ge=1)
+    correction_breaker_window_seconds: float = Field(600, gt=0)
 
     # Reconciliation (Strapi never retries a webhook)
     reconciliation_every_seconds: float = Field(300, gt=0)
@@ -116,6 +137,13 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if self.chunk_overlap >= self.chunk_size:
             raise ValueError("CHUNK_OVERLAP must be smaller than CHUNK_SIZE")
+        if self.s3_key_prefix_template:
+            try:
+                self.s3_key_prefix_template.format(company_id=1, bot_id=1)
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(
+                    "S3_KEY_PREFIX_TEMPLATE may only use {company_id} and {bot_id}"
+                ) from exc
         if self.smtp_use_tls and self.smtp_use_ssl:
             raise ValueError("SMTP_USE_TLS and SMTP_USE_SSL are exclusive")
         return self

@@ -71,7 +71,7 @@ os.environ.update(
         "CHROMA_COLLECTION": "kb_test",
         "EMBEDDING_BACKEND": "minilm",
         "OUTBOX_RELAY_AFTER_SECONDS": "0.5",
-        "INGEST_MAX_RETRIES": "3",
+        "INGEST_MAX_RETRIES": "8",  # outlasts a Chroma restart
         "SMTP_SERVER": "127.0.0.1",
         "SMTP_PORT": str(SMTP_PORT),
         "SMTP_TIMEOUT_SECONDS": "5",
@@ -82,6 +82,12 @@ os.environ.update(
         "DEFAULT_BATCH_SIZE_THRESHOLD": "100",
         "BATCH_SWEEP_SECONDS": "1",
         "CORRECTION_RETRY_BASE_SECONDS": "0.2",
+        # Tests of the delay set their own; the others act at once.
+        "AUTO_CORRECTION_DELAY_SECONDS": "0",
+        # Long enough for an object that lands 8 s after its webhook.
+        "S3_MISSING_GRACE_SECONDS": "20",
+        # The breaker's own tests set a small limit; the other tests must never trip it.
+        "CORRECTION_BREAKER_THRESHOLD": "100000",
         "ADMIN_EMAIL": "ops@kb-ingest.test",
         "LOG_FORMAT": "text",
         "HF_HUB_OFFLINE": "1",
@@ -187,21 +193,47 @@ def s3_server(moto_server: Any) -> Any:
     return client
 
 
+class ChromaProcess:
+    """A real Chroma server (``chroma run``) that a test may kill and start again."""
+
+    def __init__(self) -> None:
+        self.url = f"http://127.0.0.1:{CHROMA_PORT}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        chroma = shutil.which("chroma") or str(Path(os.sys.executable).parent / "chroma")
+        with (TMP / "chroma.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [chroma, "run", "--path", str(TMP / "chroma"), "--host", "127.0.0.1",
+                 "--port", str(CHROMA_PORT)],
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+        _wait_http(f"{self.url}/api/v2/heartbeat")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(15)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(15)
+
+
+@pytest.fixture(scope="session")
+def chroma_process() -> Iterator[ChromaProcess]:
+    """The Chroma server process (for tests that kill it)."""
+    server = ChromaProcess()
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session", autouse=True)
-def chroma_server() -> Iterator[str]:
-    """A real Chroma server (``chroma run``) on a free port."""
-    chroma = shutil.which("chroma") or str(Path(os.sys.executable).parent / "chroma")
-    log = open(TMP / "chroma.log", "wb")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(
-        [chroma, "run", "--path", str(TMP / "chroma"), "--host", "127.0.0.1",
-         "--port", str(CHROMA_PORT)],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    _wait_http(f"http://127.0.0.1:{CHROMA_PORT}/api/v2/heartbeat")
-    yield f"http://127.0.0.1:{CHROMA_PORT}"
-    proc.terminate()
-    proc.wait(15)
-    log.close()
+def chroma_server(chroma_process: ChromaProcess) -> str:
+    """The Chroma server's URL."""
+    return chroma_process.url
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -101,7 +101,8 @@ def test_quiet_period_seals_and_closes_with_derived_counts(web: str, s3_server: 
 
 def test_all_failed_batch_is_failed(web: str, s3_server: Any) -> None:
     email = uploader()
-    entry = file_entry("missing.txt", "text/plain", user_email=email)  # never uploaded
+    entry = file_entry("broken.pdf", "application/pdf", user_email=email)
+    upload(s3_server, entry, make_corrupt_pdf())
     post(web, envelope("entry.create", entry))
     (batch,) = closed(email)
     assert batch.status == "failed" and batch.failed_files == 1

@@ -15,7 +15,7 @@ from ingest.adapters.s3 import S3Store
 from ingest.adapters.vectors import VectorStore
 from ingest.corrections import CorrectionServices, run_correction
 from ingest.db import session_scope
-from ingest.mail.alerts import alert_operator
+from ingest.mail.alerts import alert_correction_failed, send_pending_alerts
 from ingest.models import AutoCorrectionTask, ProcessingError
 from ingest.pipeline.run import process_event
 from ingest.settings import get_settings
@@ -45,7 +45,7 @@ def cms_file(cms: Any, s3: Any, name: str, data: bytes | None, email: str,
              mime: str = "text/plain") -> dict[str, Any]:
     """A file entry in the CMS (no webhook) and, unless ``data`` is None, its S3 object."""
     entry = cms.state.put_file({
-        "name": name, "storage_key": f"cms/{uploader()}/{name}", "company_id": 42,
+        "name": name, "storage_key": f"companies/42/bots/7/{uploader()}/{name}", "company_id": 42,
         "bot_id": 7, "user_email": email, "size_bytes": str(len(data or b"")),
         "mime_type": mime})
     if data is not None:
@@ -100,7 +100,7 @@ def test_processing_error_removes_the_file_everywhere_and_the_email_says_so(
         assert (task.s3_cleanup_completed, task.cms_cleanup_completed,
                 task.chroma_cleanup_completed) == (True, True, True)
         assert [e["step"] for e in task.execution_log] == [
-            "planned", "s3_delete", "cms_delete", "chroma_delete", "completed"]
+            "planned", "verified", "s3_delete", "cms_delete", "chroma_delete", "completed"]
         assert not s3_exists(s3_server, entry["storage_key"])
         assert cms.state.get_file(entry["documentId"]) is None
         with session_scope() as s:
@@ -177,7 +177,8 @@ def test_already_deleted_everywhere_counts_as_done(s3_server: Any, cms: Any,
     assert run_correction(correction_for(entry["documentId"]).id, services).status == (
         "completed")
     details = [e["detail"] for e in correction_for(entry["documentId"]).execution_log]
-    assert "CMS entry already gone" in details and "no chunks stored" in details
+    assert "the CMS entry is gone: only our chunks may be removed" in details
+    assert "no chunks stored" in details
 
 
 def test_a_newer_successful_upload_wins_over_the_correction(
@@ -256,7 +257,7 @@ def test_exhausted_correction_fails_and_alerts_the_operator(
 
     def alert(task: Any) -> None:
         alerted.append(task.id)
-        alert_operator(task, get_settings())
+        alert_correction_failed(task)
 
     outcomes = [run_correction(task_id, services, alert).status for _ in range(3)]
     cms.state.clear_faults()
@@ -264,6 +265,7 @@ def test_exhausted_correction_fails_and_alerts_the_operator(
     task = correction_for(entry["documentId"])
     assert task.status == "failed" and "CMS answered 500" in task.error_during_correction
     assert alerted == [task_id]
+    send_pending_alerts(get_settings())
     alert = wait_until(lambda: [m for m in smtp_sink.messages
                                 if m["To"] == "ops@kb-ingest.test"
                                 and m["X-Batch-ID"] == str(task.batch_id)], 10)[0]
@@ -271,27 +273,22 @@ def test_exhausted_correction_fails_and_alerts_the_operator(
     assert entry["documentId"] in alert.get_content()
 
 
-@pytest.mark.parametrize(("category", "gone"), [
-    ("s3_error", {"s3", "cms"}),
-    ("storage_error", {"chroma"}),
-])
-def test_each_category_acts_on_its_stores_only(
-    s3_server: Any, cms: Any, services: CorrectionServices, category: str, gone: set[str]
-) -> None:
-    """A stored, indexed document planned for correction by category, acted on for real."""
-    from ingest.corrections import plan_correction
+@pytest.mark.parametrize("category", ["infrastructure_error", "resource_limit",
+                                      "invalid_key", "internal_error"])
+def test_failures_on_our_side_plan_no_correction(s3_server: Any, cms: Any,
+                                                 category: str) -> None:
+    """Only a property of the file may lead to a deletion (DESIGN §8)."""
+    from ingest.errors import IngestError, PermanentError
+    from ingest.pipeline.run import claim, fail_event
 
-    entry = cms_file(cms, s3_server, f"{category}.txt", make_txt("Indexed text."), uploader())
+    entry = cms_file(cms, s3_server, f"{category}.txt", make_txt("Good text."), uploader())
     event_id = store_event(entry)
-    assert process_event(event_id).status == "done"
+    assert claim(event_id) is not None
+    error = PermanentError("on our side", category=category)
+    assert isinstance(error, IngestError)
+    assert fail_event(event_id, error).correction_id is None
     with session_scope() as s:
-        task_id = plan_correction(s, event_id=event_id, document_id=entry["documentId"],
-                                  batch_id=None, category=category, message="test",
-                                  entry=entry)
-    assert run_correction(task_id, services).status == "completed"
-    present = {
-        "s3": s3_exists(s3_server, entry["storage_key"]),
-        "cms": cms.state.get_file(entry["documentId"]) is not None,
-        "chroma": bool(services.vectors.chunk_ids(entry["documentId"])),
-    }
-    assert {store for store, there in present.items() if not there} == gone
+        assert s.execute(select(AutoCorrectionTask).where(
+            AutoCorrectionTask.file_document_id == entry["documentId"])).first() is None
+    assert s3_exists(s3_server, entry["storage_key"])
+    assert cms.state.get_file(entry["documentId"]) is not None

@@ -2,15 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import io
+import signal
+import struct
+import threading
+import time
+import tracemalloc
 import zipfile
+import zlib
+from collections.abc import Callable, Iterator
 
 import pytest
+from billiard.exceptions import SoftTimeLimitExceeded
 from pypdf import PdfWriter
 
 from devtools import samples
-from ingest.errors import PROCESSING_ERROR, PermanentError, ProcessingError
-from ingest.pipeline.extract import SUPPORTED_EXTENSIONS, extract_text
+from ingest.errors import (
+    PROCESSING_ERROR,
+    RESOURCE_LIMIT,
+    PermanentError,
+    ProcessingError,
+    ResourceLimit,
+)
+from ingest.pipeline import extract
+from ingest.pipeline.extract import (
+    DEFAULT_LIMITS,
+    SUPPORTED_EXTENSIONS,
+    ExtractLimits,
+    _deadline,
+    extract_text,
+)
 
 SENTENCE = "The quarterly llama census counted 42 llamas in the north paddock."
 
@@ -235,3 +258,280 @@ def test_library_errors_are_chained() -> None:
         extract_text(samples.make_corrupt_pdf(), "broken.pdf")
     assert info.value.__cause__ is not None
     assert not isinstance(info.value.__cause__, ProcessingError)
+
+
+# --- limits: zip-based formats ------------------------------------------------------------
+
+_MIB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def docx_bomb() -> bytes:
+    """About 190 KB that declares (and really holds) 150 MB of ``word/document.xml``."""
+    return samples.make_docx_bomb()
+
+
+def _lie_about_member_size(data: bytes, name: str, declared: int, *, fix_crc: bool) -> bytes:
+    """Patch ``name``'s local and central headers to declare ``declared`` bytes.
+
+    With ``fix_crc`` the CRC is also patched to that of the first ``declared`` bytes, so the
+    truncated member passes zipfile's CRC check.
+    """
+    patched = bytearray(data)
+    archive = zipfile.ZipFile(io.BytesIO(data))
+    info = archive.getinfo(name)
+    crc = zlib.crc32(archive.read(name)[:declared]) if fix_crc else info.CRC
+    struct.pack_into("<II", patched, info.header_offset + 18, info.compress_size, declared)
+    struct.pack_into("<I", patched, info.header_offset + 14, crc)
+    encoded = name.encode()
+    at = patched.find(b"PK\x01\x02")
+    while at != -1:  # central directory entries
+        name_length = struct.unpack_from("<H", patched, at + 28)[0]
+        if bytes(patched[at + 46 : at + 46 + name_length]) == encoded:
+            struct.pack_into("<I", patched, at + 16, crc)
+            struct.pack_into("<I", patched, at + 24, declared)
+        at = patched.find(b"PK\x01\x02", at + 4)
+    return bytes(patched)
+
+
+def _recompress(data: bytes, method: int) -> bytes:
+    source = zipfile.ZipFile(io.BytesIO(data))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", method) as archive:
+        for info in source.infolist():
+            archive.writestr(info.filename, source.read(info))
+    return buffer.getvalue()
+
+
+def test_default_limits() -> None:
+    assert ExtractLimits() == DEFAULT_LIMITS
+    assert DEFAULT_LIMITS.max_unzipped_bytes == 200 * _MIB
+    assert DEFAULT_LIMITS.max_chars == 10_000_000
+    assert DEFAULT_LIMITS.timeout_seconds == 120.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        DEFAULT_LIMITS.max_chars = 1  # type: ignore[misc]
+
+
+def test_docx_bomb_sample_is_small_and_declares_150_mb(docx_bomb: bytes) -> None:
+    declared = sum(info.file_size for info in zipfile.ZipFile(io.BytesIO(docx_bomb)).infolist())
+    assert 100_000 < len(docx_bomb) < 300_000
+    assert 150 * _MIB <= declared < 152 * _MIB
+
+
+@pytest.mark.parametrize(
+    ("limits", "message"),
+    [
+        # Caught by the declared-size check, before anything is inflated.
+        (ExtractLimits(max_unzipped_bytes=100 * _MIB), r"too large.*100 MB.*MAX_UNZIPPED_BYTES"),
+        # 150 MB passes the default 200 MB check; the XML parser's text-node limit stops it.
+        (None, r"DOCX is too large"),
+    ],
+    ids=["max-unzipped-bytes", "default-limits"],
+)
+def test_docx_bomb_is_rejected_quickly_as_too_large(
+    docx_bomb: bytes, limits: ExtractLimits | None, message: str
+) -> None:
+    started = time.monotonic()
+    with pytest.raises(ProcessingError, match=message) as info:
+        extract_text(docx_bomb, "bomb.docx", limits=limits)
+    assert time.monotonic() - started < 5  # a limit, not a benchmark
+    assert info.value.category == PROCESSING_ERROR
+    # The next, normal document is unaffected.
+    assert SENTENCE in _flat(extract_text(samples.make_docx([SENTENCE]), "ok.docx"))
+
+
+@pytest.mark.parametrize("fix_crc", [False, True], ids=["bad-crc", "matching-crc"])
+def test_docx_member_holding_more_than_it_declares_is_corrupt_and_not_inflated(
+    docx_bomb: bytes, fix_crc: bool
+) -> None:
+    liar = _lie_about_member_size(docx_bomb, "word/document.xml", 5_000, fix_crc=fix_crc)
+    assert sum(i.file_size for i in zipfile.ZipFile(io.BytesIO(liar)).infolist()) < 1 * _MIB
+    tracemalloc.start()
+    try:
+        with pytest.raises(ProcessingError, match="corrupt or unreadable DOCX"):
+            extract_text(liar, "liar.docx")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # zipfile's own read() would inflate all 150 MB before noticing the lie.
+    assert peak < 20 * _MIB
+
+
+def test_docx_with_bzip2_members_is_unsupported() -> None:
+    data = _recompress(samples.make_docx([SENTENCE]), zipfile.ZIP_BZIP2)
+    with pytest.raises(ProcessingError, match="unsupported DOCX.*compression method 12"):
+        extract_text(data, "bz.docx")
+
+
+def test_docx_recompressed_as_stored_still_extracts() -> None:
+    data = _recompress(samples.make_docx([SENTENCE]), zipfile.ZIP_STORED)
+    assert SENTENCE in _flat(extract_text(data, "stored.docx"))
+
+
+def test_pdf_tripping_a_pypdf_decompression_limit_is_too_large() -> None:
+    started = time.monotonic()
+    with pytest.raises(ProcessingError, match="PDF is too large.*LimitReachedError") as info:
+        extract_text(samples.make_pdf_bomb(), "bomb.pdf")
+    assert time.monotonic() - started < 5
+    assert info.value.category == PROCESSING_ERROR
+
+
+# --- limits: extracted characters ---------------------------------------------------------
+
+_LONG = " ".join([SENTENCE] * 20)  # about 1,350 characters
+
+
+@pytest.mark.parametrize(
+    ("file_name", "data"),
+    [
+        ("long.txt", samples.make_txt(_LONG)),
+        ("long.md", samples.make_md(_LONG)),
+        ("long.csv", samples.make_csv([["summary"]] + [[SENTENCE]] * 20)),
+        ("long.json", samples.make_json([SENTENCE] * 20)),
+        ("long.html", samples.make_html("Llamas", _LONG)),
+        ("long.pdf", samples.make_pdf(_LONG)),
+        ("long.docx", samples.make_docx([SENTENCE] * 20)),
+    ],
+)
+def test_text_over_max_chars_is_too_large(file_name: str, data: bytes) -> None:
+    assert len(extract_text(data, file_name)) > 1000
+    with pytest.raises(ProcessingError, match="too large.*MAX_EXTRACTED_CHARS") as info:
+        extract_text(data, file_name, limits=ExtractLimits(max_chars=1000))
+    assert info.value.category == PROCESSING_ERROR
+
+
+def test_text_of_exactly_max_chars_is_accepted() -> None:
+    assert extract_text(b"x" * 100, "x.txt", limits=ExtractLimits(max_chars=100)) == "x" * 100
+    with pytest.raises(ProcessingError, match="too large"):
+        extract_text(b"x" * 101, "x.txt", limits=ExtractLimits(max_chars=100))
+
+
+def test_csv_labels_count_towards_max_chars() -> None:
+    # 200 bytes of CSV, but every row repeats the long header label in the text.
+    data = samples.make_csv([["a-very-long-column-header-" * 4]] + [["1"]] * 50)
+    assert len(data) < 400 < len(extract_text(data, "labels.csv"))
+    with pytest.raises(ProcessingError, match="CSV is too large"):
+        extract_text(data, "labels.csv", limits=ExtractLimits(max_chars=400))
+
+
+# --- limits: wall time --------------------------------------------------------------------
+
+
+def _busy(seconds: float) -> None:
+    """Pure-Python work: signal handlers run between its bytecodes."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+@pytest.fixture
+def sentinel_alarm() -> Iterator[Callable[[int, object], None]]:
+    """Install a known SIGALRM handler and a 1000 s timer; put the original ones back after."""
+
+    def sentinel(signum: int, frame: object) -> None:
+        raise AssertionError("the sentinel timer must not fire during the test")
+
+    original_handler = signal.signal(signal.SIGALRM, sentinel)
+    original_timer = signal.setitimer(signal.ITIMER_REAL, 1000)
+    started = time.monotonic()
+    yield sentinel
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, original_handler)
+    if original_timer[0] > 0:  # e.g. pytest-timeout's own alarm
+        remaining = original_timer[0] - (time.monotonic() - started)
+        signal.setitimer(signal.ITIMER_REAL, max(remaining, 0.001), original_timer[1])
+
+
+def test_extraction_over_the_deadline_raises_resource_limit() -> None:
+    # Three million CSV rows take about 4 s to extract; the deadline stops it at 0.5 s.
+    data = b"id,name\n" + b"1,x\n" * 3_000_000
+    limits = ExtractLimits(max_chars=10**9, timeout_seconds=0.5)
+    started = time.monotonic()
+    message = r"longer than 0\.5 s \(EXTRACT_TIMEOUT_SECONDS\)"
+    with pytest.raises(ResourceLimit, match=message) as info:
+        extract_text(data, "rows.csv", limits=limits)
+    assert time.monotonic() - started < 2.5
+    assert info.value.category == RESOURCE_LIMIT
+    assert not isinstance(info.value, ProcessingError)
+
+
+def test_deadline_interrupts_a_busy_loop_and_restores_the_previous_alarm(
+    sentinel_alarm: Callable[[int, object], None],
+) -> None:
+    started = time.monotonic()
+    with pytest.raises(ResourceLimit, match="EXTRACT_TIMEOUT_SECONDS"), _deadline(0.2):
+        _busy(10)
+    assert time.monotonic() - started < 2
+    assert signal.getsignal(signal.SIGALRM) is sentinel_alarm
+    remaining, _ = signal.getitimer(signal.ITIMER_REAL)
+    assert 990 < remaining <= 1000
+    # A block that finishes in time changes nothing either.
+    with _deadline(5):
+        _busy(0.01)
+    assert signal.getsignal(signal.SIGALRM) is sentinel_alarm
+    assert 990 < signal.getitimer(signal.ITIMER_REAL)[0] <= 1000
+
+
+def test_deadline_swallowed_by_a_library_is_still_reported() -> None:
+    def swallowing_library(then_fail: bool) -> None:
+        with contextlib.suppress(Exception):  # what some libraries do internally
+            _busy(1)
+        if then_fail:
+            raise ProcessingError("corrupt or unreadable PDF: PdfReadError: it broke")
+
+    with pytest.raises(ResourceLimit), _deadline(0.1):
+        swallowing_library(then_fail=False)
+    with pytest.raises(ResourceLimit) as info, _deadline(0.1):
+        swallowing_library(then_fail=True)
+    assert isinstance(info.value.__cause__, ProcessingError)  # replaced, not reported as corrupt
+
+
+def test_deadline_is_skipped_off_the_main_thread() -> None:
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            with _deadline(0.01):
+                _busy(0.1)
+            limits = ExtractLimits(timeout_seconds=0.01)
+            outcome.append(extract_text(b"plain words", "n.txt", limits=limits))
+        except BaseException as exc:  # reported to the main thread
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert outcome == ["plain words"]
+
+
+# --- errors that are not properties of the file propagate ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "make_error",
+    [MemoryError, lambda: SoftTimeLimitExceeded("soft time limit exceeded")],
+    ids=["MemoryError", "SoftTimeLimitExceeded"],
+)
+@pytest.mark.parametrize(
+    ("library_entry_point", "file_name", "data"),
+    [
+        ("PdfReader", "census.pdf", samples.make_pdf(SENTENCE)),
+        ("Document", "census.docx", samples.make_docx([SENTENCE])),
+    ],
+)
+def test_memory_and_time_limit_errors_propagate_unchanged(
+    monkeypatch: pytest.MonkeyPatch,
+    make_error: Callable[[], BaseException],
+    library_entry_point: str,
+    file_name: str,
+    data: bytes,
+) -> None:
+    error = make_error()
+
+    def failing_library(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(extract, library_entry_point, failing_library)
+    with pytest.raises(type(error)) as info:
+        extract_text(data, file_name)
+    assert info.value is error

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +16,7 @@ from ingest.db import session_scope
 from ingest.events import FileEntry, store_file_event
 from ingest.names import TASK_RELAY_OUTBOX
 from ingest.pipeline.embedding import get_embedder
-from ingest.pipeline.run import process_event
+from ingest.pipeline.run import default_services, process_event
 from ingest.settings import get_settings
 from tests.helpers import (
     envelope,
@@ -25,6 +26,7 @@ from tests.helpers import (
     iso,
     post,
     stages_for,
+    store_event,
     upload,
     wait_terminal,
 )
@@ -84,24 +86,37 @@ def test_corrupt_unsupported_or_empty_files_fail_once_as_processing_error(
     assert stages_for(row.id)[-1] == ("failed", "failed")
 
 
-def test_missing_s3_object_fails_as_file_not_found(web: str, vectors: VectorStore) -> None:
-    entry = file_entry("ghost.pdf", "application/pdf")
-    response = post(web, envelope("entry.create", entry))
-    row = wait_terminal(response.json()["event_id"])
-    assert row.status == "failed"
+def test_missing_s3_object_fails_as_file_not_found_after_its_grace(cms: Any) -> None:
+    """Grace 0: the first NoSuchKey is final, once the CMS confirms the entry still uses it."""
+    entry = cms.state.put_file({k: v for k, v in file_entry("ghost.pdf", "application/pdf")
+                                .items() if k not in ("id", "documentId", "createdAt",
+                                                      "updatedAt", "publishedAt")})
+    svc = replace(default_services(), settings=get_settings().model_copy(
+        update={"s3_missing_grace_seconds": 0}))
+    event_id = store_event(entry)
+    assert process_event(event_id, svc).status == "failed"
     (error,) = errors_for(entry["documentId"])
     assert error.error_category == "file_not_found"
     assert error.processing_stage == "download"
+    assert "still missing" in error.error_message
+
+
+def test_missing_object_of_a_deleted_cms_entry_is_ignored(web: str) -> None:
+    """No object and no CMS entry: the entry was deleted; nothing fails, nothing is planned."""
+    entry = file_entry("ghost.pdf", "application/pdf")
+    row = wait_terminal(post(web, envelope("entry.create", entry)).json()["event_id"])
+    assert row.status == "ignored" and "deleted" in row.last_error
+    assert errors_for(entry["documentId"]) == []
 
 
 def test_metadata_comes_from_the_cms_when_the_webhook_lacks_it(
     web: str, s3_server: Any, cms: Any, vectors: VectorStore
 ) -> None:
     stored = cms.state.put_file({
-        "name": "handbook.txt", "storage_key": "cms/handbook.txt", "company_id": 42,
+        "name": "handbook.txt", "storage_key": "companies/42/bots/7/handbook.txt", "company_id": 42,
         "bot_id": 7, "user_email": "carol@example.com", "size_bytes": "20",
         "mime_type": "text/plain"})
-    s3_server.put_object(Bucket=get_settings().s3_bucket, Key="cms/handbook.txt",
+    s3_server.put_object(Bucket=get_settings().s3_bucket, Key="companies/42/bots/7/handbook.txt",
                          Body=make_txt("The staff handbook explains holiday allowance."))
     before = cms.state.calls["GET file"]
     partial = {"documentId": stored["documentId"], "updatedAt": stored["updatedAt"]}
@@ -116,9 +131,11 @@ def test_cms_5xx_is_retried_with_backoff_then_succeeds(
     web: str, s3_server: Any, cms: Any
 ) -> None:
     stored = cms.state.put_file({
-        "name": "retry.txt", "storage_key": "cms/retry.txt", "company_id": 42, "bot_id": 7,
+        "name": "retry.txt", "storage_key": "companies/42/bots/7/retry.txt", "company_id": 42,
+        "bot_id": 7,
         "user_email": "carol@example.com", "size_bytes": "20", "mime_type": "text/plain"})
-    s3_server.put_object(Bucket=get_settings().s3_bucket, Key="cms/retry.txt",
+    s3_server.put_object(Bucket=get_settings().s3_bucket,
+                         Key="companies/42/bots/7/retry.txt",
                          Body=make_txt("Retried documents still arrive."))
     cms.state.fail_next("file", 503, times=2)
     partial = {"documentId": stored["documentId"], "updatedAt": stored["updatedAt"]}

@@ -10,16 +10,22 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from devtools.samples import make_txt
+from ingest.db import session_scope
+from ingest.models import AutoCorrectionTask, OperatorAlert
 from tests.conftest import REDIS_PORT, TMP, wait_until
 from tests.helpers import (
+    errors_for,
     event_row,
     file_entry,
     store_event,
@@ -106,3 +112,95 @@ def test_a_killed_worker_process_loses_no_file(
     row = wait_terminal(event_id, timeout=180)
     assert row.status == "done", row.last_error
     assert row.attempts >= 2
+
+
+class _DenyAll(BaseHTTPRequestHandler):
+    """An S3 endpoint whose credentials lack every permission (a missing kms:Decrypt, say)."""
+
+    def _deny(self) -> None:
+        body = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+                b"<Message>Access Denied</Message></Error>")
+        self.send_response(403)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _deny
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture()
+def denying_s3() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _DenyAll)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_s3_access_denied_deletes_nothing_and_alerts_the_operator(
+    denying_s3: str, s3_server: Any, cms: Any, chroma_server: str
+) -> None:
+    """A misconfigured worker (S3 says AccessDenied) must not delete what it cannot read."""
+    log = TMP / "worker-denied.log"
+    proc = _start(log, 1, S3_ENDPOINT_URL=denying_s3, INGEST_MAX_RETRIES="1")
+    try:
+        wait_until(lambda: _ready(log), 60, 0.2)
+        entry = cms.state.put_file({k: v for k, v in file_entry("kms.pdf", "application/pdf")
+                                    .items() if k not in ("id", "documentId", "createdAt",
+                                                          "updatedAt", "publishedAt")})
+        upload(s3_server, entry, make_txt("Readable with the right key only."))
+        event_id = store_event(entry)
+        assert Publisher(BROKER).publish_file_event(event_id)
+        row = wait_terminal(event_id, 60)
+    finally:
+        _stop(proc)
+    assert row.status == "failed"
+    (error,) = errors_for(entry["documentId"])
+    assert error.error_category == "infrastructure_error" and "AccessDenied" in (
+        error.error_message)
+    assert not error.auto_correction_triggered
+    with session_scope() as s:
+        assert s.execute(select(AutoCorrectionTask).where(
+            AutoCorrectionTask.file_document_id == entry["documentId"])).first() is None
+        (alert,) = s.execute(select(OperatorAlert).where(
+            OperatorAlert.document_id == entry["documentId"])).scalars()
+    assert alert.kind == "file_needs_operator" and "infrastructure_error" in alert.subject
+    s3_server.head_object(Bucket=os.environ["S3_BUCKET"], Key=entry["storage_key"])
+    assert cms.state.get_file(entry["documentId"]) is not None
+
+
+def test_a_file_that_kills_its_worker_every_time_fails_and_never_loops(
+    subprocess_worker: tuple[Any, Path], s3_server: Any
+) -> None:
+    """Every attempt's pool process is SIGKILLed (an OOM kill): after MAX_WORKER_LOSSES the
+    file fails as resource_limit, with no correction, instead of killing worker after worker."""
+    proc, _log = subprocess_worker
+    entry = file_entry("poison.txt", "text/plain")
+    words = " ".join(f"word{n % 5000} appears in sentence {n}." for n in range(120_000))
+    upload(s3_server, entry, make_txt(words))
+    event_id = store_event(entry)
+    assert Publisher(BROKER).publish_file_event(event_id)
+    killed: set[int] = set()
+
+    def kill_each_attempt() -> bool:
+        row = event_row(event_id)
+        if row.status in ("done", "failed"):
+            return True
+        if row.status == "processing" and row.running_since and row.attempts not in killed:
+            killed.add(row.attempts)
+            for pid in _children(proc.pid):
+                os.kill(pid, signal.SIGKILL)
+        return False
+
+    wait_until(kill_each_attempt, 180, 0.02)
+    row = event_row(event_id)
+    assert row.status == "failed" and row.last_error.startswith("resource_limit")
+    assert row.attempts <= 4 and row.worker_losses >= 2
+    (error,) = errors_for(entry["documentId"])
+    assert error.error_category == "resource_limit" and not error.auto_correction_triggered
+    s3_server.head_object(Bucket=os.environ["S3_BUCKET"], Key=entry["storage_key"])

@@ -2,7 +2,8 @@
 
 Only the calls kb-ingest makes: a file entry by ``documentId``, its deletion, the listing
 used by reconciliation. HTTP outcomes map to :mod:`ingest.errors`: 404 is
-:class:`FileNotFound`, connection problems, timeouts, 429 and 5xx are transient.
+:class:`FileNotFound`; connection problems, timeouts, 401/403, 429 and 5xx are transient
+(category ``infrastructure_error``); any other answer is an :class:`InternalError`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from urllib.parse import quote
 
 import requests
 
-from ingest.errors import PROCESSING_ERROR, FileNotFound, PermanentError, TransientError
+from ingest.errors import FileNotFound, InternalError, TransientError
 from ingest.settings import Settings
 
 
@@ -39,15 +40,10 @@ class CmsClient:
                 method, self.base_url + path, timeout=self.timeout, **kwargs
             )
         except (requests.ConnectionError, requests.Timeout) as exc:
-            raise TransientError(
-                f"CMS unreachable: {type(exc).__name__}", category=PROCESSING_ERROR
-            ) from exc
+            raise TransientError(f"CMS unreachable: {type(exc).__name__}") from exc
         # 401/403 are a configuration problem an operator fixes: retried, never "not found".
         if response.status_code in (401, 403, 408, 429) or response.status_code >= 500:
-            raise TransientError(
-                f"CMS answered {response.status_code} to {method} {path}",
-                category=PROCESSING_ERROR,
-            )
+            raise TransientError(f"CMS answered {response.status_code} to {method} {path}")
         return response
 
     def get_file(self, document_id: str) -> dict[str, Any]:
@@ -57,10 +53,10 @@ class CmsClient:
         if response.status_code == 404:
             raise FileNotFound(f"CMS has no file entry {document_id!r}")
         if response.status_code != 200:
-            raise PermanentError(f"CMS answered {response.status_code} to GET {path}")
+            raise InternalError(f"CMS answered {response.status_code} to GET {path}")
         data = response.json().get("data")
         if not isinstance(data, dict):
-            raise PermanentError(f"CMS answered GET {path} without an entry")
+            raise InternalError(f"CMS answered GET {path} without an entry")
         return data
 
     def delete_file(self, document_id: str) -> bool:
@@ -70,7 +66,7 @@ class CmsClient:
         if response.status_code == 404:
             return False
         if response.status_code not in (200, 204):
-            raise PermanentError(f"CMS answered {response.status_code} to DELETE {path}")
+            raise InternalError(f"CMS answered {response.status_code} to DELETE {path}")
         return True
 
     def list_files(
@@ -97,14 +93,14 @@ class CmsClient:
         }
         response = self._request("GET", "/api/files", params=params)
         if response.status_code != 200:
-            raise PermanentError(f"CMS answered {response.status_code} to GET /api/files")
+            raise InternalError(f"CMS answered {response.status_code} to GET /api/files")
         try:
             body = response.json()
         except ValueError as exc:
-            raise PermanentError("CMS answered GET /api/files with a non-JSON body") from exc
+            raise InternalError("CMS answered GET /api/files with a non-JSON body") from exc
         data = body.get("data") if isinstance(body, dict) else None
         meta = body.get("meta") if isinstance(body, dict) else None
         pagination = meta.get("pagination") if isinstance(meta, dict) else None
         if not isinstance(data, list) or not isinstance(pagination, dict):
-            raise PermanentError("CMS answered GET /api/files without data or pagination")
+            raise InternalError("CMS answered GET /api/files without data or pagination")
         return data, pagination

@@ -1,47 +1,79 @@
 """S3 access (boto3; ``S3_ENDPOINT_URL`` points it at MinIO, moto or another S3 server).
 
-botocore errors are translated into :mod:`ingest.errors` by type and error code, so the
-pipeline decides retry or fail without reading messages.
+botocore errors are translated into :mod:`ingest.errors` by type and error code:
+
+- ``NoSuchKey`` (404) → :class:`FileNotFound`; the pipeline re-checks it for
+  ``S3_MISSING_GRACE_SECONDS`` before believing it.
+- everything else — throttling, 5xx, connection errors, and configuration faults such as
+  ``AccessDenied`` (a missing ``kms:Decrypt``), ``NoSuchBucket`` or bad credentials — is a
+  :class:`TransientError` of category ``infrastructure_error``: retried, then reported to
+  the operator, and never a reason to delete anything.
+
+Deletion needs proof: :meth:`S3Store.delete_if_unchanged` deletes an object only if it
+still has the ETag (or, without one, the size) that the failed attempt saw.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from ingest.errors import S3_ERROR, FileNotFound, IngestError, S3Error, TransientError
+from ingest.errors import FileNotFound, IngestError, ProcessingError, TransientError
 from ingest.settings import Settings
 
 _MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
-_TRANSIENT = frozenset({
-    "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
-    "InternalError", "ServiceUnavailable", "503", "500",
-})
 
 
 def classify_s3_error(exc: Exception, key: str) -> IngestError:
-    """Map a botocore exception to a transient or permanent :class:`IngestError`."""
+    """Map a botocore exception to :class:`FileNotFound` or a :class:`TransientError`."""
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
         if code in _MISSING:
             return FileNotFound(f"S3 object {key!r} does not exist")
-        if code in _TRANSIENT or status >= 500:
-            return TransientError(f"S3 answered {code or status} for {key!r}", category=S3_ERROR)
-        return S3Error(f"S3 refused {key!r}: {code or status}")
-    if isinstance(exc, BotoConnectionError | BotoCoreError):
-        return TransientError(f"S3 unreachable: {type(exc).__name__}", category=S3_ERROR)
-    return S3Error(f"S3 error for {key!r}: {type(exc).__name__}")
+        return TransientError(f"S3 answered {code or status} for {key!r}")
+    if isinstance(exc, BotoCoreError):
+        return TransientError(f"S3 unreachable: {type(exc).__name__}")
+    raise exc  # not an S3 error: let it be what it is
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """The identity of the object an attempt read."""
+
+    key: str
+    etag: str | None
+    size: int
+
+
+class S3Object:
+    """An opened object: its identity now, its bytes on :meth:`read`."""
+
+    def __init__(self, info: ObjectInfo, body: Any) -> None:
+        self.info = info
+        self._body = body
+
+    def read(self, max_bytes: int) -> bytes:
+        """The bytes; an object above ``max_bytes`` fails as too large, unread."""
+        if self.info.size > max_bytes:
+            self._body.close()
+            raise ProcessingError(f"the file is too large: {self.info.size:,} bytes, above "
+                                  f"the {max_bytes:,}-byte limit (MAX_FILE_BYTES)")
+        try:
+            return self._body.read()
+        except BotoCoreError as exc:
+            raise classify_s3_error(exc, self.info.key) from exc
 
 
 class S3Store:
-    """Download and delete objects of one bucket."""
+    """Read and delete objects of one bucket."""
 
     def __init__(self, settings: Settings) -> None:
         self.bucket = settings.s3_bucket
-        self.max_bytes = settings.max_file_bytes
         self.client = boto3.client(
             "s3",
             endpoint_url=settings.s3_endpoint_url,
@@ -53,25 +85,46 @@ class S3Store:
             ),
         )
 
-    def download(self, key: str) -> bytes:
-        """The object's bytes; refuses objects larger than ``MAX_FILE_BYTES``."""
+    def open(self, key: str) -> S3Object:
+        """GetObject: the object's identity and a body to read."""
         try:
             obj = self.client.get_object(Bucket=self.bucket, Key=key)
-            size = int(obj.get("ContentLength") or 0)
-            if size > self.max_bytes:
-                obj["Body"].close()
-                raise S3Error(f"S3 object {key!r} is {size} bytes, above MAX_FILE_BYTES")
-            return obj["Body"].read()
-        except IngestError:
-            raise
-        except Exception as exc:
+        except (ClientError, BotoCoreError) as exc:
             raise classify_s3_error(exc, key) from exc
+        info = ObjectInfo(key, obj.get("ETag"), int(obj.get("ContentLength") or 0))
+        return S3Object(info, obj["Body"])
 
-    def delete(self, key: str) -> None:
-        """Delete the object; an object that is already gone counts as deleted."""
+    def head(self, key: str) -> ObjectInfo | None:
+        """The object's identity, or None when it does not exist."""
+        try:
+            obj = self.client.head_object(Bucket=self.bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            err = classify_s3_error(exc, key)
+            if isinstance(err, FileNotFound):
+                return None
+            raise err from exc
+        return ObjectInfo(key, obj.get("ETag"), int(obj.get("ContentLength") or 0))
+
+    def delete_if_unchanged(self, key: str, etag: str | None,
+                            size: int | None) -> tuple[bool, str]:
+        """Delete the object if it is still the one seen: (deleted or gone, what happened).
+
+        Without an ETag or size there is no proof of what was seen, so nothing is deleted.
+        S3 has no conditional delete for general-purpose buckets: between the HEAD and the
+        DELETE (milliseconds) a new upload to the *same key* could slip in; uploads of a
+        new version normally get a new key.
+        """
+        if etag is None and size is None:
+            return False, f"kept S3 object {key!r}: the failed attempt never saw it (no proof)"
+        now = self.head(key)
+        if now is None:
+            return True, f"S3 object {key!r} already gone"
+        if (etag is not None and now.etag != etag) or (etag is None and now.size != size):
+            return False, f"kept S3 object {key!r}: it changed since the failed attempt"
         try:
             self.client.delete_object(Bucket=self.bucket, Key=key)
-        except Exception as exc:
+        except (ClientError, BotoCoreError) as exc:
             err = classify_s3_error(exc, key)
             if not isinstance(err, FileNotFound):
                 raise err from exc
+        return True, f"deleted S3 object {key!r}"

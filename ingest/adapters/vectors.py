@@ -4,6 +4,12 @@ The embedded ``PersistentClient`` is not safe for several processes writing one 
 (Chroma's documented system constraints), so the worker pins itself to one process when
 it is used (see ``workers/app.py``); multi-process deployments run ``chroma run`` and set
 ``CHROMA_HOST``. Embeddings are always computed by kb-ingest, never by Chroma.
+
+Every write is sent in batches no larger than the server's ``max_batch_size`` (asked once
+per client). Errors: Chroma refusing our arguments is a bug (:class:`InternalError`);
+anything else — transport errors such as ``httpx.ReadError`` or ``RemoteProtocolError``
+while Chroma restarts, 5xx answers — is a :class:`TransientError` of category
+``infrastructure_error``. Neither ever leads to a deletion.
 """
 
 from __future__ import annotations
@@ -13,8 +19,9 @@ from typing import Any
 
 import chromadb
 from chromadb.config import Settings as ChromaSettings
+from chromadb.errors import InvalidArgumentError
 
-from ingest.errors import STORAGE_ERROR, StorageError, TransientError
+from ingest.errors import IngestError, InternalError, TransientError
 from ingest.settings import Settings
 
 
@@ -29,13 +36,16 @@ class Hit:
     metadata: dict[str, Any]
 
 
-def _classify(exc: Exception, action: str) -> Exception:
+def _classify(exc: Exception, action: str) -> IngestError:
     name = type(exc).__name__
-    if isinstance(exc, ConnectionError | TimeoutError | OSError) or "Connect" in name or (
-        "Timeout" in name
-    ):
-        return TransientError(f"Chroma unreachable during {action}: {name}", category=STORAGE_ERROR)
-    return StorageError(f"Chroma refused {action}: {name}: {exc}")
+    if isinstance(exc, InvalidArgumentError | TypeError | ValueError):
+        return InternalError(f"Chroma refused our {action}: {name}: {exc}")
+    return TransientError(f"Chroma failed during {action}: {name}: {exc}")
+
+
+def batches(count: int, size: int) -> list[slice]:
+    """Slices covering ``range(count)`` in pieces of at most ``size``."""
+    return [slice(start, min(start + size, count)) for start in range(0, count, max(1, size))]
 
 
 def make_client(settings: Settings) -> Any:
@@ -53,11 +63,27 @@ class VectorStore:
 
     def __init__(self, settings: Settings, client: Any | None = None) -> None:
         self.client = client if client is not None else make_client(settings)
+        self._max_batch: int | None = None
         self.collection = self.client.get_or_create_collection(
             name=settings.chroma_collection,
             metadata={"hnsw:space": "cosine"},
             embedding_function=None,
         )
+
+    @property
+    def max_batch_size(self) -> int:
+        """The server's largest accepted batch (asked once)."""
+        if self._max_batch is None:
+            try:
+                size = int(self.client.get_max_batch_size())
+            except Exception as exc:
+                raise _classify(exc, "pre-flight check") from exc
+            self._max_batch = size if size > 0 else 1000
+        return self._max_batch
+
+    def _delete_ids(self, ids: list[str]) -> None:
+        for part in batches(len(ids), self.max_batch_size):
+            self.collection.delete(ids=ids[part])
 
     def chunk_ids(self, document_id: str) -> list[str]:
         """Ids of the document's stored chunks."""
@@ -80,14 +106,13 @@ class VectorStore:
         ids = [f"{document_id}:{n}" for n in range(len(texts))]
         try:
             old = set(self.chunk_ids(document_id))
-            if ids:
-                self.collection.upsert(
-                    ids=ids, embeddings=embeddings, documents=texts, metadatas=metadatas
-                )
+            for part in batches(len(ids), self.max_batch_size):
+                self.collection.upsert(ids=ids[part], embeddings=embeddings[part],
+                                       documents=texts[part], metadatas=metadatas[part])
             leftover = sorted(old - set(ids))
             if leftover:
-                self.collection.delete(ids=leftover)
-        except (TransientError, StorageError):
+                self._delete_ids(leftover)
+        except IngestError:
             raise
         except Exception as exc:
             raise _classify(exc, "upsert") from exc
@@ -96,11 +121,12 @@ class VectorStore:
     def delete_document(self, document_id: str) -> int:
         """Delete every chunk of the document; returns how many there were (0 = already gone)."""
         ids = self.chunk_ids(document_id)
-        if ids:
-            try:
-                self.collection.delete(ids=ids)
-            except Exception as exc:
-                raise _classify(exc, "delete") from exc
+        try:
+            self._delete_ids(ids)
+        except IngestError:
+            raise
+        except Exception as exc:
+            raise _classify(exc, "delete") from exc
         return len(ids)
 
     def query(

@@ -1,33 +1,67 @@
-"""Operator alerts: an ``error_alert`` e-mail to ``ADMIN_EMAIL`` when a correction fails.
+"""Operator alerts: plain-text e-mails to ``ADMIN_EMAIL`` about what only an operator can fix.
 
-One alert per batch (the log's unique key on batch and type); the subject carries only the
-batch id, never user text. Sent in one attempt: the failed correction is also logged at
-ERROR level and stays visible in ``auto_correction_tasks`` and ``/metrics``.
+An alert is a row of ``operator_alerts``, written by :func:`raise_alert` in the same
+transaction as the state it reports (a failed correction, a tripped breaker, a file that
+failed for an infrastructure, resource or key reason). Its ``dedupe_key`` makes each alert
+happen once however often the cause is seen. :func:`send_pending_alerts` (called by the beat
+sweeper) mails the pending rows; a transient SMTP failure leaves the row pending for the next
+sweep, up to ``ALERT_MAX_ATTEMPTS``. The subject names only the kind and an id, never user
+text; every alert is also logged at ERROR level when raised.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from email.message import EmailMessage
-from email.utils import formataddr, formatdate
+from email.utils import formataddr, formatdate, make_msgid
 from typing import Any
 
-from sqlalchemy import func, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
 
 from ingest.db import session_scope
-from ingest.mail.smtp import SmtpError, deliver
-from ingest.models import EmailNotificationLog
+from ingest.mail.smtp import SmtpError, SmtpTransient, deliver
+from ingest.models import OperatorAlert
 from ingest.settings import Settings
 
 log = logging.getLogger(__name__)
-ALERT = "error_alert"
+ALERT_MAX_ATTEMPTS = 5
+
+CORRECTION_FAILED = "correction_failed"
+BREAKER_TRIPPED = "breaker_tripped"
+FILE_NEEDS_OPERATOR = "file_needs_operator"
+
+#: Alert kind → subject line (ids only: no user text reaches a header).
+SUBJECTS: dict[str, str] = {
+    CORRECTION_FAILED: "kb-ingest: auto-correction failed ({ref})",
+    BREAKER_TRIPPED: "kb-ingest: corrections held by the circuit breaker ({ref})",
+    FILE_NEEDS_OPERATOR: "kb-ingest: a file failed for a reason on our side ({ref})",
+}
 
 
-def _body(task: Any) -> str:
-    lines = [
+def raise_alert(s: Session, kind: str, key: str, ref: str, body: str, *,
+                batch_id: uuid.UUID | None = None, document_id: str | None = None) -> bool:
+    """Record an alert once per ``key`` in the caller's transaction; True if it is new."""
+    new = s.execute(
+        insert(OperatorAlert)
+        .values(kind=kind, dedupe_key=f"{kind}:{key}", subject=SUBJECTS[kind].format(ref=ref),
+                body=body, batch_id=batch_id, document_id=document_id)
+        .on_conflict_do_nothing(constraint="uq_alert_dedupe_key")
+        .returning(OperatorAlert.id)
+    ).scalar_one_or_none()
+    if new is not None:
+        log.error("operator alert %s (%s): %s", kind, ref, body.splitlines()[0] if body else "")
+    return new is not None
+
+
+def correction_failed_body(task: Any) -> str:
+    """The body of a failed-correction alert."""
+    return "\n".join([
         "An automatic clean-up of a failed file did not complete.",
         "",
+        f"Correction: {task.id}",
         f"Batch:      {task.batch_id}",
         f"Document:   {task.file_document_id}",
         f"File name:  {task.file_name!r}",
@@ -38,44 +72,66 @@ def _body(task: Any) -> str:
         "",
         "Inspect auto_correction_tasks.execution_log for this document and remove what is",
         "left by hand (S3 object, CMS entry, Chroma chunks).",
-    ]
-    return "\n".join(lines) + "\n"
+    ]) + "\n"
 
 
-def alert_operator(task: Any, settings: Settings) -> bool:
-    """Send the batch's one operator alert; True if it was sent now."""
-    if not settings.admin_email or task.batch_id is None:
-        log.error("correction %s failed; no ADMIN_EMAIL (or no batch) to alert", task.id)
-        return False
-    subject = f"kb-ingest: auto-correction failed (batch {task.batch_id})"
-    body = _body(task)
+def alert_correction_failed(task: Any) -> bool:
+    """Raise the one alert of a correction that gave up."""
     with session_scope() as s:
-        log_id = s.execute(
-            insert(EmailNotificationLog)
-            .values(batch_id=task.batch_id, recipient_email=settings.admin_email,
-                    company_id=task.company_id or 0, bot_id=task.bot_id or 0,
-                    email_type=ALERT, email_subject=subject, email_content_text=body,
-                    send_status="sending", send_attempts=1, max_attempts=1)
-            .on_conflict_do_nothing(constraint="uq_email_batch_type")
-            .returning(EmailNotificationLog.id)
-        ).scalar_one_or_none()
-    if log_id is None:
-        return False  # this batch's operator was already alerted
+        return raise_alert(s, CORRECTION_FAILED, str(task.id), f"correction {task.id}",
+                           correction_failed_body(task), batch_id=task.batch_id,
+                           document_id=task.file_document_id)
+
+
+def _message(alert: OperatorAlert, settings: Settings) -> EmailMessage:
     message = EmailMessage()
     message["From"] = formataddr((settings.from_name, settings.from_email))
     message["To"] = settings.admin_email
-    message["Subject"] = subject
+    message["Subject"] = alert.subject
     message["Date"] = formatdate(localtime=False)
-    message["X-Batch-ID"] = str(task.batch_id)
+    message["Message-ID"] = make_msgid(f"alert-{alert.id}", settings.from_email.split("@")[-1])
     message["Auto-Submitted"] = "auto-generated"
-    message.set_content(body)
-    try:
-        response, status, error = deliver(message, settings,
-                                          timeout=settings.smtp_timeout_seconds), "sent", None
-    except SmtpError as exc:
-        response, status, error = exc.response or None, "failed", str(exc)
-    with session_scope() as s:
-        s.execute(update(EmailNotificationLog).where(EmailNotificationLog.id == log_id).values(
-            send_status=status, smtp_response=response, error_message=error,
-            sent_at=func.now() if status == "sent" else None, updated_at=func.now()))
-    return status == "sent"
+    message["X-Alert-Kind"] = alert.kind
+    if alert.batch_id is not None:
+        message["X-Batch-ID"] = str(alert.batch_id)
+    message.set_content(alert.body)
+    return message
+
+
+def send_pending_alerts(settings: Settings, limit: int = 50) -> int:
+    """Mail pending alerts (one attempt each); returns how many were sent.
+
+    Each alert is claimed with ``FOR UPDATE SKIP LOCKED`` and its outcome committed before
+    the next, so two sweepers never mail one alert and a mailed alert is never mailed again.
+    """
+    if not settings.admin_email:
+        with session_scope() as s:
+            s.execute(update(OperatorAlert).where(OperatorAlert.status == "pending")
+                      .values(status="skipped", error="ADMIN_EMAIL is not set"))
+        return 0
+    sent = 0
+    for _ in range(limit):
+        with session_scope() as s:
+            alert = s.execute(
+                select(OperatorAlert).where(OperatorAlert.status == "pending")
+                .order_by(OperatorAlert.id).limit(1).with_for_update(skip_locked=True)
+            ).scalar_one_or_none()
+            if alert is None:
+                break
+            values: dict[str, Any] = {"attempts": alert.attempts + 1}
+            try:
+                deliver(_message(alert, settings), settings,
+                        timeout=settings.smtp_timeout_seconds)
+                values.update(status="sent", sent_at=func.now(), error=None)
+                sent += 1
+            except SmtpError as exc:
+                last = not isinstance(exc, SmtpTransient) or alert.attempts + 1 >= (
+                    ALERT_MAX_ATTEMPTS)
+                values.update(status="failed" if last else "pending", error=str(exc))
+                log.warning("operator alert %s not sent: %s", alert.id, exc)
+                if not last:
+                    s.execute(update(OperatorAlert).where(OperatorAlert.id == alert.id)
+                              .values(**values))
+                    break  # the mail server is unwell: the next sweep tries again
+            s.execute(update(OperatorAlert).where(OperatorAlert.id == alert.id).values(**values))
+    return sent

@@ -39,7 +39,17 @@ from typing import TYPE_CHECKING, Any
 import css_inline
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from ingest.errors import FILE_NOT_FOUND, PROCESSING_ERROR, S3_ERROR, STORAGE_ERROR, TIMEOUT
+from ingest.errors import (
+    FILE_NOT_FOUND,
+    INFRASTRUCTURE_ERROR,
+    INTERNAL_ERROR,
+    INVALID_KEY,
+    PROCESSING_ERROR,
+    RESOURCE_LIMIT,
+    S3_ERROR,
+    STORAGE_ERROR,
+    TIMEOUT,
+)
 
 if TYPE_CHECKING:
     from ingest.preferences import Preferences
@@ -93,6 +103,25 @@ SUGGESTIONS: dict[str, str] = {
         "split it into smaller files and upload them again; if it keeps failing, contact "
         "support."
     ),
+    INFRASTRUCTURE_ERROR: (
+        "A problem on our side (storage or search service unavailable or misconfigured) "
+        "stopped this file. Your file was kept and our operators have been alerted; you do "
+        "not need to upload it again."
+    ),
+    RESOURCE_LIMIT: (
+        "This file needed more time or memory than our processing allows. It was kept, not "
+        "deleted, and our operators have been alerted. If you can, split it into smaller "
+        "files and upload those."
+    ),
+    INVALID_KEY: (
+        "This file's storage location does not belong to your bot, so we did not read it. "
+        "It was not deleted; our operators have been alerted. Upload it again through the "
+        "usual upload form."
+    ),
+    INTERNAL_ERROR: (
+        "An unexpected error on our side stopped this file. It was kept and our operators "
+        "have been alerted; if it keeps failing after you upload it again, contact support."
+    ),
 }
 DEFAULT_SUGGESTION = (
     "Something unexpected went wrong. Upload the file again; if it keeps failing, contact "
@@ -106,6 +135,10 @@ CATEGORY_LABELS: dict[str, str] = {
     PROCESSING_ERROR: "Could not read the file",
     STORAGE_ERROR: "Could not save to the knowledge base",
     TIMEOUT: "Timed out",
+    INFRASTRUCTURE_ERROR: "Service problem on our side",
+    RESOURCE_LIMIT: "Too demanding to process",
+    INVALID_KEY: "Storage location not allowed",
+    INTERNAL_ERROR: "Unexpected error on our side",
 }
 DEFAULT_CATEGORY_LABEL = "Processing failed"
 

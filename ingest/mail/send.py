@@ -66,6 +66,11 @@ def _correction_sentence(task: AutoCorrectionTask | None) -> str | None:
     if task.status == "failed":
         return ("We could not remove this file automatically; an operator has been alerted "
                 "and will clean it up.")
+    if task.status in ("held", "discarded"):
+        return ("Kept: automatic clean-up is paused for an operator's review, so nothing "
+                "was deleted.")
+    if task.status == "skipped":
+        return "Kept: a newer version of this file exists, so nothing was deleted."
     removed = [name for flag, name in (
         (task.s3_cleanup_completed, "file storage"), (task.cms_cleanup_completed, "the CMS"),
         (task.chroma_cleanup_completed, "the search index")) if flag]

@@ -1,29 +1,81 @@
 """Text extraction per file type.
 
 ``extract_text`` picks an extractor by file extension, falling back to the MIME type, and
-returns normalised plain text. Corrupt, empty or unsupported input raises
+returns normalised plain text. Corrupt, encrypted, empty or unsupported input raises
 :class:`~ingest.errors.ProcessingError` (permanent: retrying cannot help).
+
+Limits (:class:`ExtractLimits`, one value per call; ``limits=None`` means the defaults):
+
+- ``max_unzipped_bytes`` (``MAX_UNZIPPED_BYTES``): zip-based formats (DOCX) are checked
+  before a library parses them. Members whose declared uncompressed sizes add up to more
+  than the limit raise ``ProcessingError`` ("too large"); so does a part that exceeds the
+  XML parser's own size limits. Every member is then read once with a capped read, so a
+  member holding more data than its header declares is rejected as corrupt
+  (``ProcessingError``) after at most one chunk, instead of being inflated in full.
+- ``max_chars`` (``MAX_EXTRACTED_CHARS``): extracted text longer than this raises
+  ``ProcessingError`` ("too large"). Characters are counted as the extractors produce them,
+  before whitespace normalisation, so a runaway extraction stops as soon as it crosses the
+  limit. A PDF stream that trips one of pypdf's own decompression limits
+  (``LimitReachedError``) is reported the same way.
+- ``timeout_seconds`` (``EXTRACT_TIMEOUT_SECONDS``): wall time of one extraction. Exceeding
+  it raises :class:`~ingest.errors.ResourceLimit`: our limit stopped the work, the file may
+  be fine, so it is never treated as a property of the file (and never auto-deleted).
+
+Size limits are properties of the file (``processing_error``); the time limit is not
+(``resource_limit``). ``MemoryError``, Celery's ``SoftTimeLimitExceeded`` and any other
+exception that is not a known library error on bad input propagate unchanged.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
 import re
-from collections.abc import Callable, Iterator
+import signal
+import struct
+import threading
+import time
+import zipfile
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import PurePosixPath
+from types import FrameType
 from typing import Any
 
 from bs4 import BeautifulSoup
 from docx import Document
+from docx.exceptions import PythonDocxError
+from docx.opc.exceptions import OpcError
 from docx.table import Table
 from docx.text.paragraph import Paragraph
+from lxml import etree
 from pypdf import PasswordType, PdfReader
+from pypdf.errors import LimitReachedError, PyPdfError
 
-from ingest.errors import ProcessingError
+from ingest.errors import ProcessingError, ResourceLimit
 
-Extractor = Callable[[bytes], str]
+_MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ExtractLimits:
+    """Resource limits of one extraction (see the module docstring for what each raises).
+
+    ``timeout_seconds <= 0`` runs without a deadline.
+    """
+
+    max_unzipped_bytes: int = 200 * _MIB  # zip-based formats (docx): checked before parsing
+    max_chars: int = 10_000_000  # extracted characters
+    timeout_seconds: float = 120.0  # wall time of one extraction
+
+
+DEFAULT_LIMITS = ExtractLimits()
+
+Extractor = Callable[[bytes, ExtractLimits], str]
 
 SUPPORTED_EXTENSIONS: tuple[str, ...] = (
     ".txt",
@@ -72,19 +124,78 @@ _BLANK_LINES = re.compile(r"\n{3,}")
 _INLINE_SPACE = re.compile(r"[ \t\xa0]+")
 
 
-def extract_text(data: bytes, file_name: str, mime_type: str | None = None) -> str:
+# Exceptions the libraries raise on malformed input: properties of the file, reported as
+# ProcessingError. Deliberately narrow and never Exception, BaseException or MemoryError:
+# Celery's SoftTimeLimitExceeded is a plain Exception subclass, and a time limit or a memory
+# error is not a property of the file. Caught as "corrupt" they would get a good file deleted.
+# Anything not listed (pypdf's DependencyError, a bug of ours, ...) propagates unchanged.
+_PDF_ERRORS: tuple[type[Exception], ...] = (
+    PyPdfError,  # PdfReadError, PdfStreamError, ParseError, LimitReachedError, ...
+    # Built-ins pypdf is known to leak on malformed files:
+    ValueError,  # also UnicodeDecodeError, binascii.Error
+    LookupError,  # KeyError, IndexError, unknown codec names
+    TypeError,
+    AttributeError,
+    AssertionError,
+    ArithmeticError,  # ZeroDivisionError, OverflowError
+    EOFError,
+    NotImplementedError,  # unsupported filter or encryption method
+    RecursionError,  # pathologically nested objects
+    struct.error,
+    zlib.error,
+)
+# What zipfile raises on a broken archive (our own reads and python-docx's).
+_ZIP_ERRORS: tuple[type[Exception], ...] = (
+    zipfile.BadZipFile,  # not a zip, bad CRC, overlapping entries, ...
+    zlib.error,  # corrupt deflate data
+    EOFError,  # truncated compressed data
+    ValueError,
+    KeyError,  # a member the directory names is missing
+    NotImplementedError,  # unsupported compression method
+    struct.error,
+)
+_DOCX_ERRORS: tuple[type[Exception], ...] = (
+    *_ZIP_ERRORS,
+    OpcError,  # PackageNotFoundError: not a zip package at all
+    PythonDocxError,  # InvalidXmlError: a required element is missing
+    etree.LxmlError,  # XMLSyntaxError and the other lxml errors on malformed XML
+    TypeError,
+    AttributeError,
+    IndexError,
+    RecursionError,
+)
+
+# Compression methods Office documents use; zipfile decompresses the others (bzip2, lzma)
+# without an output cap, so they cannot be read safely.
+_ZIP_SAFE_METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED})
+_ZIP_READ_CHUNK = _MIB
+
+
+def extract_text(
+    data: bytes,
+    file_name: str,
+    mime_type: str | None = None,
+    *,
+    limits: ExtractLimits | None = None,
+) -> str:
     """Return the normalised text of a document.
 
-    The type is decided by ``file_name``'s extension, then by ``mime_type``.
-    Raises ``ProcessingError`` for unsupported, corrupt or text-less input.
+    The type is decided by ``file_name``'s extension, then by ``mime_type``. Raises
+    ``ProcessingError`` for unsupported, corrupt, text-less or too large input and
+    ``ResourceLimit`` when the extraction runs longer than ``limits.timeout_seconds``.
+    ``limits=None`` means :data:`DEFAULT_LIMITS`.
     """
+    limits = DEFAULT_LIMITS if limits is None else limits
     kind = _detect_kind(file_name, mime_type)
     if kind is None:
         raise ProcessingError(
             f"unsupported file type: {file_name!r} (mime type {mime_type or 'unknown'}); "
             f"supported extensions: {', '.join(SUPPORTED_EXTENSIONS)}"
         )
-    text = normalise_text(_EXTRACTORS[kind](data))
+    with _deadline(limits.timeout_seconds):
+        text = normalise_text(_EXTRACTORS[kind](data, limits))
+    if len(text) > limits.max_chars:  # already enforced during extraction; kept as a backstop
+        raise _too_much_text(_KIND_LABELS[kind], limits)
     if not text.strip():
         raise ProcessingError(f"no text could be extracted from {file_name!r} ({kind})")
     return text
@@ -118,23 +229,111 @@ def _decode(data: bytes) -> str:
     raise AssertionError("unreachable: latin-1 decodes any byte string")
 
 
+# --- limits -------------------------------------------------------------------------------
+
+
+def _too_much_text(label: str, limits: ExtractLimits) -> ProcessingError:
+    return ProcessingError(
+        f"{label} is too large: it has more than {limits.max_chars:,} characters of text "
+        f"(MAX_EXTRACTED_CHARS)"
+    )
+
+
+def _check_chars(count: int, label: str, limits: ExtractLimits) -> None:
+    if count > limits.max_chars:
+        raise _too_much_text(label, limits)
+
+
+def _join_capped(pieces: Iterable[str], separator: str, label: str, limits: ExtractLimits) -> str:
+    """``separator.join(pieces)``, failing as soon as the text passes ``limits.max_chars``."""
+    kept: list[str] = []
+    total = -len(separator)
+    for piece in pieces:
+        total += len(separator) + len(piece)
+        _check_chars(total, label, limits)
+        kept.append(piece)
+    return separator.join(kept)
+
+
+def _format_bytes(count: int) -> str:
+    return f"{count // _MIB} MB" if count % _MIB == 0 else f"{count:,} bytes"
+
+
+@contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Raise ``ResourceLimit`` in the block if it runs longer than ``seconds`` (wall time).
+
+    Uses ``SIGALRM`` via ``setitimer(ITIMER_REAL)``; the previous handler and timer are
+    restored afterwards (an outer timer resumes with its remaining time, or fires at once if
+    it fell due meanwhile). Signals only work in the main thread: elsewhere, or with
+    ``seconds <= 0``, the block runs without a deadline. Celery's prefork children and the
+    solo pool run tasks in the main thread, so workers get the deadline.
+
+    A Python signal handler runs only between bytecodes: a long C call (a zlib inflate, an
+    lxml parse) is interrupted only when it returns. A library that catches ``Exception``
+    can swallow the ``ResourceLimit``; if the block then returns, or fails with a
+    ``ProcessingError``, after the deadline passed, ``ResourceLimit`` is raised instead, so a
+    timed-out extraction is never reported as a property of the file.
+    """
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    message = f"text extraction took longer than {seconds:g} s (EXTRACT_TIMEOUT_SECONDS)"
+    armed = True
+    expired = False
+
+    def on_alarm(signum: int, frame: FrameType | None) -> None:
+        nonlocal expired
+        if armed:
+            expired = True
+            raise ResourceLimit(message)
+
+    started = time.monotonic()
+    previous_handler = signal.signal(signal.SIGALRM, on_alarm)
+    previous_timer = (0.0, 0.0)
+    try:
+        previous_timer = signal.setitimer(signal.ITIMER_REAL, seconds)
+        yield
+    except ProcessingError as exc:
+        if expired:  # the library swallowed our ResourceLimit, then gave up on the file
+            raise ResourceLimit(message) from exc
+        raise
+    finally:
+        armed = False  # first: an alarm arriving from here on must not raise any more
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        # None: the previous handler was not installed from Python; SIG_DFL is the best guess.
+        restored = signal.SIG_DFL if previous_handler is None else previous_handler
+        signal.signal(signal.SIGALRM, restored)
+        delay, interval = previous_timer
+        if delay > 0:  # resume an outer timer with what is left of it (due: fire at once)
+            remaining = delay - (time.monotonic() - started)
+            signal.setitimer(signal.ITIMER_REAL, max(remaining, 1e-6), interval)
+    if expired:  # the library swallowed our ResourceLimit and finished late
+        raise ResourceLimit(message)
+
+
 # --- plain text, CSV, JSON -------------------------------------------------------------
 
 
-def _extract_plain(data: bytes) -> str:
-    return _decode(data)
+def _extract_plain(data: bytes, limits: ExtractLimits) -> str:
+    text = _decode(data)
+    _check_chars(len(text), "text file", limits)
+    return text
 
 
-def _extract_csv(data: bytes) -> str:
+def _extract_csv(data: bytes, limits: ExtractLimits) -> str:
     """One line per data row: ``header: value, ...`` (plain joined cells without a header)."""
     try:
         rows = [row for row in csv.reader(io.StringIO(_decode(data), newline="")) if any(row)]
     except csv.Error as exc:
         raise ProcessingError(f"malformed CSV: {exc}") from exc
     if len(rows) < 2:
-        return "\n".join(", ".join(cell.strip() for cell in row) for row in rows)
-    header, *records = rows
-    return "\n".join(_csv_line(header, record) for record in records)
+        lines = (", ".join(cell.strip() for cell in row) for row in rows)
+    else:
+        header, *records = rows
+        lines = (_csv_line(header, record) for record in records)
+    # Checked while joining: header labels repeat on every row, so the text can outgrow the file.
+    return _join_capped(lines, "\n", "CSV", limits)
 
 
 def _csv_line(header: list[str], record: list[str]) -> str:
@@ -148,14 +347,15 @@ def _csv_line(header: list[str], record: list[str]) -> str:
     return ", ".join(parts)
 
 
-def _extract_json(data: bytes) -> str:
+def _extract_json(data: bytes, limits: ExtractLimits) -> str:
     """Parse JSON and flatten it to ``path: value`` lines of its string and number leaves."""
     try:
         document = json.loads(_decode(data))
     except (ValueError, RecursionError) as exc:
         raise ProcessingError(f"invalid JSON: {exc}") from exc
     lines = (f"{path}: {value}" if path else str(value) for path, value in _leaves(document))
-    return "\n".join(lines)
+    # Checked while joining: paths repeat on every leaf, so the text can outgrow the file.
+    return _join_capped(lines, "\n", "JSON", limits)
 
 
 def _leaves(document: Any) -> Iterator[tuple[str, Any]]:
@@ -177,7 +377,7 @@ def _leaves(document: Any) -> Iterator[tuple[str, Any]]:
 # --- HTML ---------------------------------------------------------------------------------
 
 
-def _extract_html(data: bytes) -> str:
+def _extract_html(data: bytes, limits: ExtractLimits) -> str:
     """Visible text of an HTML page, one block element per paragraph."""
     soup = BeautifulSoup(_decode(data), "html.parser")
     for tag in soup.find_all(_HTML_DROPPED_TAGS):
@@ -187,22 +387,27 @@ def _extract_html(data: bytes) -> str:
         tag.insert_after("\n\n")
     for tag in soup.find_all(_HTML_CELL_TAGS):
         tag.insert_after(" ")
-    lines = (_INLINE_SPACE.sub(" ", line).strip() for line in soup.get_text().split("\n"))
-    return "\n".join(lines)
+    text = soup.get_text()
+    _check_chars(len(text), "HTML", limits)
+    return "\n".join(_INLINE_SPACE.sub(" ", line).strip() for line in text.split("\n"))
 
 
 # --- PDF ----------------------------------------------------------------------------------
 
 
-def _extract_pdf(data: bytes) -> str:
-    """Join the text of every page; any pypdf failure becomes a ProcessingError."""
+def _extract_pdf(data: bytes, limits: ExtractLimits) -> str:
+    """Join the text of every page; pypdf's errors on bad input become ProcessingError."""
     try:
         reader = PdfReader(io.BytesIO(data))
         _unlock_pdf(reader)
-        return "\n\n".join(page.extract_text() or "" for page in reader.pages)
-    except ProcessingError:
-        raise
-    except Exception as exc:  # pypdf raises many types (PdfReadError, KeyError, ...) on bad input
+        pages = (page.extract_text() or "" for page in reader.pages)
+        return _join_capped(pages, "\n\n", "PDF", limits)
+    except LimitReachedError as exc:  # a pypdf safety limit, e.g. a decompression bomb
+        raise ProcessingError(
+            f"PDF is too large or too complex: it exceeds a pypdf safety limit "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+    except _PDF_ERRORS as exc:  # not Exception: see _PDF_ERRORS
         raise ProcessingError(f"corrupt or unreadable PDF: {type(exc).__name__}: {exc}") from exc
 
 
@@ -215,12 +420,19 @@ def _unlock_pdf(reader: PdfReader) -> None:
 # --- DOCX ---------------------------------------------------------------------------------
 
 
-def _extract_docx(data: bytes) -> str:
+def _extract_docx(data: bytes, limits: ExtractLimits) -> str:
     """Paragraphs and table cell text of a Word document, in document order."""
+    _check_zip_package(data, "DOCX", limits)
     try:
         document = Document(io.BytesIO(data))
-        return "\n\n".join(_docx_blocks(document.iter_inner_content()))
-    except Exception as exc:  # python-docx raises BadZipFile, KeyError, lxml errors, ...
+        return _join_capped(_docx_blocks(document.iter_inner_content()), "\n\n", "DOCX", limits)
+    except etree.XMLSyntaxError as exc:
+        if exc.code == etree.ErrorTypes.ERR_RESOURCE_LIMIT:  # e.g. a text node over 10 MB
+            raise ProcessingError(
+                f"DOCX is too large: a part exceeds the XML parser's limits ({exc})"
+            ) from exc
+        raise ProcessingError(f"corrupt or unreadable DOCX: {type(exc).__name__}: {exc}") from exc
+    except _DOCX_ERRORS as exc:  # not Exception: see _PDF_ERRORS
         raise ProcessingError(f"corrupt or unreadable DOCX: {type(exc).__name__}: {exc}") from exc
 
 
@@ -248,6 +460,68 @@ def _docx_table(table: Table) -> Iterator[str]:
         for inner in nested:
             yield from _docx_table(inner)
 
+
+# --- zip-based formats (DOCX; PPTX, XLSX and ODT can reuse this) ----------------------------
+
+
+def _check_zip_package(data: bytes, label: str, limits: ExtractLimits) -> None:
+    """Check a zip-based document before a library parses it; raise ``ProcessingError``.
+
+    The members' declared uncompressed sizes must add up to at most
+    ``limits.max_unzipped_bytes``. Declared sizes can lie, and zipfile's ``read()`` (which
+    python-docx uses) inflates a member's real data in one call before it notices, so every
+    member is also read once here in capped chunks: one holding more than it declares fails
+    after at most one chunk. Only stored and deflated members are accepted (zipfile inflates
+    bzip2 and lzma members without an output cap).
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = archive.infolist()
+            declared = sum(member.file_size for member in members)
+            if declared > limits.max_unzipped_bytes:
+                raise ProcessingError(
+                    f"{label} is too large: it unpacks to {declared:,} bytes, above the "
+                    f"{_format_bytes(limits.max_unzipped_bytes)} limit (MAX_UNZIPPED_BYTES)"
+                )
+            for member in members:
+                _check_zip_member(archive, member, label)
+    except _ZIP_ERRORS as exc:
+        message = f"corrupt or unreadable {label}: {type(exc).__name__}: {exc}"
+        raise ProcessingError(message) from exc
+
+
+def _check_zip_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, label: str) -> None:
+    """Read one member in capped chunks; fail if it holds more than its declared size."""
+    if member.flag_bits & 0x1:
+        raise ProcessingError(f"encrypted {label}: zip member {member.filename!r} is encrypted")
+    if member.compress_type not in _ZIP_SAFE_METHODS:
+        raise ProcessingError(
+            f"unsupported {label}: zip member {member.filename!r} uses compression method "
+            f"{member.compress_type}"
+        )
+    # One byte of headroom: a member that holds more than it declares yields that extra
+    # byte (or fails its CRC check) instead of being cut off silently at the declared size.
+    probe = copy.copy(member)
+    probe.file_size = member.file_size + 1
+    size = 0
+    with archive.open(probe) as stream:
+        while chunk := stream.read(_ZIP_READ_CHUNK):
+            size += len(chunk)
+            if size > member.file_size:
+                raise ProcessingError(
+                    f"corrupt or unreadable {label}: zip member {member.filename!r} holds more "
+                    f"than the {member.file_size:,} bytes its header declares"
+                )
+
+
+_KIND_LABELS: dict[str, str] = {
+    "text": "text file",
+    "csv": "CSV",
+    "json": "JSON",
+    "html": "HTML",
+    "pdf": "PDF",
+    "docx": "DOCX",
+}
 
 _EXTRACTORS: dict[str, Extractor] = {
     "text": _extract_plain,

@@ -7,8 +7,24 @@ database connection across S3, embedding or Chroma work, except the final store,
 runs under a per-document advisory lock so that two events of one document can never
 interleave their writes (the newer ``updatedAt`` always wins).
 
+Safety (DESIGN §8):
+
+- The storage key must lie under ``S3_KEY_PREFIX_TEMPLATE`` for the entry's company and
+  bot; otherwise nothing is read and the file fails as ``invalid_key`` (no correction).
+- What the download saw (key, ETag, size) is recorded on the event: a later correction
+  deletes only that object.
+- A missing object is re-checked for ``S3_MISSING_GRACE_SECONDS`` (re-reading the CMS entry
+  each time) before it is ``file_not_found``.
+- Per-file caps: ``MAX_FILE_BYTES``, ``MAX_UNZIPPED_BYTES``, ``MAX_EXTRACTED_CHARS``,
+  ``MAX_CHUNKS_PER_FILE`` (over a cap: ``processing_error``, "too large"), and an
+  extraction deadline (``resource_limit``).
+- An attempt marks ``running_since``; a claim that finds it still set counts a worker
+  loss, and after ``MAX_WORKER_LOSSES`` the file fails as ``resource_limit`` instead of
+  killing the next worker process.
+
 Errors: :class:`TransientError` propagates to the caller (the task retries it);
-:class:`PermanentError` fails the event once with a ``processing_errors`` row.
+:class:`PermanentError` fails the event once with a ``processing_errors`` row; only a
+failure that is a property of the file plans a correction, the others alert the operator.
 """
 
 from __future__ import annotations
@@ -24,24 +40,38 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
 from ingest.adapters.cms import CmsClient
-from ingest.adapters.s3 import S3Store
+from ingest.adapters.s3 import ObjectInfo, S3Store
 from ingest.adapters.vectors import VectorStore
 from ingest.batches import batch_of_event, join_batch, leave_batch, record_file_outcome
 from ingest.corrections import plan_correction
-from ingest.db import session_scope
-from ingest.errors import IngestError, PermanentError, ProcessingError
+from ingest.db import lock_xact, session_scope
+from ingest.errors import (
+    CORRECTABLE,
+    INTERNAL_ERROR,
+    OPERATOR_CATEGORIES,
+    FileNotFound,
+    IngestError,
+    InvalidKey,
+    ObjectNotYetThere,
+    PermanentError,
+    ProcessingError,
+    ResourceLimit,
+)
 from ingest.events import FileEntry, event_kind
+from ingest.mail.alerts import FILE_NEEDS_OPERATOR, raise_alert
 from ingest.models import FileEvent, FileProcessingStatus
 from ingest.models import ProcessingError as ProcessingErrorRow
 from ingest.pipeline.chunking import chunk_text
 from ingest.pipeline.embedding import Embedder, get_embedder
-from ingest.pipeline.extract import extract_text
+from ingest.pipeline.extract import ExtractLimits, extract_text
 from ingest.preferences import PreferenceStore
+from ingest.reconcile import store_current_entry
 from ingest.redis_client import get_redis
+from ingest.retry import backoff_seconds
 from ingest.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -96,6 +126,7 @@ class ClaimedEvent:
     entry_updated_at: datetime
     payload: dict[str, Any]
     attempts: int
+    worker_losses: int
 
 
 def _now() -> datetime:
@@ -103,7 +134,10 @@ def _now() -> datetime:
 
 
 def claim(event_id: int) -> ClaimedEvent | None:
-    """received/enqueued/processing → processing; None if the event is already terminal."""
+    """received/enqueued/processing → processing; None if the event is already terminal.
+
+    Sets ``running_since``; finding it already set counts one worker loss.
+    """
     with session_scope() as s:
         row = s.execute(
             update(FileEvent)
@@ -111,10 +145,15 @@ def claim(event_id: int) -> ClaimedEvent | None:
                 FileEvent.id == event_id,
                 FileEvent.status.in_(("received", "enqueued", "processing")),
             )
-            .values(status="processing", attempts=FileEvent.attempts + 1, updated_at=_now())
+            .values(status="processing", attempts=FileEvent.attempts + 1, updated_at=_now(),
+                    # still set = the previous attempt died with its worker process
+                    worker_losses=FileEvent.worker_losses + case(
+                        (FileEvent.running_since.is_not(None), 1), else_=0),
+                    running_since=func.now())
             .returning(
                 FileEvent.id, FileEvent.event, FileEvent.document_id,
                 FileEvent.entry_updated_at, FileEvent.payload, FileEvent.attempts,
+                FileEvent.worker_losses,
             )
         ).one_or_none()
     return ClaimedEvent(*row) if row else None
@@ -145,15 +184,17 @@ def finish(s: Session, event_id: int, status: str, error: str | None = None) -> 
     done = s.execute(
         update(FileEvent)
         .where(FileEvent.id == event_id, FileEvent.status == "processing")
-        .values(status=status, last_error=error, updated_at=_now())
+        .values(status=status, last_error=error, updated_at=_now(), running_since=None)
         .returning(FileEvent.id)
     ).first()
     return done is not None
 
 
-def lock_document(s: Session, document_id: str) -> None:
-    """Serialise writers of one document until the transaction ends."""
-    s.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:d, 0))"), {"d": document_id})
+def end_attempt(event_id: int) -> None:
+    """The attempt ended without a terminal status (a retry follows): not a worker loss."""
+    with session_scope() as s:
+        s.execute(update(FileEvent).where(FileEvent.id == event_id)
+                  .values(running_since=None))
 
 
 @contextmanager
@@ -218,10 +259,108 @@ def _chunk_metadata(entry: FileEntry, index: int) -> dict[str, Any]:
 
 
 def _ignore(ev: ClaimedEvent, why: str) -> Outcome:
+    """End a superseded event; its file leaves the batch (the newer version reports it)."""
     with session_scope() as s:
         finish(s, ev.id, "ignored", why)
+        batch_id = leave_batch(s, ev.id)
     log.info("event %s ignored: %s", ev.id, why)
-    return Outcome("ignored", detail=why)
+    return Outcome("ignored", detail=why, batch_id=batch_id)
+
+
+class Superseded(Exception):
+    """The CMS holds another version than the event's (or none): the event is stale."""
+
+
+def tenant_prefix(entry: FileEntry, settings: Settings) -> str | None:
+    """The key prefix the entry's company and bot own (None: the check is off)."""
+    if not settings.s3_key_prefix_template:
+        return None
+    return settings.s3_key_prefix_template.format(company_id=entry.company_id,
+                                                  bot_id=entry.bot_id)
+
+
+def check_key(entry: FileEntry, settings: Settings) -> None:
+    """Raise :class:`InvalidKey` unless the storage key lies under the tenant's prefix."""
+    key = entry.storage_key or ""
+    parts = key.replace("\\", "/").split("/")
+    if ".." in parts or "." in parts or key.startswith("/"):
+        raise InvalidKey(f"storage_key {key!r} contains a relative path segment")
+    prefix = tenant_prefix(entry, settings)
+    if prefix is not None and not key.startswith(prefix):
+        raise InvalidKey(f"storage_key {key!r} lies outside the prefix {prefix!r} of company "
+                         f"{entry.company_id}, bot {entry.bot_id}")
+
+
+def check_cms_version(ev: ClaimedEvent, entry: FileEntry, cms: CmsClient) -> None:
+    """Raise :class:`Superseded` unless the CMS still holds this event's version.
+
+    A newer version found this way is stored as an event, so it is processed even if its
+    webhook never arrives.
+    """
+    try:
+        current = cms.get_file(ev.document_id)
+    except FileNotFound as exc:
+        raise Superseded("the CMS entry was deleted") from exc
+    try:
+        now = FileEntry.model_validate(current)
+    except ValueError as exc:
+        raise Superseded(f"the CMS entry no longer validates: {exc}") from exc
+    if now.updatedAt != ev.entry_updated_at or now.storage_key != entry.storage_key:
+        with session_scope() as s:
+            store_current_entry(s, current)
+        raise Superseded("the CMS holds a newer version of the document")
+
+
+def _object_missing(ev: ClaimedEvent, entry: FileEntry, svc: Services) -> ObjectNotYetThere:
+    """A NoSuchKey: wait inside the grace period, else fail as verified not found."""
+    check_cms_version(ev, entry, svc.cms)
+    with session_scope() as s:
+        since, now = s.execute(
+            update(FileEvent).where(FileEvent.id == ev.id)
+            .values(object_missing_since=func.coalesce(FileEvent.object_missing_since,
+                                                       func.now()))
+            .returning(FileEvent.object_missing_since, func.now())
+        ).one()
+    grace = svc.settings.s3_missing_grace_seconds
+    left = grace - (now - since).total_seconds()
+    if left <= 0:
+        raise FileNotFound(f"S3 object {entry.storage_key!r} is still missing {grace:g}s after "
+                           "it was first looked for, and the CMS entry still points at it")
+    wait = min(left, max(1.0, backoff_seconds(2.0, ev.attempts)))
+    return ObjectNotYetThere(f"S3 object {entry.storage_key!r} is not there yet; "
+                             f"looking again in {wait:.1f}s ({left:.0f}s of grace left)",
+                             retry_in=wait)
+
+
+def _record_object(ev: ClaimedEvent, info: ObjectInfo) -> None:
+    with session_scope() as s:
+        s.execute(update(FileEvent).where(FileEvent.id == ev.id)
+                  .values(object_key=info.key, object_etag=info.etag, object_size=info.size))
+
+
+def _download(ev: ClaimedEvent, entry: FileEntry, svc: Services) -> bytes:
+    assert entry.storage_key is not None
+    try:
+        obj = svc.s3.open(entry.storage_key)
+    except FileNotFound:
+        raise _object_missing(ev, entry, svc) from None
+    _record_object(ev, obj.info)
+    return obj.read(svc.settings.max_file_bytes)
+
+
+def _extract_chunks(data: bytes, entry: FileEntry, settings: Settings) -> list[str]:
+    assert entry.name is not None
+    limits = ExtractLimits(max_unzipped_bytes=settings.max_unzipped_bytes,
+                           max_chars=settings.max_extracted_chars,
+                           timeout_seconds=settings.extract_timeout_seconds)
+    content = extract_text(data, entry.name, entry.mime_type, limits=limits)
+    chunks = chunk_text(content, settings.chunk_size, settings.chunk_overlap)
+    if not chunks:
+        raise ProcessingError("no text could be extracted")
+    if len(chunks) > settings.max_chunks_per_file:
+        raise ProcessingError(f"the file is too large: {len(chunks):,} chunks, above the "
+                              f"{settings.max_chunks_per_file:,} limit (MAX_CHUNKS_PER_FILE)")
+    return chunks
 
 
 def _process_upsert(ev: ClaimedEvent, svc: Services) -> Outcome:
@@ -229,21 +368,19 @@ def _process_upsert(ev: ClaimedEvent, svc: Services) -> Outcome:
         stale = is_stale(s, ev)
     if stale:
         return _ignore(ev, "superseded by a newer event of the document")
-    with stage(ev, "download"):
-        entry = resolve_entry(ev, svc.cms)
-        batch_id = _join(ev, entry, svc)
-        if entry.size_bytes is not None and entry.size_bytes > svc.settings.max_file_bytes:
-            raise ProcessingError(f"file is {entry.size_bytes} bytes, above MAX_FILE_BYTES")
-        assert entry.storage_key is not None and entry.name is not None
-        data = svc.s3.download(entry.storage_key)
+    try:
+        with stage(ev, "download"):
+            entry = resolve_entry(ev, svc.cms)
+            batch_id = _join(ev, entry, svc)
+            check_key(entry, svc.settings)
+            data = _download(ev, entry, svc)
+    except Superseded as exc:
+        return _ignore(ev, f"superseded: {exc}")
     with stage(ev, "processing"):
-        content = extract_text(data, entry.name, entry.mime_type)
-        chunks = chunk_text(content, svc.settings.chunk_size, svc.settings.chunk_overlap)
-        if not chunks:
-            raise ProcessingError("no text could be extracted")
+        chunks = _extract_chunks(data, entry, svc.settings)
         embeddings = svc.embedder.embed(chunks)
     with stage(ev, "storage"), session_scope() as s:
-        lock_document(s, ev.document_id)
+        lock_xact(s, ev.document_id)
         if is_stale(s, ev):
             finish(s, ev.id, "ignored", "superseded while processing")
             return Outcome("ignored", detail="superseded while processing",
@@ -280,7 +417,7 @@ def _join(ev: ClaimedEvent, entry: FileEntry, svc: Services) -> uuid.UUID | None
 
 def _process_delete(ev: ClaimedEvent, svc: Services) -> Outcome:
     with session_scope() as s:
-        lock_document(s, ev.document_id)
+        lock_xact(s, ev.document_id)
         if is_stale(s, ev):
             finish(s, ev.id, "ignored", "superseded by a newer event of the document")
             return Outcome("ignored", detail="superseded")
@@ -300,7 +437,11 @@ def _record_stage(ev: ClaimedEvent, name: str, status: str, error: str | None = 
 
 
 def process_event(event_id: int, svc: Services | None = None) -> Outcome:
-    """Process one stored event; raises :class:`TransientError` for the caller to retry."""
+    """Process one stored event; raises :class:`TransientError` for the caller to retry.
+
+    Any other exception also propagates, after ``running_since`` is cleared (the caller
+    fails the event): only a dead worker leaves it set.
+    """
     svc = svc or default_services()
     ev = claim(event_id)
     if ev is None:
@@ -310,11 +451,18 @@ def process_event(event_id: int, svc: Services | None = None) -> Outcome:
         _process_delete if event_kind(ev.event) == "delete" else _process_upsert
     )
     try:
+        if ev.worker_losses >= svc.settings.max_worker_losses:
+            raise ResourceLimit(
+                f"the worker processing this file was lost {ev.worker_losses} times (killed "
+                "or out of memory); it is not tried again (MAX_WORKER_LOSSES)")
         outcome = handler(ev, svc)
     except PermanentError as exc:
-        failure = fail_event(event_id, exc, retries=ev.attempts - 1)
+        failure = fail_event(event_id, exc, retries=ev.attempts - 1, settings=svc.settings)
         return Outcome("failed", detail=f"{exc.category}: {exc}", batch_id=failure.batch_id,
                        correction_id=failure.correction_id)
+    except BaseException:
+        end_attempt(event_id)
+        raise
     log.info(
         "event %s (%s %s) %s in %.2fs, %d chunks", ev.id, ev.event, ev.document_id,
         outcome.status, time.perf_counter() - started, outcome.chunks,
@@ -330,20 +478,25 @@ class Failure:
     correction_id: int | None = None
 
 
-def fail_event(event_id: int, exc: BaseException, retries: int = 0) -> Failure:
+def fail_event(event_id: int, exc: BaseException, retries: int = 0,
+               settings: Settings | None = None) -> Failure:
     """Fail the event once: status, a ``failed`` stage row, a ``processing_errors`` row, the
-    file's outcome in its batch and, for a permanent error, the correction plan — all in one
-    transaction. Writes nothing if the event was no longer processing.
+    file's outcome in its batch and, for a failure that is a property of the file, the
+    correction plan (else an operator alert) — all in one transaction. Writes nothing if the
+    event was no longer processing. An exception that is not an :class:`IngestError` is a
+    bug: ``internal_error``.
     """
-    category = exc.category if isinstance(exc, IngestError) else "processing_error"
+    settings = settings or get_settings()
+    category = exc.category if isinstance(exc, IngestError) else INTERNAL_ERROR
     failed_stage = getattr(exc, "stage", None)
     with session_scope() as s:
         row = s.execute(
             update(FileEvent)
             .where(FileEvent.id == event_id, FileEvent.status == "processing")
-            .values(status="failed", last_error=f"{category}: {exc}", updated_at=_now())
-            .returning(FileEvent.document_id, FileEvent.payload)
-        ).first()
+            .values(status="failed", last_error=f"{category}: {exc}", updated_at=_now(),
+                    running_since=None)
+            .returning(FileEvent)
+        ).scalar_one_or_none()
         if row is None:
             return Failure()
         batch_id = record_file_outcome(
@@ -367,15 +520,30 @@ def fail_event(event_id: int, exc: BaseException, retries: int = 0) -> Failure:
                 stack_trace="".join(traceback.format_exception(exc)),
                 processing_stage=failed_stage,
                 retry_count=max(0, retries),
-                auto_correction_triggered=isinstance(exc, PermanentError),
+                auto_correction_triggered=category in CORRECTABLE,
             )
         )
-        correction_id = None
-        if isinstance(exc, PermanentError):
-            correction_id = plan_correction(
-                s, event_id=event_id, document_id=row.document_id, batch_id=batch_id,
-                category=category, message=str(exc),
-                entry=(row.payload or {}).get("entry") or {},
-            )
+        entry = (row.payload or {}).get("entry") or {}
+        correction_id = plan_correction(s, event=row, batch_id=batch_id, category=category,
+                                        message=str(exc), entry=entry, settings=settings)
+        if category in OPERATOR_CATEGORIES:
+            raise_alert(s, FILE_NEEDS_OPERATOR, f"{category}:{batch_id or event_id}",
+                        f"{category}, event {event_id}", _operator_body(row, category, exc),
+                        batch_id=batch_id, document_id=row.document_id)
     log.warning("event %s failed (%s): %s", event_id, category, exc)
     return Failure(batch_id, correction_id)
+
+
+def _operator_body(row: FileEvent, category: str, exc: BaseException) -> str:
+    return "\n".join([
+        f"A file failed with {category}: the cause is on our side, not in the file, so",
+        "nothing was deleted. Fix the cause, then re-send the file's webhook or update its",
+        "CMS entry to process it again.",
+        "",
+        f"Event:     {row.id}",
+        f"Document:  {row.document_id}",
+        f"Error:     {type(exc).__name__}: {exc}",
+        "",
+        "Further files of the same batch and category are not alerted again; see",
+        "processing_errors for all of them.",
+    ]) + "\n"

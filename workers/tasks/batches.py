@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 
 from ingest.batches import batches_to_check, check_batch, hint_delay_seconds
 from ingest.corrections import corrections_to_redrive
+from ingest.mail.alerts import send_pending_alerts
 from ingest.mail.send import emails_to_redrive
 from ingest.names import (
     TASK_CHECK_BATCH,
@@ -63,14 +64,17 @@ def check_batch_task(batch_id: str) -> str:
 
 @app.task(name=TASK_SWEEP_BATCHES)
 def sweep_batches() -> int:
-    """Check due batches; re-drive corrections and e-mails whose task was lost."""
+    """Check due batches; re-drive corrections and e-mails whose task was lost; mail the
+    pending operator alerts."""
     ids = batches_to_check()
     for batch_id in ids:
         result = check_batch(batch_id, get_settings())
         if result.email_pending:
             app.send_task(TASK_SEND_BATCH_EMAIL, args=[str(batch_id)])
-    for correction_id in corrections_to_redrive(timedelta(minutes=10)):
+    for correction_id in corrections_to_redrive(stuck_after=timedelta(minutes=10),
+                                                unstarted_after=timedelta(seconds=30)):
         app.send_task(TASK_RUN_CORRECTION, args=[correction_id])
+    send_pending_alerts(get_settings())
     for batch_id in emails_to_redrive(
         new_after=timedelta(seconds=30),
         retry_after=timedelta(seconds=MAX_BACKOFF_SECONDS + 60),

@@ -1,4 +1,8 @@
-"""The correction task (queue ``corrections``): thin wrapper over :mod:`ingest.corrections`."""
+"""The correction task (queue ``corrections``): thin wrapper over :mod:`ingest.corrections`.
+
+A correction that is not due yet is looked at again when it is (countdowns of at most five
+minutes: long ETAs on Redis are redelivered after the visibility timeout).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from ingest.adapters.cms import CmsClient
 from ingest.adapters.s3 import S3Store
 from ingest.adapters.vectors import VectorStore
 from ingest.corrections import CorrectionServices, run_correction
-from ingest.mail.alerts import alert_operator
+from ingest.mail.alerts import alert_correction_failed
 from ingest.names import TASK_RUN_CORRECTION
 from ingest.settings import get_settings
 from workers.app import app
@@ -28,10 +32,9 @@ def _services() -> CorrectionServices:
 @app.task(name=TASK_RUN_CORRECTION, bind=True, max_retries=None)
 def run_correction_task(self: Task, task_id: int) -> str:
     """Run one correction; retries are counted on its row (MAX_CORRECTION_ATTEMPTS)."""
-    outcome = run_correction(task_id, _services(),
-                             on_final_failure=lambda t: alert_operator(t, get_settings()))
-    if outcome.status == "retry":
-        raise self.retry(countdown=outcome.retry_in)
+    outcome = run_correction(task_id, _services(), on_final_failure=alert_correction_failed)
+    if outcome.status in ("retry", "wait"):
+        raise self.retry(countdown=min(outcome.retry_in, 300))
     if outcome.batch_id is not None:
         follow_up_batch(outcome.batch_id)  # the batch may have waited for this correction
     return outcome.status

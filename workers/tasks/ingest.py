@@ -1,18 +1,29 @@
 """The ingest task: a thin wrapper over :func:`ingest.pipeline.run.process_event`.
 
-Transient errors (:class:`TransientError`, a lost database connection) are retried with
-Celery's exponential backoff and full jitter; when the retries run out the file fails
-once, like a permanent error. An unexpected exception (a bug) also fails the file, with
-its stack trace, instead of leaving the event stuck in ``processing``; it is re-raised so
-Flower shows the task as failed.
+- An object not there yet (:class:`ObjectNotYetThere`) is looked for again after the
+  countdown the pipeline chose; the pipeline ends the wait after S3_MISSING_GRACE_SECONDS,
+  so these retries do not count against INGEST_MAX_RETRIES.
+- Transient errors (:class:`TransientError`, a lost database connection) are retried with
+  exponential backoff and full jitter; when the retries run out the file fails once with the
+  error's category (``infrastructure_error``: never corrected, the operator is alerted).
+- Celery's soft time limit and ``MemoryError`` fail the file as ``resource_limit``: the file
+  may be fine, so nothing is deleted.
+- Celery's hard time limit kills the pool process; Celery then calls the task's
+  ``on_failure`` in the worker's main process, which fails the file as ``resource_limit``
+  at once instead of leaving it ``processing`` until the relay re-drives it.
+- Any other exception is a bug: the file fails as ``internal_error`` with its stack trace
+  instead of staying in ``processing``; it is re-raised so Flower shows the task failed.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery import Task
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from ingest.errors import TransientError
+from ingest.errors import ObjectNotYetThere, ResourceLimit, TransientError
 from ingest.names import TASK_PROCESS_FILE_EVENT, TASK_RUN_CORRECTION
 from ingest.pipeline.run import Failure, Outcome, fail_event, process_event
 from ingest.retry import backoff_seconds
@@ -27,30 +38,52 @@ def _is_transient(exc: Exception) -> bool:
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
-@app.task(name=TASK_PROCESS_FILE_EVENT, bind=True, max_retries=None)
-def process_file_event(self: Task, event_id: int) -> str:
+class IngestTask(Task):
+    """The ingest task's class: a hard time limit fails the file (see the module docstring)."""
+
+    def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any,
+                   einfo: Any) -> None:
+        if isinstance(exc, TimeLimitExceeded):
+            event_id = args[0] if args else kwargs["event_id"]
+            limit = ResourceLimit(f"the file took longer than the hard time limit ({exc})")
+            _follow_up(fail_event(event_id, limit))
+
+
+@app.task(name=TASK_PROCESS_FILE_EVENT, bind=True, max_retries=None, base=IngestTask)
+def process_file_event(self: Task, event_id: int, waited: int = 0) -> str:
     """Process one stored ``file_events`` row; idempotent by the row's status.
 
-    Afterwards the file's batch is checked: it may now be due, or finished.
+    ``waited`` counts the retries spent waiting for a missing object. Afterwards the file's
+    batch is checked: it may now be due, or finished.
     """
     try:
         outcome = process_event(event_id)
+    except ObjectNotYetThere as exc:
+        raise self.retry(countdown=exc.retry_in, kwargs={"waited": waited + 1}) from exc
+    except (SoftTimeLimitExceeded, MemoryError) as exc:
+        limit = ResourceLimit(f"{type(exc).__name__}: the file needed more time or memory "
+                              "than this worker allows")
+        _follow_up(fail_event(event_id, limit, retries=self.request.retries))
+        return "failed"
     except Exception as exc:
+        retries = self.request.retries - waited
         if not _is_transient(exc):
-            _follow_up(fail_event(event_id, exc, retries=self.request.retries))
+            _follow_up(fail_event(event_id, exc, retries=retries))
             raise
-        if self.request.retries >= get_settings().ingest_max_retries:
-            _follow_up(fail_event(event_id, exc, retries=self.request.retries))
+        if retries >= get_settings().ingest_max_retries:
+            _follow_up(fail_event(event_id, exc, retries=retries))
             return "failed"
-        countdown = backoff_seconds(2.0, self.request.retries)
-        raise self.retry(exc=exc, countdown=countdown) from exc
+        countdown = backoff_seconds(2.0, retries)
+        raise self.retry(exc=exc, countdown=countdown, kwargs={"waited": waited}) from exc
     _follow_up(outcome)
     return outcome.status
 
 
 def _follow_up(result: Outcome | Failure) -> None:
-    """Chain the correction of a failed file, then check the file's batch."""
+    """Chain the correction of a failed file (due after its delay), then check the batch."""
     if result.correction_id is not None:
-        app.send_task(TASK_RUN_CORRECTION, args=[result.correction_id])
+        delay = get_settings().auto_correction_delay_seconds
+        app.send_task(TASK_RUN_CORRECTION, args=[result.correction_id],
+                      countdown=min(delay, 300))
     if result.batch_id is not None:
         follow_up_batch(result.batch_id)
