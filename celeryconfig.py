@@ -44,7 +44,7 @@ worker_cancel_long_running_tasks_on_connection_loss = True
 # Hard limit below the visibility timeout, so no task is still running when its message
 # is redelivered; the soft limit leaves time to record the failure.
 task_time_limit = VISIBILITY_TIMEOUT // 2
-task_soft_time_limit = task_time_limit - 60
+task_soft_time_limit = max(task_time_limit - 60, task_time_limit * 9 // 10)
 # Retry backoff is capped well below the visibility timeout (countdowns live on Redis).
 retry_backoff_max = 600  # = ingest.retry.MAX_BACKOFF_SECONDS
 # Structured, UTC timestamps everywhere.

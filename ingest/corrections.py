@@ -414,16 +414,25 @@ def _failed_attempt(task: AutoCorrectionTask, exc: Exception, settings: Settings
 def corrections_to_redrive(stuck_after: timedelta, unstarted_after: timedelta,
                            limit: int = 200) -> list[int]:
     """Corrections whose task was lost: due but never started (a lost countdown, or released
-    by an operator) for ``unstarted_after``, or started and untouched for ``stuck_after``."""
+    by an operator) for ``unstarted_after``, or started and untouched for ``stuck_after``.
+
+    ``act_after`` of a never-started one is moved to now, so a busy queue gets one more
+    copy per ``unstarted_after``, not one per sweep.
+    """
     with session_scope() as s:
         now = func.now()
-        rows = s.execute(
+        due = (AutoCorrectionTask.started_at.is_(None)) & (
+            func.coalesce(AutoCorrectionTask.act_after, AutoCorrectionTask.created_at)
+            < now - unstarted_after)
+        ids = list(s.execute(
             select(AutoCorrectionTask.id)
-            .where(AutoCorrectionTask.status.in_(OPEN_STATUSES), or_(
-                (AutoCorrectionTask.started_at.is_(None))
-                & (func.coalesce(AutoCorrectionTask.act_after, AutoCorrectionTask.created_at)
-                   < now - unstarted_after),
-                AutoCorrectionTask.started_at < now - stuck_after))
-            .limit(limit)
-        ).scalars()
-        return list(rows)
+            .where(AutoCorrectionTask.status.in_(OPEN_STATUSES),
+                   or_(due, AutoCorrectionTask.started_at < now - stuck_after))
+            .limit(limit).with_for_update(skip_locked=True)
+        ).scalars())
+        if ids:
+            s.execute(update(AutoCorrectionTask)
+                      .where(AutoCorrectionTask.id.in_(ids),
+                             AutoCorrectionTask.started_at.is_(None))
+                      .values(act_after=now))
+        return ids

@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(200, ge=0)
     ingest_max_retries: int = Field(5, ge=0, le=20)
     # Resource caps per file (DESIGN §8): over a cap, the file fails as processing_error.
-    max_unzipped_bytes: int = Field(200 * 1024 * 1024, ge=1024)
+    max_unzipped_bytes: int = Field(100 * 1024 * 1024, ge=1024)
     max_extracted_chars: int = Field(10_000_000, ge=1000)
     max_chunks_per_file: int = Field(20_000, ge=1)
     extract_timeout_seconds: float = Field(120, gt=0)

@@ -299,3 +299,51 @@ def test_an_object_replaced_since_the_failure_is_kept(
         (error,) = s.execute(select(ProcessingError).where(
             ProcessingError.file_document_id == entry["documentId"])).scalars()
     assert error.resolution_status == "ignored"
+
+
+def test_a_hard_time_limit_fails_the_file_at_once_as_resource_limit(s3_server: Any,
+                                                                     cms: Any) -> None:
+    """Celery calls the task's ``on_failure`` in the worker's main process when the hard
+    limit killed the pool process; the file must not stay ``processing`` for the relay."""
+    from billiard.exceptions import TimeLimitExceeded
+
+    from ingest.pipeline.run import claim
+    from workers.tasks.ingest import process_file_event
+
+    entry = cms_file(cms, s3_server, "huge.txt", make_txt("Slow to process."))
+    event_id = store_event(entry)
+    assert claim(event_id) is not None  # the attempt the limit killed
+    process_file_event.on_failure(TimeLimitExceeded(1800), "task-id", (event_id,), {}, None)
+    assert event_row_status(event_id) == "failed"
+    (error,) = errors_for(entry["documentId"])
+    assert error.error_category == "resource_limit" and not error.auto_correction_triggered
+    assert corrections_of(entry["documentId"]) == []
+    assert s3_exists(s3_server, entry["storage_key"])
+
+
+def test_released_corrections_run_and_a_lost_one_is_redriven_once_per_interval(
+    s3_server: Any, cms: Any, correction_services: CorrectionServices
+) -> None:
+    from datetime import timedelta
+
+    from ingest.corrections import corrections_to_redrive
+
+    release_held(get_settings())
+    svc = services(correction_breaker_threshold=1)
+    entries = [cms_file(cms, s3_server, f"held-{n}.pdf", make_corrupt_pdf(), "application/pdf")
+               for n in range(2)]
+    for entry in entries:
+        assert process_event(store_event(entry), svc).status == "failed"
+    tasks = [corrections_of(e["documentId"])[0] for e in entries]
+    assert [t.status for t in tasks] == ["held", "held"]
+    assert release_held(get_settings()) >= 2
+    # Released, due now, never started: the sweeper re-drives each once per interval.
+    redriven = corrections_to_redrive(stuck_after=timedelta(minutes=10),
+                                      unstarted_after=timedelta(seconds=-1))
+    assert {t.id for t in tasks} <= set(redriven)
+    again = corrections_to_redrive(stuck_after=timedelta(minutes=10),
+                                   unstarted_after=timedelta(seconds=30))
+    assert not {t.id for t in tasks} & set(again)
+    for task in tasks:
+        assert run_correction(task.id, correction_services).status == "completed"
+    assert not any(s3_exists(s3_server, e["storage_key"]) for e in entries)

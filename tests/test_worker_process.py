@@ -23,6 +23,7 @@ from sqlalchemy import select
 from devtools.samples import make_txt
 from ingest.db import session_scope
 from ingest.models import AutoCorrectionTask, OperatorAlert
+from ingest.names import TASK_PROCESS_FILE_EVENT
 from tests.conftest import REDIS_PORT, TMP, wait_until
 from tests.helpers import (
     errors_for,
@@ -38,14 +39,14 @@ BROKER = f"redis://127.0.0.1:{REDIS_PORT}/2"
 CELERY = str(Path(sys.executable).parent / "celery")
 
 
-def _start(log: Path, concurrency: int, **env: str) -> subprocess.Popen[bytes]:
+def _start(log: Path, concurrency: int, *options: str, **env: str) -> subprocess.Popen[bytes]:
     full_env = {**os.environ, "CELERY_BROKER_URL": BROKER, "EMBEDDING_BACKEND": "hashing",
                 **env}
     with log.open("wb") as out:
         return subprocess.Popen(
             [CELERY, "-A", "workers", "worker", "-Q", "ingest", "-c", str(concurrency),
              "--loglevel", "INFO", "-n", f"sub-{log.stem}@%h", "--without-mingle",
-             "--without-gossip"],
+             "--without-gossip", *options],
             stdout=out, stderr=subprocess.STDOUT, env=full_env, start_new_session=True,
             cwd=Path(__file__).resolve().parent.parent,
         )
@@ -203,4 +204,30 @@ def test_a_file_that_kills_its_worker_every_time_fails_and_never_loops(
     assert row.attempts <= 4 and row.worker_losses >= 2
     (error,) = errors_for(entry["documentId"])
     assert error.error_category == "resource_limit" and not error.auto_correction_triggered
+    s3_server.head_object(Bucket=os.environ["S3_BUCKET"], Key=entry["storage_key"])
+
+
+def test_the_soft_time_limit_fails_the_file_as_resource_limit(
+    s3_server: Any, chroma_server: str
+) -> None:
+    """A file slower than the time limit is kept (resource_limit), not deleted as corrupt.
+    (The limit is set on the message: the configured one is half an hour.)"""
+    log = TMP / "worker-soft-limit.log"
+    proc = _start(log, 1)
+    try:
+        wait_until(lambda: _ready(log), 60, 0.2)
+        entry = file_entry("manual.txt", "text/plain")
+        words = " ".join(f"word{n % 5000} appears in sentence {n}." for n in range(250_000))
+        upload(s3_server, entry, make_txt(words))
+        event_id = store_event(entry)
+        Publisher(BROKER).celery.send_task(TASK_PROCESS_FILE_EVENT, args=[event_id],
+                                           soft_time_limit=1, time_limit=60)
+        row = wait_terminal(event_id, 60)
+    finally:
+        _stop(proc)
+    assert row.status == "failed", row.last_error
+    (error,) = errors_for(entry["documentId"])
+    assert error.error_category == "resource_limit", error.error_message
+    assert not error.auto_correction_triggered
+    assert (row.updated_at - row.received_at).total_seconds() < 20
     s3_server.head_object(Bucket=os.environ["S3_BUCKET"], Key=entry["storage_key"])

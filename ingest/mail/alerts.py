@@ -76,9 +76,10 @@ def correction_failed_body(task: Any) -> str:
 
 
 def alert_correction_failed(task: Any) -> bool:
-    """Raise the one alert of a correction that gave up."""
+    """Raise the alert of a correction that gave up (one per batch: never a flood)."""
     with session_scope() as s:
-        return raise_alert(s, CORRECTION_FAILED, str(task.id), f"correction {task.id}",
+        return raise_alert(s, CORRECTION_FAILED, str(task.batch_id or f"task-{task.id}"),
+                           f"correction {task.id}",
                            correction_failed_body(task), batch_id=task.batch_id,
                            document_id=task.file_document_id)
 

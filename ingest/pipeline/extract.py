@@ -68,7 +68,7 @@ class ExtractLimits:
     ``timeout_seconds <= 0`` runs without a deadline.
     """
 
-    max_unzipped_bytes: int = 200 * _MIB  # zip-based formats (docx): checked before parsing
+    max_unzipped_bytes: int = 100 * _MIB  # zip-based formats (docx): checked before parsing
     max_chars: int = 10_000_000  # extracted characters
     timeout_seconds: float = 120.0  # wall time of one extraction
 
