@@ -82,6 +82,12 @@ class CorrectionServices:
     cms: CmsClient
     vectors: VectorStore
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CorrectionServices:
+        """The stores the settings name."""
+        return cls(settings=settings, s3=S3Store(settings),
+                   cms=CmsClient.from_settings(settings), vectors=VectorStore(settings))
+
 
 @dataclass(frozen=True)
 class CorrectionOutcome:
@@ -309,8 +315,9 @@ def verify_against_cms(task: AutoCorrectionTask, cms: CmsClient) -> tuple[list[s
     if current.get("storage_key") != task.storage_key:
         reasons.append("the CMS entry now points at another storage_key")
     if reasons:
-        with session_scope() as s:
-            store_current_entry(s, current)  # the newer version gets processed
+        if failed_at is not None:
+            with session_scope() as s:  # a newer version gets processed
+                store_current_entry(s, current, newer_than=failed_at)
         return [], "skipped: " + "; ".join(reasons)
     return list(task.correction_actions), "the CMS entry is still the failed version"
 

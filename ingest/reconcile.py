@@ -157,19 +157,22 @@ def _payload(entry: dict[str, Any], now: datetime) -> dict[str, Any]:
     }
 
 
-def store_current_entry(session: Session, raw: dict[str, Any]) -> Stored | None:
+def store_current_entry(session: Session, raw: dict[str, Any],
+                        newer_than: datetime) -> Stored | None:
     """Store the CMS's current version of an entry as an event, as a poll would.
 
     Used when a check finds the CMS ahead of the event at hand: the newer version is then
     processed even if its webhook never arrives. The event stays ``received``, so the outbox
     relay publishes it; an existing event of that version is met by its dedupe key. Returns
-    None for an entry that does not validate.
+    None for an entry that does not validate or is not newer than ``newer_than``.
     """
     try:
         entry = FileEntry.model_validate(raw)
     except ValidationError as exc:
         log.warning("the CMS's entry %r is invalid: %s", raw.get("documentId"),
                     str(exc).replace("\n", " ")[:500])
+        return None
+    if _utc(entry.updatedAt) <= _utc(newer_than):
         return None
     return store_file_event(session, EVENT, entry, _payload(raw, datetime.now(UTC)))
 

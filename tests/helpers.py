@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
+from botocore.exceptions import ClientError
 from sqlalchemy import select, text
 
 from ingest.batches import join_batch, record_file_outcome
@@ -80,6 +81,28 @@ def post(base_url: str, body: Any, *, token: str | None = WEBHOOK_TOKEN,
     sent.update(headers or {})
     data = raw if raw is not None else json.dumps(body).encode()
     return requests.post(f"{base_url}/webhooks/cms", data=data, headers=sent, timeout=10)
+
+
+def cms_file(cms: Any, s3: Any, name: str, data: bytes | None, mime: str = "text/plain",
+             **fields: Any) -> dict[str, Any]:
+    """A file entry in the CMS stand-in (no webhook) under company 42's bot 7 prefix and,
+    unless ``data`` is None, its S3 object."""
+    entry = cms.state.put_file({
+        "name": name, "storage_key": f"companies/42/bots/7/{uuid.uuid4().hex}/{name}",
+        "company_id": 42, "bot_id": 7, "user_email": "alice@example.com",
+        "size_bytes": str(len(data or b"")), "mime_type": mime, **fields})
+    if data is not None:
+        upload(s3, entry, data)
+    return entry
+
+
+def s3_exists(s3: Any, key: str) -> bool:
+    """Whether the test bucket holds ``key``."""
+    try:
+        s3.head_object(Bucket=os.environ["S3_BUCKET"], Key=key)
+    except ClientError:
+        return False
+    return True
 
 
 def upload(s3: Any, entry: dict[str, Any], data: bytes) -> None:

@@ -6,13 +6,9 @@ import threading
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 from sqlalchemy import select
 
 from devtools.samples import make_corrupt_pdf, make_txt
-from ingest.adapters.cms import CmsClient
-from ingest.adapters.s3 import S3Store
-from ingest.adapters.vectors import VectorStore
 from ingest.corrections import CorrectionServices, run_correction
 from ingest.db import session_scope
 from ingest.mail.alerts import alert_correction_failed, send_pending_alerts
@@ -22,43 +18,23 @@ from ingest.settings import get_settings
 from tests.conftest import wait_until
 from tests.helpers import (
     closed,
+    cms_file,
     envelope,
     post,
     prefer,
+    s3_exists,
     store_event,
     upload,
     uploader,
 )
 
 pytestmark = pytest.mark.usefixtures("worker")
+PDF = "application/pdf"
 
 
 @pytest.fixture(scope="module")
 def services(chroma_server: str, moto_server: Any, cms: Any) -> CorrectionServices:
-    settings = get_settings()
-    return CorrectionServices(settings=settings, s3=S3Store(settings),
-                              cms=CmsClient.from_settings(settings),
-                              vectors=VectorStore(settings))
-
-
-def cms_file(cms: Any, s3: Any, name: str, data: bytes | None, email: str,
-             mime: str = "text/plain") -> dict[str, Any]:
-    """A file entry in the CMS (no webhook) and, unless ``data`` is None, its S3 object."""
-    entry = cms.state.put_file({
-        "name": name, "storage_key": f"companies/42/bots/7/{uploader()}/{name}", "company_id": 42,
-        "bot_id": 7, "user_email": email, "size_bytes": str(len(data or b"")),
-        "mime_type": mime})
-    if data is not None:
-        upload(s3, entry, data)
-    return entry
-
-
-def s3_exists(s3: Any, key: str) -> bool:
-    try:
-        s3.head_object(Bucket=get_settings().s3_bucket, Key=key)
-    except ClientError:
-        return False
-    return True
+    return CorrectionServices.from_settings(get_settings())
 
 
 def correction_for(document_id: str) -> AutoCorrectionTask:
@@ -91,8 +67,7 @@ def test_processing_error_removes_the_file_everywhere_and_the_email_says_so(
     cms.state.configure_webhook(f"{web}/webhooks/cms",
                                 {"Authorization": "Bearer test-webhook-token"})
     try:
-        entry = cms_file(cms, s3_server, "scan.pdf", make_corrupt_pdf(), email,
-                         "application/pdf")
+        entry = cms_file(cms, s3_server, "scan.pdf", make_corrupt_pdf(), PDF, user_email=email)
         assert post(web, envelope("entry.create", entry)).status_code == 202
         task = terminal_correction(entry["documentId"])
         assert task.status == "completed"
@@ -126,7 +101,7 @@ def test_processing_error_removes_the_file_everywhere_and_the_email_says_so(
 
 def test_missing_object_removes_cms_entry_and_chunks(web: str, s3_server: Any,
                                                      cms: Any) -> None:
-    entry = cms_file(cms, s3_server, "lost.txt", None, uploader())
+    entry = cms_file(cms, s3_server, "lost.txt", None, user_email=uploader())
     post(web, envelope("entry.create", entry))
     task = terminal_correction(entry["documentId"])
     assert task.failure_category == "file_not_found"
@@ -137,8 +112,7 @@ def test_missing_object_removes_cms_entry_and_chunks(web: str, s3_server: Any,
 
 def test_cms_500_twice_then_204_completes(s3_server: Any, cms: Any,
                                           services: CorrectionServices) -> None:
-    entry = cms_file(cms, s3_server, "flaky.pdf", make_corrupt_pdf(), uploader(),
-                     "application/pdf")
+    entry = cms_file(cms, s3_server, "flaky.pdf", make_corrupt_pdf(), PDF, user_email=uploader())
     failed_event(entry)
     task_id = correction_for(entry["documentId"]).id
     cms.state.fail_next("DELETE file", 500, times=2)
@@ -153,8 +127,7 @@ def test_cms_500_twice_then_204_completes(s3_server: Any, cms: Any,
 
 def test_s3_unavailable_then_back_completes(s3_server: Any, moto_server: Any, cms: Any,
                                             services: CorrectionServices) -> None:
-    entry = cms_file(cms, s3_server, "outage.pdf", make_corrupt_pdf(), uploader(),
-                     "application/pdf")
+    entry = cms_file(cms, s3_server, "outage.pdf", make_corrupt_pdf(), PDF, user_email=uploader())
     failed_event(entry)
     task_id = correction_for(entry["documentId"]).id
     moto_server.stop()
@@ -169,8 +142,7 @@ def test_s3_unavailable_then_back_completes(s3_server: Any, moto_server: Any, cm
 
 def test_already_deleted_everywhere_counts_as_done(s3_server: Any, cms: Any,
                                                    services: CorrectionServices) -> None:
-    entry = cms_file(cms, s3_server, "gone.pdf", make_corrupt_pdf(), uploader(),
-                     "application/pdf")
+    entry = cms_file(cms, s3_server, "gone.pdf", make_corrupt_pdf(), PDF, user_email=uploader())
     failed_event(entry)
     s3_server.delete_object(Bucket=get_settings().s3_bucket, Key=entry["storage_key"])
     cms.state.delete_file_direct(entry["documentId"])
@@ -190,7 +162,7 @@ def test_a_newer_successful_upload_wins_over_the_correction(
     from tests.helpers import iso
 
     email = uploader()
-    v1 = cms_file(cms, s3_server, "report.pdf", make_corrupt_pdf(), email, "application/pdf")
+    v1 = cms_file(cms, s3_server, "report.pdf", make_corrupt_pdf(), PDF, user_email=email)
     failed_event(v1)
     v2 = {**v1, "name": "report.txt", "mime_type": "text/plain",
           "storage_key": v1["storage_key"] + ".v2",
@@ -223,8 +195,7 @@ def test_a_newer_successful_upload_wins_over_the_correction(
 def test_disabled_auto_correction_records_the_plan_only(
     s3_server: Any, cms: Any, services: CorrectionServices
 ) -> None:
-    entry = cms_file(cms, s3_server, "keep.pdf", make_corrupt_pdf(), uploader(),
-                     "application/pdf")
+    entry = cms_file(cms, s3_server, "keep.pdf", make_corrupt_pdf(), PDF, user_email=uploader())
     failed_event(entry)
     off = CorrectionServices(
         settings=services.settings.model_copy(update={"enable_auto_correction": False}),
@@ -242,7 +213,7 @@ def test_exhausted_correction_fails_and_alerts_the_operator(
     s3_server: Any, cms: Any, services: CorrectionServices, smtp_sink: Any
 ) -> None:
     email = uploader()
-    entry = cms_file(cms, s3_server, "stuck.pdf", make_corrupt_pdf(), email, "application/pdf")
+    entry = cms_file(cms, s3_server, "stuck.pdf", make_corrupt_pdf(), PDF, user_email=email)
     from ingest.batches import join_batch
     from ingest.preferences import Preferences
 
@@ -281,7 +252,8 @@ def test_failures_on_our_side_plan_no_correction(s3_server: Any, cms: Any,
     from ingest.errors import IngestError, PermanentError
     from ingest.pipeline.run import claim, fail_event
 
-    entry = cms_file(cms, s3_server, f"{category}.txt", make_txt("Good text."), uploader())
+    entry = cms_file(cms, s3_server, f"{category}.txt", make_txt("Good text."),
+                     user_email=uploader())
     event_id = store_event(entry)
     assert claim(event_id) is not None
     error = PermanentError("on our side", category=category)

@@ -12,12 +12,9 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 from sqlalchemy import select
 
 from devtools.samples import make_corrupt_pdf, make_docx, make_docx_bomb, make_txt
-from ingest.adapters.cms import CmsClient
-from ingest.adapters.s3 import S3Store
 from ingest.adapters.vectors import VectorStore
 from ingest.cli import main
 from ingest.corrections import CorrectionServices, release_held, run_correction
@@ -28,9 +25,11 @@ from ingest.pipeline.run import default_services, process_event
 from ingest.settings import get_settings
 from tests.conftest import wait_until
 from tests.helpers import (
+    cms_file,
     envelope,
     errors_for,
     post,
+    s3_exists,
     store_event,
     upload,
     uploader,
@@ -40,26 +39,6 @@ from workers.tasks.sweepers import relay_outbox
 
 pytestmark = pytest.mark.usefixtures("worker")
 PREFIX = "companies/42/bots/7"
-
-
-def cms_file(cms: Any, s3: Any, name: str, data: bytes | None, mime: str = "text/plain",
-             **fields: Any) -> dict[str, Any]:
-    """A file entry in the CMS stand-in (no webhook) and, unless ``data`` is None, its object."""
-    entry = cms.state.put_file({
-        "name": name, "storage_key": f"{PREFIX}/{uuid.uuid4().hex}/{name}", "company_id": 42,
-        "bot_id": 7, "user_email": "alice@example.com", "size_bytes": str(len(data or b"")),
-        "mime_type": mime, **fields})
-    if data is not None:
-        upload(s3, entry, data)
-    return entry
-
-
-def s3_exists(s3: Any, key: str) -> bool:
-    try:
-        s3.head_object(Bucket=get_settings().s3_bucket, Key=key)
-    except ClientError:
-        return False
-    return True
 
 
 def corrections_of(document_id: str) -> list[AutoCorrectionTask]:
@@ -83,10 +62,7 @@ def services(**settings: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def correction_services(chroma_server: str, s3_server: Any, cms: Any) -> CorrectionServices:
-    settings = get_settings()
-    return CorrectionServices(settings=settings, s3=S3Store(settings),
-                              cms=CmsClient.from_settings(settings),
-                              vectors=VectorStore(settings))
+    return CorrectionServices.from_settings(get_settings())
 
 
 def test_a_late_create_never_deletes_the_newer_version(

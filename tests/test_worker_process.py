@@ -89,6 +89,14 @@ def test_embedded_chroma_pins_the_worker_to_one_process(tmp_path: Path) -> None:
         _stop(proc)
 
 
+def _stored_big_file(s3: Any, name: str, sentences: int = 120_000) -> tuple[dict, int]:
+    """A text file that takes a few seconds to process, uploaded, and its stored event."""
+    entry = file_entry(name, "text/plain")
+    words = " ".join(f"word{n % 5000} appears in sentence {n}." for n in range(sentences))
+    upload(s3, entry, make_txt(words))
+    return entry, store_event(entry)
+
+
 def _children(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
@@ -99,10 +107,7 @@ def test_a_killed_worker_process_loses_no_file(
 ) -> None:
     """SIGKILL the child mid-task: acks_late + reject_on_worker_lost redeliver the message."""
     proc, _log = subprocess_worker
-    entry = file_entry("big.txt", "text/plain")
-    words = " ".join(f"word{n % 5000} appears in sentence {n}." for n in range(120_000))
-    upload(s3_server, entry, make_txt(words))
-    event_id = store_event(entry)
+    entry, event_id = _stored_big_file(s3_server, "big.txt")
     assert Publisher(BROKER).publish_file_event(event_id)
     wait_until(lambda: event_row(event_id).status == "processing", 60, 0.02)
     time.sleep(0.3)
@@ -181,10 +186,7 @@ def test_a_file_that_kills_its_worker_every_time_fails_and_never_loops(
     """Every attempt's pool process is SIGKILLed (an OOM kill): after MAX_WORKER_LOSSES the
     file fails as resource_limit, with no correction, instead of killing worker after worker."""
     proc, _log = subprocess_worker
-    entry = file_entry("poison.txt", "text/plain")
-    words = " ".join(f"word{n % 5000} appears in sentence {n}." for n in range(120_000))
-    upload(s3_server, entry, make_txt(words))
-    event_id = store_event(entry)
+    entry, event_id = _stored_big_file(s3_server, "poison.txt")
     assert Publisher(BROKER).publish_file_event(event_id)
     killed: set[int] = set()
 
@@ -216,10 +218,7 @@ def test_the_soft_time_limit_fails_the_file_as_resource_limit(
     proc = _start(log, 1)
     try:
         wait_until(lambda: _ready(log), 60, 0.2)
-        entry = file_entry("manual.txt", "text/plain")
-        words = " ".join(f"word{n % 5000} appears in sentence {n}." for n in range(250_000))
-        upload(s3_server, entry, make_txt(words))
-        event_id = store_event(entry)
+        entry, event_id = _stored_big_file(s3_server, "manual.txt", 250_000)
         Publisher(BROKER).celery.send_task(TASK_PROCESS_FILE_EVENT, args=[event_id],
                                            soft_time_limit=1, time_limit=60)
         row = wait_terminal(event_id, 60)

@@ -70,7 +70,8 @@ def _correction_sentence(task: AutoCorrectionTask | None) -> str | None:
         return ("Kept: automatic clean-up is paused for an operator's review, so nothing "
                 "was deleted.")
     if task.status == "skipped":
-        return "Kept: a newer version of this file exists, so nothing was deleted."
+        return ("Kept: the file changed after this attempt (or could not be verified), so "
+                "nothing was deleted.")
     removed = [name for flag, name in (
         (task.s3_cleanup_completed, "file storage"), (task.cms_cleanup_completed, "the CMS"),
         (task.chroma_cleanup_completed, "the search index")) if flag]

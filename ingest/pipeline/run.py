@@ -307,8 +307,8 @@ def check_cms_version(ev: ClaimedEvent, entry: FileEntry, cms: CmsClient) -> Non
         raise Superseded(f"the CMS entry no longer validates: {exc}") from exc
     if now.updatedAt != ev.entry_updated_at or now.storage_key != entry.storage_key:
         with session_scope() as s:
-            store_current_entry(s, current)
-        raise Superseded("the CMS holds a newer version of the document")
+            store_current_entry(s, current, newer_than=ev.entry_updated_at)
+        raise Superseded("the CMS holds another version of the document")
 
 
 def _object_missing(ev: ClaimedEvent, entry: FileEntry, svc: Services) -> ObjectNotYetThere:

@@ -10,9 +10,6 @@ from functools import lru_cache
 
 from celery import Task
 
-from ingest.adapters.cms import CmsClient
-from ingest.adapters.s3 import S3Store
-from ingest.adapters.vectors import VectorStore
 from ingest.corrections import CorrectionServices, run_correction
 from ingest.mail.alerts import alert_correction_failed
 from ingest.names import TASK_RUN_CORRECTION
@@ -23,10 +20,7 @@ from workers.tasks.batches import follow_up_batch
 
 @lru_cache(maxsize=1)
 def _services() -> CorrectionServices:
-    settings = get_settings()
-    return CorrectionServices(settings=settings, s3=S3Store(settings),
-                              cms=CmsClient.from_settings(settings),
-                              vectors=VectorStore(settings))
+    return CorrectionServices.from_settings(get_settings())
 
 
 @app.task(name=TASK_RUN_CORRECTION, bind=True, max_retries=None)
