@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from devtools.samples import make_corrupt_pdf, make_docx, make_docx_bomb, make_txt
+from ingest.adapters.s3 import S3Store
 from ingest.adapters.vectors import VectorStore
 from ingest.cli import main
 from ingest.corrections import CorrectionServices, release_held, run_correction
@@ -22,7 +23,7 @@ from ingest.db import session_scope
 from ingest.models import AutoCorrectionTask, FileEvent, OperatorAlert, ProcessingError
 from ingest.pipeline.embedding import get_embedder
 from ingest.pipeline.run import default_services, process_event
-from ingest.settings import get_settings
+from ingest.settings import Settings, get_settings
 from tests.conftest import wait_until
 from tests.helpers import (
     cms_file,
@@ -138,9 +139,13 @@ def test_chroma_killed_and_restarted_during_storage_loses_and_deletes_nothing(
 def test_the_breaker_lets_normal_failures_through_and_holds_a_burst(
     s3_server: Any, cms: Any, correction_services: CorrectionServices, capsys: Any
 ) -> None:
+    """With the default limits: 5 corrupt files are corrected; a worker pointed at the wrong
+    (existing, empty) bucket, which finds every object "missing", deletes nothing."""
     release_held(get_settings())  # a fresh count
-    svc = services(correction_breaker_threshold=20, correction_breaker_window_seconds=600,
-                   auto_correction_delay_seconds=60)
+    defaults = {name: Settings.model_fields[name].default for name in (
+        "correction_breaker_threshold", "correction_breaker_window_seconds",
+        "auto_correction_delay_seconds")}
+    svc = services(**defaults)
     # A normal failure rate: 5 corrupt files among an upload. Nothing is held.
     normal = [cms_file(cms, s3_server, f"bad-{n}.pdf", make_corrupt_pdf(), "application/pdf")
               for n in range(5)]
@@ -148,19 +153,26 @@ def test_the_breaker_lets_normal_failures_through_and_holds_a_burst(
         assert process_event(store_event(entry), svc).status == "failed"
     assert [t.status for e in normal for t in corrections_of(e["documentId"])] == (
         ["pending"] * 5)
-    # A mass failure (say, a broken deploy): 20 more. The 21st trips the breaker; every
-    # correction not yet run is held, and the operator gets one alert.
-    burst = [cms_file(cms, s3_server, f"burst-{n}.pdf", make_corrupt_pdf(), "application/pdf")
+    # A broken deploy: S3_BUCKET names another bucket, so every good file is "not found"
+    # (the grace period is over at once here). The breaker trips on the 21st correction;
+    # every correction not yet run is held, and the operator gets one alert.
+    s3_server.create_bucket(Bucket="kb-wrong")
+    wrong_settings = svc.settings.model_copy(update={"s3_bucket": "kb-wrong",
+                                                    "s3_missing_grace_seconds": 0})
+    wrong = replace(svc, settings=wrong_settings, s3=S3Store(wrong_settings))
+    burst = [cms_file(cms, s3_server, f"good-{n}.txt", make_txt(f"Good file {n}."))
              for n in range(20)]
     for entry in burst:
-        assert process_event(store_event(entry), svc).status == "failed"
+        assert process_event(store_event(entry), wrong).status == "failed"
+    assert {t.failure_category for e in burst for t in corrections_of(e["documentId"])} == {
+        "file_not_found"}
     statuses = [t.status for e in normal + burst for t in corrections_of(e["documentId"])]
-    assert statuses == ["held"] * 25  # (a pending correction of another test is held too)
+    assert statuses == ["held"] * 25
     with session_scope() as s:
         trips = s.execute(select(OperatorAlert).where(OperatorAlert.kind == "breaker_tripped")
                           ).scalars().all()
     assert len(trips) == 1 and "21 corrections" in trips[0].body
-    # A held correction due now is not run.
+    # A held correction is not run, even when due.
     task = corrections_of(burst[0]["documentId"])[0]
     assert run_correction(task.id, correction_services).status == "nothing"
     assert all(s3_exists(s3_server, e["storage_key"]) for e in normal + burst)
@@ -174,6 +186,7 @@ def test_the_breaker_lets_normal_failures_through_and_holds_a_burst(
     assert "held correction(s) discarded" in capsys.readouterr().out
     assert {t.status for e in burst for t in corrections_of(e["documentId"])} == {"discarded"}
     assert all(s3_exists(s3_server, e["storage_key"]) for e in normal + burst)
+    assert all(cms.state.get_file(e["documentId"]) for e in normal + burst)
 
 
 def test_a_docx_bomb_fails_in_seconds_and_the_next_file_succeeds(

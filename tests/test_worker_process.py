@@ -206,6 +206,9 @@ def test_a_file_that_kills_its_worker_every_time_fails_and_never_loops(
     assert row.attempts <= 4 and row.worker_losses >= 2
     (error,) = errors_for(entry["documentId"])
     assert error.error_category == "resource_limit" and not error.auto_correction_triggered
+    with session_scope() as s:
+        assert s.execute(select(OperatorAlert).where(
+            OperatorAlert.document_id == entry["documentId"])).first() is not None
     s3_server.head_object(Bucket=os.environ["S3_BUCKET"], Key=entry["storage_key"])
 
 
