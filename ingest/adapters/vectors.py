@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import chromadb
+import httpx
 from chromadb.config import Settings as ChromaSettings
 from chromadb.errors import InvalidArgumentError
 
@@ -36,9 +37,20 @@ class Hit:
     metadata: dict[str, Any]
 
 
+def _transport_failure(exc: BaseException | None) -> bool:
+    """Whether a transport error is behind ``exc`` (chromadb wraps a refused connection
+    in a ``ValueError``)."""
+    while exc is not None:
+        if isinstance(exc, httpx.TransportError | OSError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def _classify(exc: Exception, action: str) -> IngestError:
     name = type(exc).__name__
-    if isinstance(exc, InvalidArgumentError | TypeError | ValueError):
+    if not _transport_failure(exc) and isinstance(
+            exc, InvalidArgumentError | TypeError | ValueError):
         return InternalError(f"Chroma refused our {action}: {name}: {exc}")
     return TransientError(f"Chroma failed during {action}: {name}: {exc}")
 
@@ -62,13 +74,37 @@ class VectorStore:
     """One Chroma collection holding every chunk, keyed ``{documentId}:{n}``."""
 
     def __init__(self, settings: Settings, client: Any | None = None) -> None:
-        self.client = client if client is not None else make_client(settings)
+        self.settings = settings
+        self._client = client
+        self._collection: Any | None = None
         self._max_batch: int | None = None
-        self.collection = self.client.get_or_create_collection(
-            name=settings.chroma_collection,
-            metadata={"hnsw:space": "cosine"},
-            embedding_function=None,
-        )
+
+    @property
+    def client(self) -> Any:
+        """The Chroma client, connected on first use: a worker that starts while Chroma is
+        down retries its tasks instead of failing them."""
+        if self._client is None:
+            try:
+                self._client = make_client(self.settings)
+            except Exception as exc:
+                raise _classify(exc, "connect") from exc
+        return self._client
+
+    @property
+    def collection(self) -> Any:
+        """The collection of every chunk (created on first use)."""
+        if self._collection is None:
+            try:
+                self._collection = self.client.get_or_create_collection(
+                    name=self.settings.chroma_collection,
+                    metadata={"hnsw:space": "cosine"},
+                    embedding_function=None,
+                )
+            except IngestError:
+                raise
+            except Exception as exc:
+                raise _classify(exc, "collection") from exc
+        return self._collection
 
     @property
     def max_batch_size(self) -> int:
@@ -76,6 +112,8 @@ class VectorStore:
         if self._max_batch is None:
             try:
                 size = int(self.client.get_max_batch_size())
+            except IngestError:
+                raise
             except Exception as exc:
                 raise _classify(exc, "pre-flight check") from exc
             self._max_batch = size if size > 0 else 1000
@@ -89,6 +127,8 @@ class VectorStore:
         """Ids of the document's stored chunks."""
         try:
             return list(self.collection.get(where={"document_id": document_id}, include=[])["ids"])
+        except IngestError:
+            raise
         except Exception as exc:
             raise _classify(exc, "get") from exc
 
@@ -140,6 +180,8 @@ class VectorStore:
                 where=where,
                 include=["documents", "metadatas", "distances"],
             )
+        except IngestError:
+            raise
         except Exception as exc:
             raise _classify(exc, "query") from exc
         return [
