@@ -26,6 +26,15 @@ def test_inconsistent_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> Non
         load_settings()
 
 
+@pytest.mark.parametrize("template", ["tenants/{tenant}/", "companies/{0}/"])
+def test_a_key_prefix_template_with_unknown_fields_is_refused(
+    monkeypatch: pytest.MonkeyPatch, template: str
+) -> None:
+    monkeypatch.setenv("S3_KEY_PREFIX_TEMPLATE", template)
+    with pytest.raises(SettingsError, match="S3_KEY_PREFIX_TEMPLATE"):
+        load_settings()
+
+
 def test_non_postgres_database_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", "sqlite:///x.db")
     with pytest.raises(SettingsError, match="DATABASE_URL"):
