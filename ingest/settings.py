@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     webhook_auth_disabled: bool = False
     webhook_replay_window_seconds: int = Field(300, ge=1)
     webhook_max_body_bytes: int = Field(1_048_576, ge=1024)
+    webhook_max_json_depth: int = Field(64, ge=8, le=500)
     outbox_relay_after_seconds: float = Field(5.0, ge=0)
 
     # S3

@@ -86,6 +86,33 @@ def test_malformed_json_is_400(web: str) -> None:
     assert response.json()["error"] == "malformed JSON"
 
 
+@pytest.mark.parametrize("path", ["/webhooks/cms", "/webhooks/preference-updated"])
+@pytest.mark.parametrize("shape", ["object", "array"])
+def test_a_body_nested_10000_levels_is_400_and_stores_nothing(
+    web: str, path: str, shape: str
+) -> None:
+    import requests
+
+    with session_scope() as s:
+        before = s.execute(select(func.count()).select_from(FileEvent)).scalar_one()
+    deep = '{"a":' * 10_000 + "1" + "}" * 10_000 if shape == "object" else (
+        "[" * 10_000 + "]" * 10_000)
+    raw = ('{"event": "entry.create", "model": "file", "entry": ' + deep + "}").encode() if (
+        shape == "object") else deep.encode()
+    response = requests.post(f"{web}{path}", data=raw, timeout=10, headers={
+        "Content-Type": "application/json", "Authorization": "Bearer test-webhook-token"})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "JSON nested too deeply"
+    assert "WEBHOOK_MAX_JSON_DEPTH" in response.json()["detail"]
+    with session_scope() as s:
+        assert s.execute(select(func.count()).select_from(FileEvent)).scalar_one() == before
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting(web: str) -> None:
+    entry = file_entry('[[[{{{"]]]}}}\\"' * 30 + ".txt", "text/plain")
+    assert post(web, envelope("entry.create", entry)).status_code == 202
+
+
 def test_missing_field_is_400_naming_it_and_loses_nothing_stored(web: str) -> None:
     entry = file_entry("a.txt")
     assert post(web, envelope("entry.create", entry)).status_code == 202

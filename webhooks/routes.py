@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any, TypeVar
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -65,7 +66,33 @@ def _validation_error(exc: ValidationError, prefix: str = "") -> BadRequest:
     return BadRequest(400, "invalid payload", field=field or None, detail=detail)
 
 
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_JSON_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def json_depth_exceeds(raw: bytes, limit: int) -> bool:
+    """Whether the JSON text nests objects/arrays deeper than ``limit`` (strings skipped).
+
+    Checked before parsing: Python's parser and pydantic recurse once per level, so a body
+    nested thousands of levels deep would otherwise end in a ``RecursionError`` (a 500).
+    """
+    depth = 0
+    for match in _JSON_BRACKET.finditer(_JSON_STRING.sub(b"", raw)):
+        if match.group() in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
 def _parse(raw: bytes) -> dict[str, Any]:
+    limit = current_app.extensions["kb_settings"].webhook_max_json_depth
+    if json_depth_exceeds(raw, limit):
+        raise BadRequest(400, "JSON nested too deeply",
+                         detail=f"objects and arrays may nest at most {limit} levels "
+                                "(WEBHOOK_MAX_JSON_DEPTH)")
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
