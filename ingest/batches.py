@@ -109,6 +109,11 @@ def _create_open_batch(
     return created is not None
 
 
+#: The batch address of files whose uploader has no usable address and no fallback is set:
+#: their batch closes as usual and its e-mail is recorded as skipped, with the reason.
+NO_RECIPIENT = ""
+
+
 def join_batch(
     *, event_id: int, document_id: str, file_name: str, size_bytes: int | None,
     company_id: int, bot_id: int, user_email: str, prefs: Preferences, settings: Settings,
@@ -250,7 +255,14 @@ def _close(s: Session, batch: Any, now: datetime, settings: Settings) -> Check:
     if closed is None:  # another check closed it first
         return Check(batch.batch_id)
     prefs = Preferences.model_validate(batch.user_preferences_snapshot or {})
-    wanted = prefs.notification_enabled and settings.enable_email_notifications and total > 0
+    if batch.user_email == NO_RECIPIENT:
+        why = ("no usable recipient: user_email was missing or not an address, and "
+               "FALLBACK_NOTIFICATION_EMAIL is not set")
+    elif not (prefs.notification_enabled and settings.enable_email_notifications):
+        why = "notifications disabled for this user"
+    else:
+        why = None
+    wanted = why is None and total > 0
     s.execute(
         insert(EmailNotificationLog)
         .values(batch_id=batch.batch_id, recipient_email=batch.user_email,
@@ -258,7 +270,7 @@ def _close(s: Session, batch: Any, now: datetime, settings: Settings) -> Check:
                 email_subject=subject_for(succeeded, failed),
                 send_status="pending" if wanted else "skipped",
                 max_attempts=settings.smtp_max_attempts,
-                error_message=None if wanted else "notifications disabled for this user")
+                error_message=why)
         .on_conflict_do_nothing(constraint="uq_email_batch_type")
     )
     return Check(batch.batch_id, closed_status=status, email_pending=wanted)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
@@ -57,13 +57,20 @@ class FileEntry(BaseModel):
     storage_key: str | None = Field(default=None, min_length=1, max_length=1024)
     company_id: int | None = Field(default=None, ge=0)
     bot_id: int | None = Field(default=None, ge=0)
-    user_email: EmailStr | None = None
+    # Only a notification field: never a reason to refuse the entry (DESIGN §8). The usable
+    # address is decided at join time (ingest.addresses).
+    user_email: str | None = None
     size_bytes: int | None = Field(default=None, ge=0)
     mime_type: str | None = Field(default=None, max_length=255)
 
     _relations = field_validator("company_id", "bot_id", mode="before")(
         lambda cls, v: _relation_id(v)  # noqa: ARG005
     )
+
+    @field_validator("user_email", mode="before")
+    @classmethod
+    def _any_email(cls, value: Any) -> str | None:
+        return value[:1024] if isinstance(value, str) else None
 
     def is_complete(self) -> bool:
         """Whether the entry carries everything processing needs (else ask the CMS)."""
@@ -77,7 +84,7 @@ class PreferenceEntry(BaseModel):
 
     company_id: int = Field(ge=0)
     bot_id: int = Field(ge=0)
-    user_email: EmailStr
+    user_email: str = Field(min_length=1, max_length=1024)  # as the CMS stores it
 
     _relations = field_validator("company_id", "bot_id", mode="before")(
         lambda cls, v: _relation_id(v)  # noqa: ARG005
@@ -92,7 +99,7 @@ class PreferenceUpdate(BaseModel):
     action: Literal["created", "updated", "deleted"]
     company_id: int = Field(ge=0)
     bot_id: int = Field(ge=0)
-    user_email: EmailStr
+    user_email: str = Field(min_length=1, max_length=1024)
     preferences: dict[str, Any] | None = None
     timestamp: datetime | None = None
 

@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     from_name: str = "Knowledge Bot"
     enable_email_notifications: bool = True
     admin_email: str | None = None
+    # Receives the summaries of files whose user_email is missing or not an address;
+    # without it those summaries are recorded as skipped.
+    fallback_notification_email: str | None = None
     unsubscribe_url: str | None = None
     smtp_timeout_seconds: float = Field(30.0, gt=0)
     smtp_max_attempts: int = Field(5, ge=1, le=20)
@@ -121,6 +124,7 @@ class Settings(BaseSettings):
     @field_validator(
         "cms_api_token", "webhook_token", "webhook_secret", "s3_endpoint_url", "chroma_host",
         "celery_broker_url", "smtp_user", "smtp_password", "admin_email", "unsubscribe_url",
+        "fallback_notification_email",
         mode="before",
     )
     @classmethod

@@ -89,6 +89,7 @@ os.environ.update(
         # The breaker's own tests set a small limit; the other tests must never trip it.
         "CORRECTION_BREAKER_THRESHOLD": "100000",
         "ADMIN_EMAIL": "ops@kb-ingest.test",
+        "FALLBACK_NOTIFICATION_EMAIL": "fallback@kb-ingest.test",
         "LOG_FORMAT": "text",
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",

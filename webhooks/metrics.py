@@ -39,6 +39,10 @@ _GAUGES: list[tuple[str, str, Any, Any, Any]] = [
      AutoCorrectionTask, None),
     ("kb_ingest_emails", "Notification e-mails by status", EmailNotificationLog.send_status,
      EmailNotificationLog, None),
+    ("kb_ingest_emails_without_recipient",
+     "Batch e-mails with no usable address (user_email missing or invalid, no fallback)",
+     EmailNotificationLog.send_status, EmailNotificationLog,
+     EmailNotificationLog.recipient_email == ""),
 ]
 
 

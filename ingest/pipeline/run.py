@@ -46,7 +46,14 @@ from sqlalchemy.orm import Session
 from ingest.adapters.cms import CmsClient
 from ingest.adapters.s3 import ObjectInfo, S3Store
 from ingest.adapters.vectors import VectorStore
-from ingest.batches import batch_of_event, join_batch, leave_batch, record_file_outcome
+from ingest.addresses import usable_address
+from ingest.batches import (
+    NO_RECIPIENT,
+    batch_of_event,
+    join_batch,
+    leave_batch,
+    record_file_outcome,
+)
 from ingest.corrections import plan_correction
 from ingest.db import lock_xact, session_scope
 from ingest.errors import (
@@ -68,7 +75,7 @@ from ingest.models import ProcessingError as ProcessingErrorRow
 from ingest.pipeline.chunking import chunk_text
 from ingest.pipeline.embedding import Embedder, get_embedder
 from ingest.pipeline.extract import ExtractLimits, extract_text
-from ingest.preferences import PreferenceStore
+from ingest.preferences import Preferences, PreferenceStore
 from ingest.reconcile import store_current_entry
 from ingest.redis_client import get_redis
 from ingest.retry import backoff_seconds
@@ -403,15 +410,21 @@ def _join(ev: ClaimedEvent, entry: FileEntry, svc: Services) -> uuid.UUID | None
         joined_before = batch_of_event(s, ev.id)
     if joined_before is not None:
         return joined_before
-    if entry.user_email is None:
-        log.warning("event %s: entry has no user_email; the file joins no batch", ev.id)
-        return None
     assert entry.company_id is not None and entry.bot_id is not None and entry.name
-    prefs = svc.preferences.get(entry.company_id, entry.bot_id, str(entry.user_email))
+    address = usable_address(entry.user_email)
+    if address is not None:
+        prefs = svc.preferences.get(entry.company_id, entry.bot_id, address)
+    else:
+        # Not the uploader's mailbox: the fallback (or nobody) gets the service's defaults.
+        address = svc.settings.fallback_notification_email or NO_RECIPIENT
+        prefs = Preferences.defaults(svc.settings)
+        log.warning("event %s: user_email %r is missing or not an address; the summary goes "
+                    "to %s", ev.id, entry.user_email,
+                    "FALLBACK_NOTIFICATION_EMAIL" if address else "nobody (recorded as skipped)")
     return join_batch(
         event_id=ev.id, document_id=ev.document_id, file_name=entry.name,
         size_bytes=entry.size_bytes, company_id=entry.company_id, bot_id=entry.bot_id,
-        user_email=str(entry.user_email), prefs=prefs, settings=svc.settings,
+        user_email=address, prefs=prefs, settings=svc.settings,
     ).batch_id
 
 
