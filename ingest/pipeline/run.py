@@ -496,8 +496,8 @@ def fail_event(event_id: int, exc: BaseException, retries: int = 0,
     """Fail the event once: status, a ``failed`` stage row, a ``processing_errors`` row, the
     file's outcome in its batch and, for a failure that is a property of the file, the
     correction plan (else an operator alert) — all in one transaction. Writes nothing if the
-    event was no longer processing. An exception that is not an :class:`IngestError` is a
-    bug: ``internal_error``.
+    event already ended. An exception that is not an :class:`IngestError` is a bug:
+    ``internal_error``.
     """
     settings = settings or get_settings()
     category = exc.category if isinstance(exc, IngestError) else INTERNAL_ERROR
@@ -505,7 +505,9 @@ def fail_event(event_id: int, exc: BaseException, retries: int = 0,
     with session_scope() as s:
         row = s.execute(
             update(FileEvent)
-            .where(FileEvent.id == event_id, FileEvent.status == "processing")
+            # not yet claimed too: an exception before the claim must not strand the event
+            .where(FileEvent.id == event_id,
+                   FileEvent.status.in_(("received", "enqueued", "processing")))
             .values(status="failed", last_error=f"{category}: {exc}", updated_at=_now(),
                     running_since=None)
             .returning(FileEvent)

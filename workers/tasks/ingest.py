@@ -12,7 +12,9 @@
   ``on_failure`` in the worker's main process, which fails the file as ``resource_limit``
   at once instead of leaving it ``processing`` until the relay re-drives it.
 - Any other exception is a bug: the file fails as ``internal_error`` with its stack trace
-  instead of staying in ``processing``; it is re-raised so Flower shows the task failed.
+  instead of staying in ``processing`` — also when it is raised before the claim (loading
+  the services) — and it is re-raised so Flower shows the task failed. If failing the file
+  fails too (the database is unwell), the task is retried.
 """
 
 from __future__ import annotations
@@ -63,20 +65,29 @@ def process_file_event(self: Task, event_id: int, waited: int = 0) -> str:
     except (SoftTimeLimitExceeded, MemoryError) as exc:
         limit = ResourceLimit(f"{type(exc).__name__}: the file needed more time or memory "
                               "than this worker allows")
-        _follow_up(fail_event(event_id, limit, retries=self.request.retries))
+        _fail(self, event_id, limit, self.request.retries)
         return "failed"
     except Exception as exc:
         retries = self.request.retries - waited
         if not _is_transient(exc):
-            _follow_up(fail_event(event_id, exc, retries=retries))
+            _fail(self, event_id, exc, retries)
             raise
         if retries >= get_settings().ingest_max_retries:
-            _follow_up(fail_event(event_id, exc, retries=retries))
+            _fail(self, event_id, exc, retries)
             return "failed"
         countdown = backoff_seconds(2.0, retries)
         raise self.retry(exc=exc, countdown=countdown, kwargs={"waited": waited}) from exc
     _follow_up(outcome)
     return outcome.status
+
+
+def _fail(task: Task, event_id: int, exc: BaseException, retries: int) -> None:
+    """Fail the event; if even that fails (the database is unwell), run the task again."""
+    try:
+        _follow_up(fail_event(event_id, exc, retries=retries))
+    except Exception as fail_exc:
+        raise task.retry(countdown=backoff_seconds(2.0, task.request.retries),
+                         exc=fail_exc) from fail_exc
 
 
 def _follow_up(result: Outcome | Failure) -> None:
