@@ -58,6 +58,11 @@ task_publish_retry_policy = {
     "max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5,
 }
 broker_connection_timeout = 3
+# A replaced pool process must be working within seconds, not crash-loop: the worker's main
+# process imports the embedding libraries before forking (workers.app), so a child only
+# loads the model's weights (about a second). Celery kills a child that has not reported
+# alive within this timeout (default 4 s, shorter than a cold model load on 2 cores).
+worker_proc_alive_timeout = 60
 # Events are visible in Flower.
 worker_send_task_events = True
 task_send_sent_event = True

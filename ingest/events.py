@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -167,18 +167,30 @@ def mark_enqueued(session: Session, event_id: int) -> None:
 
 
 def events_to_relay(
-    session: Session, received_before: datetime, stuck_before: datetime, limit: int = 500
+    session: Session, received_before: datetime, stuck_before: datetime, *,
+    broker_emptied: bool = False, limit: int = 500,
 ) -> list[int]:
-    """Events the beat relay must (re)publish, locked against a concurrent relay.
+    """Events the beat relay must (re)publish, locked against a concurrent relay:
 
-    ``received`` rows older than a few seconds (the publish after the commit failed or the
-    web process died), and ``enqueued``/``processing`` rows untouched for longer than the
-    broker's visibility timeout allows (their message was lost, e.g. a broker restart).
+    - ``received`` rows older than a few seconds (the publish after the commit failed, or
+      the web process died);
+    - ``processing`` rows whose attempt's lease ran out: its worker died (SIGKILL of the
+      whole group, OOM, host loss) — see :mod:`ingest.leases`;
+    - when the broker lost its data (``broker_emptied``), every ``enqueued`` row and every
+      ``processing`` row waiting for a retry: their messages are gone;
+    - as a last resort, ``enqueued``/``processing`` rows untouched for longer than the
+      broker's visibility timeout allows.
     """
+    lost = ((FileEvent.status == "processing") & FileEvent.running_since.is_not(None)
+            & (FileEvent.lease_until < func.now()))
+    if broker_emptied:
+        lost = lost | (FileEvent.status == "enqueued") | (
+            (FileEvent.status == "processing") & FileEvent.running_since.is_(None))
     rows = session.execute(
         select(FileEvent.id)
         .where(
             ((FileEvent.status == "received") & (FileEvent.received_at < received_before))
+            | lost
             | (
                 FileEvent.status.in_(("enqueued", "processing"))
                 & (FileEvent.updated_at < stuck_before)

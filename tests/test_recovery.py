@@ -1,0 +1,130 @@
+"""Recovery within two minutes (DESIGN §8): work lost with a dead worker or an emptied broker
+is re-driven without waiting for the visibility timeout. Real prefork workers and a real
+beat in subprocesses, with the default lease (EVENT_LEASE_SECONDS=60)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import select
+
+from ingest.db import session_scope
+from ingest.models import FileEvent
+from tests.conftest import TMP, _free_port, wait_until
+from tests.helpers import event_row, wait_terminal
+from tests.procs import BROKER, ready, start_beat, start_worker, stop, stored_big_file
+from webhooks.publisher import Publisher
+
+RECOVERY_BOUND = 120.0
+
+
+def test_a_worker_whose_whole_group_is_killed_has_its_file_done_within_2_minutes(
+    s3_server: Any, chroma_server: str
+) -> None:
+    beat = start_beat(TMP / "beat-group-kill.log")
+    first = start_worker(TMP / "worker-group-1.log", 1, queues="ingest,notifications")
+    second = None
+    try:
+        wait_until(lambda: ready(TMP / "worker-group-1.log"), 60, 0.2)
+        entry, event_id = stored_big_file(s3_server, "group.txt", 120_000)
+        assert Publisher(BROKER).publish_file_event(event_id)
+        wait_until(lambda: event_row(event_id).status == "processing", 60, 0.05)
+        os.killpg(first.pid, signal.SIGKILL)  # the whole worker: main process and pool
+        first.wait(10)
+        second = start_worker(TMP / "worker-group-2.log", 1, queues="ingest,notifications")
+        wait_until(lambda: ready(TMP / "worker-group-2.log"), 60, 0.2)
+        back = time.monotonic()
+        row = wait_terminal(event_id, RECOVERY_BOUND + 30)
+        took = time.monotonic() - back
+    finally:
+        for proc in (first, second, beat):
+            if proc is not None:
+                stop(proc)
+    print(f"\nworker group killed: file done {took:.1f}s after a new worker was ready")
+    assert row.status == "done", row.last_error
+    assert took < RECOVERY_BOUND
+    assert row.worker_losses == 1
+
+
+class RedisServer:
+    """A private, memory-only redis-server that a test can kill and start again, empty."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(TMP)], stdout=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port)
+        wait_until(lambda: _pings(client), 15, 0.1)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture()
+def private_redis() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    if server.proc is not None and server.proc.poll() is None:
+        server.kill()
+
+
+def test_redis_restarted_empty_loses_no_file_and_recovers_within_2_minutes(
+    private_redis: RedisServer, s3_server: Any, chroma_server: str, smtp_sink: Any
+) -> None:
+    env = {"CELERY_BROKER_URL": f"{private_redis.url}/1", "REDIS_URL": f"{private_redis.url}/0"}
+    beat = start_beat(TMP / "beat-redis.log", **env)
+    worker = start_worker(TMP / "worker-redis.log", 2, queues="ingest,notifications,corrections",
+                          **env)
+    email = f"redis-{uuid.uuid4().hex[:8]}@example.com"
+    try:
+        wait_until(lambda: ready(TMP / "worker-redis.log"), 60, 0.2)
+        events = [stored_big_file(s3_server, f"queued-{n}.txt", 40_000, user_email=email)[1]
+                  for n in range(30)]
+        publisher = Publisher(f"{private_redis.url}/1")
+        assert all(publisher.publish_file_event(e) for e in events)
+        wait_until(lambda: _done(events) >= 2, 120, 0.2)
+        private_redis.kill()  # every queued, reserved and retrying message is gone
+        time.sleep(2)
+        private_redis.start()
+        back = time.monotonic()
+        wait_until(lambda: _done(events) == len(events), RECOVERY_BOUND + 30, 0.5)
+        took = time.monotonic() - back
+    finally:
+        stop(worker)
+        stop(beat)
+    print(f"\nredis restarted empty: all 30 files done {took:.1f}s after it was back")
+    assert took < RECOVERY_BOUND
+    with session_scope() as s:
+        statuses = s.execute(select(FileEvent.status).where(FileEvent.id.in_(events))).scalars()
+        assert set(statuses) == {"done"}
+    assert not [m for m in smtp_sink.messages if m["To"] == email
+                and "timed out" in m.get_body(("plain",)).get_content().lower()]
+
+
+def _done(events: list[int]) -> int:
+    with session_scope() as s:
+        return len(s.execute(select(FileEvent.id).where(
+            FileEvent.id.in_(events), FileEvent.status == "done")).all())
