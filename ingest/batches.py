@@ -269,7 +269,6 @@ def _close(s: Session, batch: Any, now: datetime, settings: Settings) -> Check:
                 company_id=batch.company_id, bot_id=batch.bot_id, email_type=BATCH_EMAIL,
                 email_subject=subject_for(succeeded, failed),
                 send_status="pending" if wanted else "skipped",
-                max_attempts=settings.smtp_max_attempts,
                 error_message=why)
         .on_conflict_do_nothing(constraint="uq_email_batch_type")
     )

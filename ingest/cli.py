@@ -7,6 +7,7 @@
     ingest corrections list      # the breaker and the held corrections
     ingest corrections release   # close the breaker; the held corrections run
     ingest corrections discard   # close the breaker; the held corrections are dropped
+    ingest email resend BATCH_ID # send a failed or skipped batch e-mail once more, now
 """
 
 from __future__ import annotations
@@ -75,6 +76,21 @@ def _corrections(action: str) -> None:
     print(f"{len(held)} held correction(s)")
 
 
+def _email_resend(batch_id: str) -> int:
+    import uuid
+
+    from ingest.mail.send import resend
+
+    try:
+        batch = uuid.UUID(batch_id)
+    except ValueError:
+        print(f"ingest: not a batch id: {batch_id!r}", file=sys.stderr)
+        return 2
+    outcome = resend(batch, get_settings())
+    print(f"batch {batch}: {outcome.status}" + (f" ({outcome.detail})" if outcome.detail else ""))
+    return 0 if outcome.status in ("sent", "retry") else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ingest`` console script."""
     parser = argparse.ArgumentParser(prog="ingest", description=__doc__,
@@ -91,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     ask.add_argument("-n", type=int, default=3)
     corr = sub.add_parser("corrections", help="the correction breaker and held corrections")
     corr.add_argument("action", choices=("list", "release", "discard"))
+    email = sub.add_parser("email", help="batch e-mails").add_subparsers(dest="action",
+                                                                         required=True)
+    email.add_parser("resend", help="re-send a failed or skipped batch e-mail").add_argument(
+        "batch_id")
     args = parser.parse_args(argv)
     try:
         if args.command == "db":
@@ -99,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             _check_config()
         elif args.command == "corrections":
             _corrections(args.action)
+        elif args.command == "email":
+            return _email_resend(args.batch_id)
         else:
             _ask(args.question, args.n)
     except SettingsError as exc:

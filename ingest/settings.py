@@ -94,7 +94,9 @@ class Settings(BaseSettings):
     fallback_notification_email: str | None = None
     unsubscribe_url: str | None = None
     smtp_timeout_seconds: float = Field(30.0, gt=0)
-    smtp_max_attempts: int = Field(5, ge=1, le=20)
+    # Transient SMTP failures are retried (capped backoff, jitter) for this long after the
+    # batch closed, as mail servers retry a queued message: an outage of hours loses nothing.
+    smtp_retry_window_minutes: float = Field(1440, gt=0)
     smtp_retry_base_seconds: float = Field(30.0, ge=0)
     email_list_cap: int = Field(50, ge=1, le=10_000)
 

@@ -75,7 +75,7 @@ os.environ.update(
         "SMTP_SERVER": "127.0.0.1",
         "SMTP_PORT": str(SMTP_PORT),
         "SMTP_TIMEOUT_SECONDS": "5",
-        "SMTP_MAX_ATTEMPTS": "5",
+        "SMTP_RETRY_WINDOW_MINUTES": "0.5",
         "SMTP_RETRY_BASE_SECONDS": "0.2",
         "FROM_EMAIL": "kb@kb-ingest.test",
         "DEFAULT_NOTIFICATION_DELAY_MINUTES": "0.05",

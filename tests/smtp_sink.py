@@ -112,6 +112,8 @@ class SmtpSink:
         self._controller: _Controller | None = None
         self._starting = False
         self._faults: dict[str, list[str]] = {"connect": [], "rcpt": [], "data": []}
+        self._refuse_until = 0.0
+        self._after_capture: Any = None
         self.port = 0
         self.connections = 0
         self.messages: list[EmailMessage] = []
@@ -152,6 +154,8 @@ class SmtpSink:
             self.connections = 0
             for queue in self._faults.values():
                 queue.clear()
+            self._refuse_until = 0.0
+            self._after_capture = None
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[EmailMessage]:
         """Wait until at least ``count`` messages arrived; return them (AssertionError if not)."""
@@ -172,6 +176,16 @@ class SmtpSink:
         """Close the next ``n`` connections before the greeting, or after ``reply``."""
         with self._cond:
             self._faults["connect"].extend([reply or ""] * n)
+
+    def refuse_for(self, seconds: float) -> None:
+        """Close every connection before the greeting for the next ``seconds`` (an outage)."""
+        with self._cond:
+            self._refuse_until = time.monotonic() + seconds
+
+    def after_capture(self, callback: Any) -> None:
+        """Run ``callback()`` once, after the next message is captured and before its 250."""
+        with self._cond:
+            self._after_capture = callback
 
     def reject_rcpt(self, code: int = 550, times: int = 1, reply: str | None = None) -> None:
         """Answer the next ``times`` RCPT TO commands with ``code`` (or ``reply``)."""
@@ -198,6 +212,8 @@ class SmtpSink:
             if self._starting:  # aiosmtpd's own start-up probe: not counted, no faults
                 return None
             self.connections += 1
+            if time.monotonic() < self._refuse_until:
+                return ""
             queue = self._faults["connect"]
             return queue.pop(0) if queue else None
 
@@ -216,4 +232,8 @@ class SmtpSink:
                 str(envelope.mail_from), tuple(envelope.rcpt_tos), raw))
             self.messages.append(message)  # type: ignore[arg-type]
             self._cond.notify_all()
-            return len(self.messages)
+            callback, self._after_capture = self._after_capture, None
+            count = len(self.messages)
+        if callback is not None:
+            callback()
+        return count

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from email.message import EmailMessage
 from typing import Any
 
@@ -183,3 +184,102 @@ def test_recipient_refused_with_550_fails_without_retry(celery_app: Any,
     assert log.smtp_response.startswith("550")
     assert _retry_rows(batch_id) == [(1, False)]
     assert not [m for m in smtp_sink.messages if m["To"] == email]
+
+
+def test_an_smtp_outage_longer_than_any_fixed_count_still_delivers_exactly_once(
+    celery_app: Any, smtp_sink: Any
+) -> None:
+    """Every connection refused for 8 s (SMTP_RETRY_WINDOW_MINUTES is 0.5 in the tests):
+    retried until the server is back, then delivered once."""
+    email = uploader()
+    batch_id = sealed_finished_batch(email)
+    quiet_outbox()
+    smtp_sink.refuse_for(8)
+    celery_app.send_task(TASK_CHECK_BATCH, args=[str(batch_id)])
+    mail_to(smtp_sink, email, timeout=60)
+    wait_until(lambda: emails_of(batch_id)[0].send_status == "sent", 30)
+    time.sleep(1)
+    assert len([m for m in smtp_sink.messages if m["To"] == email]) == 1
+    rows = _retry_rows(batch_id)
+    assert rows[-1][1] and not any(ok for _, ok in rows[:-1]) and len(rows) >= 2
+
+
+def test_an_outage_beyond_the_window_fails_alerts_and_resend_delivers_once(
+    smtp_sink: Any, capsys: Any
+) -> None:
+    from ingest.batches import check_batch
+    from ingest.cli import main
+    from ingest.mail.send import send_batch_email
+    from ingest.models import OperatorAlert
+    from ingest.settings import get_settings
+
+    settings = get_settings().model_copy(update={"smtp_retry_window_minutes": 0.05,
+                                                 "smtp_retry_base_seconds": 0.1})
+    email = uploader()
+    batch_id = sealed_finished_batch(email)
+    quiet_outbox()
+    wait_until(lambda: check_batch(batch_id, settings).email_pending, 10)
+    smtp_sink.refuse_for(30)
+    try:
+        outcomes = []
+        while not outcomes or outcomes[-1].status == "retry":
+            outcomes.append(send_batch_email(batch_id, settings))
+            time.sleep(outcomes[-1].retry_in)
+    finally:
+        smtp_sink.refuse_for(0)
+    assert outcomes[-1].status == "failed" and len(outcomes) >= 2
+    (log,) = emails_of(batch_id)
+    assert log.send_status == "failed" and "SMTP_RETRY_WINDOW_MINUTES" in log.error_message
+    with session_scope() as s:
+        (alert,) = s.execute(select(OperatorAlert).where(
+            OperatorAlert.batch_id == batch_id)).scalars()
+    assert alert.kind == "email_failed" and f"ingest email resend {batch_id}" in alert.body
+    assert not [m for m in smtp_sink.messages if m["To"] == email]
+    # The operator fixed the mail server: one more send, logged as a new attempt.
+    assert main(["email", "resend", str(batch_id)]) == 0
+    assert f"batch {batch_id}: sent" in capsys.readouterr().out
+    assert len(mail_to(smtp_sink, email)) == 1
+    assert _retry_rows(batch_id)[-1] == (len(outcomes) + 1, True)
+    assert main(["email", "resend", str(batch_id)]) == 1  # sent: nothing to re-send
+    assert len([m for m in smtp_sink.messages if m["To"] == email]) == 1
+
+
+def test_the_database_cut_right_after_the_250_never_causes_a_second_send(
+    smtp_sink: Any, caplog: Any
+) -> None:
+    import threading
+
+    from devtools.pg import admin_exec
+    from ingest.batches import check_batch
+    from ingest.mail.send import emails_to_redrive, send_batch_email
+    from ingest.settings import get_settings
+    from tests.conftest import ADMIN_URL, DB_NAME
+
+    email = uploader()
+    batch_id = sealed_finished_batch(email)
+    quiet_outbox()
+    wait_until(lambda: check_batch(batch_id, get_settings()).email_pending, 10)
+
+    def restore() -> None:
+        admin_exec(ADMIN_URL, f'ALTER DATABASE "{DB_NAME}" ALLOW_CONNECTIONS true')
+
+    def cut() -> None:  # the server has the message; its 250 is about to leave
+        admin_exec(ADMIN_URL, f'ALTER DATABASE "{DB_NAME}" ALLOW_CONNECTIONS false')
+        admin_exec(ADMIN_URL, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              f"WHERE datname = '{DB_NAME}' AND pid <> pg_backend_pid()")
+        threading.Timer(3, restore).start()
+
+    smtp_sink.after_capture(cut)
+    try:
+        outcome = send_batch_email(batch_id, get_settings())
+    finally:
+        restore()
+    assert outcome.status == "sent"
+    assert any("Retrying" in r.getMessage() and r.name == "ingest.mail.send"
+               for r in caplog.records), "the record of the 250 never met the outage"
+    (log,) = emails_of(batch_id)
+    assert log.send_status == "sent"
+    # Nothing is left for the sweeper to send again.
+    assert batch_id not in emails_to_redrive(timedelta(0), timedelta(0), timedelta(0))
+    time.sleep(1)
+    assert len([m for m in smtp_sink.messages if m["To"] == email]) == 1

@@ -32,12 +32,14 @@ ALERT_MAX_ATTEMPTS = 5
 CORRECTION_FAILED = "correction_failed"
 BREAKER_TRIPPED = "breaker_tripped"
 FILE_NEEDS_OPERATOR = "file_needs_operator"
+EMAIL_FAILED = "email_failed"
 
 #: Alert kind → subject line (ids only: no user text reaches a header).
 SUBJECTS: dict[str, str] = {
     CORRECTION_FAILED: "kb-ingest: auto-correction failed ({ref})",
     BREAKER_TRIPPED: "kb-ingest: corrections held by the circuit breaker ({ref})",
     FILE_NEEDS_OPERATOR: "kb-ingest: a file failed for a reason on our side ({ref})",
+    EMAIL_FAILED: "kb-ingest: a summary e-mail could not be delivered ({ref})",
 }
 
 

@@ -1,11 +1,18 @@
-"""Sending a batch's summary e-mail: claim → render → SMTP → record (DESIGN §4).
+"""Sending a batch's summary e-mail: claim → render → SMTP → record (DESIGN §4, §8).
 
 The ``email_notification_log`` row (one per batch and type) is claimed with a conditional
 UPDATE ``pending → sending`` that is committed before SMTP is spoken, so two tasks for one
 batch can never both deliver. Every attempt writes a ``notification_retry_log`` row.
-Transient failures put the row back to ``pending`` and ask the caller to retry after an
-exponential backoff with full jitter; permanent ones (5xx, or an unknown outcome after the
-message body was sent) fail it at once; so does running out of attempts.
+
+- Transient failures put the row back to ``pending`` and ask the caller to retry after an
+  exponential backoff with full jitter, capped at ten minutes, for
+  ``SMTP_RETRY_WINDOW_MINUTES`` after the batch closed (default a day, as mail servers do).
+- Permanent ones (5xx, or an unknown outcome after the message body was sent) fail it at
+  once. A final failure alerts the operator (``operator_alerts``, an ERROR log line;
+  ``kb_ingest_emails{send_status="failed"}`` counts it); ``ingest email resend`` re-sends.
+- A 250 is recorded at once in Redis (``kb-ingest:email-sent:{log id}``), then committed to
+  PostgreSQL with retries; if the database stays away, the sweeper that would re-send a
+  ``sending`` row finds the marker and records the send instead: never a second e-mail.
 """
 
 from __future__ import annotations
@@ -15,10 +22,20 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from redis.exceptions import RedisError
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import DBAPIError
+from tenacity import (
+    Retrying,
+    before_sleep_log,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
 
-from ingest.batches import BATCH_EMAIL
+from ingest.batches import BATCH_EMAIL, NO_RECIPIENT
 from ingest.db import session_scope
+from ingest.mail.alerts import EMAIL_FAILED, raise_alert
 from ingest.mail.render import BatchSummary, FileLine, render_batch_summary
 from ingest.mail.smtp import SmtpPermanent, SmtpTransient, deliver
 from ingest.models import (
@@ -29,7 +46,8 @@ from ingest.models import (
     NotificationRetryLog,
 )
 from ingest.preferences import Preferences
-from ingest.retry import backoff_seconds
+from ingest.redis_client import get_redis
+from ingest.retry import MAX_BACKOFF_SECONDS, backoff_seconds
 from ingest.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,7 +62,18 @@ class SendOutcome:
     detail: str = ""
 
 
-def _claim(batch_id: uuid.UUID) -> tuple[int, int, int] | None:
+SENT_MARKER = "kb-ingest:email-sent:{}"
+SENT_MARKER_TTL_SECONDS = 30 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class _Claim:
+    log_id: int
+    attempt: int
+    window_left: float  # seconds of SMTP_RETRY_WINDOW_MINUTES left
+
+
+def _claim(batch_id: uuid.UUID, settings: Settings) -> _Claim | None:
     with session_scope() as s:
         row = s.execute(
             update(EmailNotificationLog)
@@ -54,9 +83,13 @@ def _claim(batch_id: uuid.UUID) -> tuple[int, int, int] | None:
             .values(send_status="sending", send_attempts=EmailNotificationLog.send_attempts + 1,
                     updated_at=func.now())
             .returning(EmailNotificationLog.id, EmailNotificationLog.send_attempts,
-                       EmailNotificationLog.max_attempts)
+                       EmailNotificationLog.created_at, func.now().label("now"))
         ).first()
-    return (row.id, row.send_attempts, row.max_attempts) if row else None
+    if row is None:
+        return None
+    window = settings.smtp_retry_window_minutes * 60
+    return _Claim(row.id, row.send_attempts,
+                  window - (row.now - row.created_at).total_seconds())
 
 
 def _correction_sentence(task: AutoCorrectionTask | None) -> str | None:
@@ -115,6 +148,23 @@ def load_summary(batch_id: uuid.UUID) -> tuple[BatchSummary, Preferences]:
 def _record_attempt(log_id: int, batch_id: uuid.UUID, attempt: int, *, success: bool,
                     error: str | None, next_retry_at: datetime | None,
                     values: dict[str, object]) -> None:
+    if success:
+        # A database hiccup must not turn a delivered e-mail into a second one.
+        for attempt_state in Retrying(stop=stop_after_delay(120),
+                                      wait=wait_exponential_jitter(initial=0.5, max=10),
+                                      retry=retry_if_exception_type(DBAPIError), reraise=True,
+                                      before_sleep=before_sleep_log(log, logging.WARNING)):
+            with attempt_state:
+                _write_attempt(log_id, batch_id, attempt, success=success, error=error,
+                               next_retry_at=next_retry_at, values=values)
+        return
+    _write_attempt(log_id, batch_id, attempt, success=success, error=error,
+                   next_retry_at=next_retry_at, values=values)
+
+
+def _write_attempt(log_id: int, batch_id: uuid.UUID, attempt: int, *, success: bool,
+                   error: str | None, next_retry_at: datetime | None,
+                   values: dict[str, object]) -> None:
     with session_scope() as s:
         s.add(NotificationRetryLog(batch_id=batch_id, retry_attempt=attempt, success=success,
                                    error_message=error, next_retry_at=next_retry_at))
@@ -126,12 +176,28 @@ def _record_attempt(log_id: int, batch_id: uuid.UUID, attempt: int, *, success: 
                       .values(notification_sent=True, notification_sent_at=func.now()))
 
 
+def _failed(claim: _Claim, batch_id: uuid.UUID, error: str, response: str | None) -> SendOutcome:
+    """The e-mail finally failed: record it and alert the operator."""
+    _record_attempt(claim.log_id, batch_id, claim.attempt, success=False, error=error,
+                    next_retry_at=None,
+                    values={"send_status": "failed", "error_message": error,
+                            "smtp_response": response})
+    log.error("batch %s e-mail failed for good after %d attempt(s): %s", batch_id,
+              claim.attempt, error)
+    with session_scope() as s:
+        raise_alert(s, EMAIL_FAILED, str(batch_id), f"batch {batch_id}",
+                    f"The summary e-mail of batch {batch_id} could not be delivered after "
+                    f"{claim.attempt} attempt(s):\n\n  {error}\n\nFix the cause, then:\n\n"
+                    f"  ingest email resend {batch_id}\n", batch_id=batch_id)
+    return SendOutcome("failed", detail=error)
+
+
 def send_batch_email(batch_id: uuid.UUID, settings: Settings) -> SendOutcome:
     """Send the batch's summary once; safe to call again (a second call finds no claim)."""
-    claim = _claim(batch_id)
+    claim = _claim(batch_id, settings)
     if claim is None:
         return SendOutcome("nothing", detail="no pending e-mail for this batch")
-    log_id, attempt, max_attempts = claim
+    log_id, attempt = claim.log_id, claim.attempt
     summary, prefs = load_summary(batch_id)
     try:
         rendered = render_batch_summary(
@@ -139,11 +205,7 @@ def send_batch_email(batch_id: uuid.UUID, settings: Settings) -> SendOutcome:
             unsubscribe_url=settings.unsubscribe_url, list_cap=settings.email_list_cap,
         )
     except ValueError as exc:  # an address or header value that cannot be sent safely
-        _record_attempt(log_id, batch_id, attempt, success=False, error=str(exc),
-                        next_retry_at=None,
-                        values={"send_status": "failed", "error_message": str(exc)})
-        log.warning("batch %s e-mail cannot be built: %s", batch_id, exc)
-        return SendOutcome("failed", detail=str(exc))
+        return _failed(claim, batch_id, f"the e-mail cannot be built: {exc}", None)
     with session_scope() as s:
         s.execute(update(EmailNotificationLog).where(EmailNotificationLog.id == log_id).values(
             email_subject=rendered.subject, email_content_text=rendered.text,
@@ -151,14 +213,11 @@ def send_batch_email(batch_id: uuid.UUID, settings: Settings) -> SendOutcome:
     try:
         response = deliver(rendered.message, settings, timeout=settings.smtp_timeout_seconds)
     except SmtpTransient as exc:
-        if attempt >= max_attempts:
-            _record_attempt(log_id, batch_id, attempt, success=False, error=str(exc),
-                            next_retry_at=None,
-                            values={"send_status": "failed", "error_message": str(exc),
-                                    "smtp_response": exc.response or None})
-            log.warning("batch %s e-mail failed after %d attempts: %s", batch_id, attempt, exc)
-            return SendOutcome("failed", detail=str(exc))
-        delay = backoff_seconds(settings.smtp_retry_base_seconds, attempt - 1)
+        if claim.window_left <= 0:
+            return _failed(claim, batch_id, f"{exc} (still failing after the retry window, "
+                           "SMTP_RETRY_WINDOW_MINUTES)", exc.response or None)
+        delay = min(backoff_seconds(settings.smtp_retry_base_seconds, attempt - 1,
+                                    MAX_BACKOFF_SECONDS), claim.window_left)
         _record_attempt(log_id, batch_id, attempt, success=False, error=str(exc),
                         next_retry_at=datetime.now().astimezone() + timedelta(seconds=delay),
                         values={"send_status": "pending", "error_message": str(exc),
@@ -167,17 +226,48 @@ def send_batch_email(batch_id: uuid.UUID, settings: Settings) -> SendOutcome:
                  batch_id, attempt, exc, delay)
         return SendOutcome("retry", retry_in=delay, detail=str(exc))
     except SmtpPermanent as exc:
-        _record_attempt(log_id, batch_id, attempt, success=False, error=str(exc),
-                        next_retry_at=None,
-                        values={"send_status": "failed", "error_message": str(exc),
-                                "smtp_response": exc.response or None})
-        log.warning("batch %s e-mail refused permanently: %s", batch_id, exc)
-        return SendOutcome("failed", detail=str(exc))
+        return _failed(claim, batch_id, str(exc), exc.response or None)
+    _mark_sent(log_id)
     _record_attempt(log_id, batch_id, attempt, success=True, error=None, next_retry_at=None,
                     values={"send_status": "sent", "sent_at": func.now(),
                             "smtp_response": response, "error_message": None})
     log.info("batch %s e-mail sent (attempt %d)", batch_id, attempt)
     return SendOutcome("sent", detail=response)
+
+
+def _mark_sent(log_id: int) -> None:
+    """Remember the 250 outside PostgreSQL, in case PostgreSQL cannot take it now."""
+    try:
+        get_redis().set(SENT_MARKER.format(log_id), "1", ex=SENT_MARKER_TTL_SECONDS)
+    except RedisError as exc:
+        log.warning("could not record e-mail %s as sent in Redis: %s", log_id, exc)
+
+
+def _was_sent(log_id: int) -> bool:
+    try:
+        return bool(get_redis().exists(SENT_MARKER.format(log_id)))
+    except RedisError:
+        return False
+
+
+def resend(batch_id: uuid.UUID, settings: Settings) -> SendOutcome:
+    """``ingest email resend``: send a failed or skipped batch e-mail once more, now."""
+    with session_scope() as s:
+        row = s.execute(
+            update(EmailNotificationLog)
+            .where(EmailNotificationLog.batch_id == batch_id,
+                   EmailNotificationLog.email_type == BATCH_EMAIL,
+                   EmailNotificationLog.send_status.in_(("failed", "skipped")),
+                   EmailNotificationLog.recipient_email != NO_RECIPIENT)
+            .values(send_status="pending", error_message=None, created_at=func.now(),
+                    updated_at=func.now())
+            .returning(EmailNotificationLog.id)
+        ).first()
+    if row is None:
+        return SendOutcome("nothing", detail="no failed or skipped e-mail with a recipient "
+                                             "for this batch")
+    log.warning("batch %s e-mail re-sent by an operator", batch_id)
+    return send_batch_email(batch_id, settings)
 
 
 def emails_to_redrive(new_after: timedelta, retry_after: timedelta, sending_after: timedelta,
@@ -189,16 +279,25 @@ def emails_to_redrive(new_after: timedelta, retry_after: timedelta, sending_afte
     any backoff) lost its retry. A ``sending`` row older than ``sending_after`` belongs to a
     worker that died during SMTP; it is put back to ``pending`` (the deterministic
     Message-ID lets mail systems collapse the rare duplicate this can cause). Publishing
-    twice is harmless: only one task can claim the row.
+    twice is harmless: only one task can claim the row. A ``sending`` row whose 250 is
+    remembered in Redis is recorded as sent instead.
     """
     with session_scope() as s:
         now = s.execute(select(func.now())).scalar_one()
-        s.execute(
-            update(EmailNotificationLog)
+        stale = s.execute(
+            select(EmailNotificationLog.id, EmailNotificationLog.batch_id)
             .where(EmailNotificationLog.send_status == "sending",
                    EmailNotificationLog.updated_at < now - sending_after)
-            .values(send_status="pending", updated_at=now)
-        )
+        ).all()
+        for log_id, batch_id in stale:
+            if _was_sent(log_id):  # delivered; only the record was lost
+                s.add(NotificationRetryLog(batch_id=batch_id, retry_attempt=1, success=True,
+                                           error_message="recorded after a database outage"))
+                values: dict[str, object] = {"send_status": "sent", "sent_at": now}
+            else:
+                values = {"send_status": "pending"}
+            s.execute(update(EmailNotificationLog).where(EmailNotificationLog.id == log_id)
+                      .values(updated_at=now, **values))
         rows = s.execute(
             select(EmailNotificationLog.batch_id)
             .where(

@@ -17,6 +17,6 @@ def send_batch_email(self: Task, batch_id: str) -> str:
     """Send one batch's summary; the log row's status makes a duplicate task a no-op."""
     outcome = send(uuid.UUID(batch_id), get_settings())
     if outcome.status == "retry":
-        # Attempts are counted on the log row, which also caps them (SMTP_MAX_ATTEMPTS).
+        # Attempts are counted on the log row; SMTP_RETRY_WINDOW_MINUTES ends them.
         raise self.retry(countdown=outcome.retry_in)
     return outcome.status
