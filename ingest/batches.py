@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -109,6 +109,9 @@ def _create_open_batch(
     return created is not None
 
 
+#: What the record of a file says when it succeeded after the batch reported it timed out.
+LATE_SUCCESS = "succeeded after the batch was reported: it had been counted as timed out"
+
 #: The batch address of files whose uploader has no usable address and no fallback is set:
 #: their batch closes as usual and its e-mail is recorded as skipped, with the reason.
 NO_RECIPIENT = ""
@@ -162,25 +165,63 @@ def record_file_outcome(
     s: Session, event_id: int, *, succeeded: bool, chunks: int = 0,
     error_category: str | None = None, error_message: str | None = None,
 ) -> uuid.UUID | None:
-    """Write the file's outcome on its batch row (only while this event owns a live row)."""
+    """Write the file's outcome on its batch row and the batch's live counters.
+
+    Only while this event owns a live row — or, for a success, a row the batch already
+    reported as timed out: the record then says the file succeeded late, and a closed
+    batch's counters and status are brought up to date.
+    """
     now = _db_now(s)
+    live = BatchFile.processing_status.in_(("pending", "processing"))
+    late = (BatchFile.processing_status == "failed") & (BatchFile.error_category == TIMEOUT)
+    if succeeded:
+        owned, message = live | late, case((late, LATE_SUCCESS), else_=None)
+    else:
+        owned, message = live, (error_message or "")[:2000] or None
     row = s.execute(
         update(BatchFile)
-        .where(BatchFile.file_event_id == event_id,
-               BatchFile.processing_status.in_(("pending", "processing")))
+        .where(BatchFile.file_event_id == event_id, owned)
         .values(
             processing_status="success" if succeeded else "failed",
-            chunks_created=chunks, error_category=error_category,
-            error_message=(error_message or "")[:2000] or None,
+            chunks_created=chunks, error_category=error_category, error_message=message,
             processing_end_time=now,
             processing_time_seconds=func.greatest(
                 0, func.extract("epoch", now - BatchFile.processing_start_time)
             ).cast(BatchFile.processing_time_seconds.type),
             updated_at=now,
         )
-        .returning(BatchFile.batch_id)
+        .returning(BatchFile.batch_id, BatchFile.error_message)
     ).first()
-    return row.batch_id if row else None
+    if row is None:
+        return None
+    if row.error_message == LATE_SUCCESS:
+        _recount(s, row.batch_id, now)
+    else:
+        counter = "successful_files" if succeeded else "failed_files"
+        s.execute(update(BatchProcessingSession)
+                  .where(BatchProcessingSession.batch_id == row.batch_id)
+                  .values({counter: getattr(BatchProcessingSession, counter) + 1,
+                           "updated_at": now}))
+    return row.batch_id
+
+
+def _recount(s: Session, batch_id: uuid.UUID, now: datetime) -> None:
+    """Counters (and, once closed, the status) of a batch, derived from its files again."""
+    total, ok, failed = s.execute(
+        select(func.count(), func.count().filter(BatchFile.processing_status == "success"),
+               func.count().filter(BatchFile.processing_status == "failed"))
+        .where(BatchFile.batch_id == batch_id)).one()
+    status = case((BatchProcessingSession.status == "processing", "processing"),
+                  else_=_status_of(int(ok), int(failed)))
+    s.execute(update(BatchProcessingSession)
+              .where(BatchProcessingSession.batch_id == batch_id)
+              .values(total_files=total, successful_files=ok, failed_files=failed,
+                      status=status, updated_at=now))
+
+
+def _status_of(succeeded: int, failed: int) -> str:
+    return "completed" if failed == 0 else ("failed" if succeeded == 0 else
+                                            "partially_completed")
 
 
 def batch_of_event(s: Session, event_id: int) -> uuid.UUID | None:
@@ -242,8 +283,7 @@ def _close(s: Session, batch: Any, now: datetime, settings: Settings) -> Check:
         ).where(BatchFile.batch_id == batch.batch_id)
     ).one()
     total, succeeded, failed = int(counts[0]), int(counts[1]), int(counts[2])
-    status = "completed" if failed == 0 else ("failed" if succeeded == 0 else
-                                             "partially_completed")
+    status = _status_of(succeeded, failed)
     closed = s.execute(
         update(BatchProcessingSession)
         .where(BatchProcessingSession.batch_id == batch.batch_id,

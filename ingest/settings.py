@@ -104,7 +104,10 @@ class Settings(BaseSettings):
     default_notification_delay_minutes: float = Field(30, gt=0, le=1440)
     default_batch_size_threshold: int = Field(5, ge=1, le=100)
     max_batch_age_hours: float = Field(24, gt=0)
-    batch_file_timeout_minutes: float = Field(60, gt=0)
+    # A file still unfinished this long after it joined is reported as timed out. It must
+    # cover two whole attempts (a worker lost near the hard limit, then a full retry) plus
+    # recovery, so a recovered file is never reported timed out (checked below).
+    batch_file_timeout_minutes: float = Field(90, gt=0)
     preferences_cache_ttl_seconds: int = Field(300, ge=1)
     batch_sweep_seconds: float = Field(15, gt=0)
 
@@ -154,6 +157,12 @@ class Settings(BaseSettings):
                 raise ValueError(
                     "S3_KEY_PREFIX_TEMPLATE may only use {company_id} and {bot_id}"
                 ) from exc
+        needed = self.visibility_timeout_seconds + 2 * self.event_lease_seconds + 60
+        if self.batch_file_timeout_minutes * 60 < needed:
+            raise ValueError(
+                f"BATCH_FILE_TIMEOUT_MINUTES must be at least {needed / 60:g}: two attempts "
+                "of the hard time limit (VISIBILITY_TIMEOUT_SECONDS / 2 each) plus recovery "
+                "(2 × EVENT_LEASE_SECONDS + 60 s), or a recovered file is reported timed out")
         if self.smtp_use_tls and self.smtp_use_ssl:
             raise ValueError("SMTP_USE_TLS and SMTP_USE_SSL are exclusive")
         return self

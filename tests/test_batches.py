@@ -238,3 +238,58 @@ def test_concurrent_joins_meet_in_one_open_batch() -> None:
     assert sum(j.created for j in joined) == 1
     (batch,) = batches_of(email)
     assert batch.total_files == 20 and len(files_of(batch.batch_id)) == 20
+
+
+def test_counters_are_live_while_the_batch_is_open(web: str, s3_server: Any) -> None:
+    """The status API shows progress as files finish, not only at close (seed 000)."""
+    import requests
+
+    from tests.conftest import WEBHOOK_TOKEN
+
+    email = uploader()
+    prefer_none = Preferences(notification_delay_minutes=5, batch_size_threshold=100)
+    entries = [file_entry(n, "text/plain", user_email=email) for n in ("a.txt", "b.pdf")]
+    upload(s3_server, entries[0], make_txt("First file."))
+    upload(s3_server, entries[1], make_corrupt_pdf())
+    ids = [store_event(e) for e in entries]
+    batch_id = None
+    for entry, event_id in zip(entries, ids, strict=True):
+        batch_id = join_batch(event_id=event_id, document_id=entry["documentId"],
+                              file_name=entry["name"], size_bytes=1, company_id=42, bot_id=7,
+                              user_email=email, prefs=prefer_none,
+                              settings=get_settings()).batch_id
+    from ingest.pipeline.run import process_event
+
+    assert process_event(ids[0]).status == "done"
+    assert process_event(ids[1]).status == "failed"
+    body = requests.get(f"{web}/api/batches/{batch_id}", timeout=10,
+                        headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"}).json()
+    assert body["status"] == "processing"
+    assert (body["successful_files"], body["failed_files"]) == (1, 1)
+
+
+def test_a_file_reported_timed_out_that_succeeds_later_is_recorded_as_late(
+    s3_server: Any
+) -> None:
+    from ingest.batches import LATE_SUCCESS
+    from ingest.pipeline.run import process_event
+
+    email = uploader()
+    entry = file_entry("slow.txt", "text/plain", user_email=email)
+    event_id = store_event(entry)
+    prefs = Preferences(notification_delay_minutes=0.001, batch_size_threshold=1)
+    batch_id = join_batch(event_id=event_id, document_id=entry["documentId"],
+                          file_name="slow.txt", size_bytes=1, company_id=42, bot_id=7,
+                          user_email=email, prefs=prefs, settings=get_settings()).batch_id
+    impatient = get_settings().model_copy(update={"batch_file_timeout_minutes": 0.0001})
+    time.sleep(0.1)
+    wait_until(lambda: check_batch(batch_id, impatient).closed_status, 10)
+    (batch,) = [b for b in batches_of(email)]
+    assert (batch.status, batch.failed_files) == ("failed", 1)
+    # The worker was only slow: the file succeeds after the batch was reported.
+    upload(s3_server, entry, make_txt("Finally processed."))
+    assert process_event(event_id).status == "done"
+    (row,) = files_of(batch_id)
+    assert (row.processing_status, row.error_message) == ("success", LATE_SUCCESS)
+    (batch,) = [b for b in batches_of(email)]
+    assert (batch.status, batch.successful_files, batch.failed_files) == ("completed", 1, 0)

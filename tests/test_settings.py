@@ -35,6 +35,14 @@ def test_a_key_prefix_template_with_unknown_fields_is_refused(
         load_settings()
 
 
+def test_a_batch_file_timeout_shorter_than_recovery_is_refused(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BATCH_FILE_TIMEOUT_MINUTES", "60")  # the first slice's default
+    with pytest.raises(SettingsError, match="BATCH_FILE_TIMEOUT_MINUTES must be at least 63"):
+        load_settings()
+
+
 def test_non_postgres_database_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", "sqlite:///x.db")
     with pytest.raises(SettingsError, match="DATABASE_URL"):
