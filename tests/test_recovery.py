@@ -128,3 +128,44 @@ def _done(events: list[int]) -> int:
     with session_scope() as s:
         return len(s.execute(select(FileEvent.id).where(
             FileEvent.id.in_(events), FileEvent.status == "done")).all())
+
+
+def test_with_the_real_model_replaced_children_work_at_once_after_a_kill_and_a_broker_loss(
+    private_redis: RedisServer, s3_server: Any, chroma_server: str
+) -> None:
+    """No crash loop of children: a child SIGKILLed, then Redis restarted empty while a file
+    is processed; files uploaded afterwards are done within 30 s each time."""
+    from tests.procs import children
+
+    env = {"CELERY_BROKER_URL": f"{private_redis.url}/1", "REDIS_URL": f"{private_redis.url}/0",
+           "EMBEDDING_BACKEND": "minilm"}
+    log = TMP / "worker-minilm.log"
+    worker = start_worker(log, 2, queues="ingest,notifications", **env)
+    publisher = Publisher(f"{private_redis.url}/1")
+
+    def upload_and_time(tag: str) -> float:
+        events = [stored_big_file(s3_server, f"{tag}-{n}.txt", 200)[1] for n in range(3)]
+        started = time.monotonic()
+        assert all(publisher.publish_file_event(e) for e in events)
+        wait_until(lambda: _done(events) == len(events), 60, 0.2)
+        return time.monotonic() - started
+
+    try:
+        wait_until(lambda: ready(log), 120, 0.2)
+        os.kill(children(worker.pid)[0], signal.SIGKILL)
+        after_kill = upload_and_time("after-kill")
+        _, busy = stored_big_file(s3_server, "during-restart.txt", 120_000)
+        assert publisher.publish_file_event(busy)
+        wait_until(lambda: event_row(busy).status == "processing", 60, 0.05)
+        private_redis.kill()
+        time.sleep(2)
+        private_redis.start()
+        publisher = Publisher(f"{private_redis.url}/1")
+        after_restart = upload_and_time("after-restart")
+    finally:
+        stop(worker)
+    print(f"\nminilm: files done {after_kill:.1f}s after a child kill, "
+          f"{after_restart:.1f}s after Redis came back")
+    assert after_kill < 30 and after_restart < 30
+    text = log.read_text(errors="replace")
+    assert text.count("Timed out waiting for UP message") == 0

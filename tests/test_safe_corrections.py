@@ -292,26 +292,6 @@ def test_an_object_replaced_since_the_failure_is_kept(
     assert error.resolution_status == "ignored"
 
 
-def test_a_hard_time_limit_fails_the_file_at_once_as_resource_limit(s3_server: Any,
-                                                                     cms: Any) -> None:
-    """Celery calls the task's ``on_failure`` in the worker's main process when the hard
-    limit killed the pool process; the file must not stay ``processing`` for the relay."""
-    from billiard.exceptions import TimeLimitExceeded
-
-    from ingest.pipeline.run import claim
-    from workers.tasks.ingest import process_file_event
-
-    entry = cms_file(cms, s3_server, "huge.txt", make_txt("Slow to process."))
-    event_id = store_event(entry)
-    assert claim(event_id) is not None  # the attempt the limit killed
-    process_file_event.on_failure(TimeLimitExceeded(1800), "task-id", (event_id,), {}, None)
-    assert event_row_status(event_id) == "failed"
-    (error,) = errors_for(entry["documentId"])
-    assert error.error_category == "resource_limit" and not error.auto_correction_triggered
-    assert corrections_of(entry["documentId"]) == []
-    assert s3_exists(s3_server, entry["storage_key"])
-
-
 def test_released_corrections_run_and_a_lost_one_is_redriven_once_per_interval(
     s3_server: Any, cms: Any, correction_services: CorrectionServices
 ) -> None:

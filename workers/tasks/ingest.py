@@ -8,9 +8,9 @@
   error's category (``infrastructure_error``: never corrected, the operator is alerted).
 - Celery's soft time limit and ``MemoryError`` fail the file as ``resource_limit``: the file
   may be fine, so nothing is deleted.
-- Celery's hard time limit kills the pool process; Celery then calls the task's
-  ``on_failure`` in the worker's main process, which fails the file as ``resource_limit``
-  at once instead of leaving it ``processing`` until the relay re-drives it.
+- Celery's hard time limit kills the pool process, like an OOM kill: the attempt's lease
+  (``ingest.leases``) lets the relay re-drive the event within about a minute, and after
+  MAX_WORKER_LOSSES such losses the file fails as ``resource_limit``.
 - Any other exception is a bug: the file fails as ``internal_error`` with its stack trace
   instead of staying in ``processing`` — also when it is raised before the claim (loading
   the services) — and it is re-raised so Flower shows the task failed. If failing the file
@@ -19,9 +19,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from billiard.exceptions import SoftTimeLimitExceeded
 from celery import Task
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -40,18 +38,7 @@ def _is_transient(exc: Exception) -> bool:
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
-class IngestTask(Task):
-    """The ingest task's class: a hard time limit fails the file (see the module docstring)."""
-
-    def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any,
-                   einfo: Any) -> None:
-        if isinstance(exc, TimeLimitExceeded):
-            event_id = args[0] if args else kwargs["event_id"]
-            limit = ResourceLimit(f"the file took longer than the hard time limit ({exc})")
-            _follow_up(fail_event(event_id, limit))
-
-
-@app.task(name=TASK_PROCESS_FILE_EVENT, bind=True, max_retries=None, base=IngestTask)
+@app.task(name=TASK_PROCESS_FILE_EVENT, bind=True, max_retries=None)
 def process_file_event(self: Task, event_id: int, waited: int = 0) -> str:
     """Process one stored ``file_events`` row; idempotent by the row's status.
 
