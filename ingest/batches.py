@@ -190,18 +190,13 @@ def record_file_outcome(
             ).cast(BatchFile.processing_time_seconds.type),
             updated_at=now,
         )
-        .returning(BatchFile.batch_id, BatchFile.error_message)
+        .returning(BatchFile.batch_id)
     ).first()
     if row is None:
         return None
-    if row.error_message == LATE_SUCCESS:
-        _recount(s, row.batch_id, now)
-    else:
-        counter = "successful_files" if succeeded else "failed_files"
-        s.execute(update(BatchProcessingSession)
-                  .where(BatchProcessingSession.batch_id == row.batch_id)
-                  .values({counter: getattr(BatchProcessingSession, counter) + 1,
-                           "updated_at": now}))
+    # Derived from the files, not incremented: a newer version of a document takes over its
+    # file's row, so a count kept by increments would count that document twice.
+    _recount(s, row.batch_id, now)
     return row.batch_id
 
 
