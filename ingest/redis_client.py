@@ -1,10 +1,13 @@
 """The process's Redis client (preference cache, batch-check hints); fork-safe by redis-py.
 
-Also the broker's epoch marker, by which the relay learns that queued messages were lost.
+Also the broker's epoch marker, by which the relay learns that queued messages were lost, and
+the refusals of workers that could not start, which ``/health`` reports.
 """
 
 from __future__ import annotations
 
+import json
+import socket
 from datetime import UTC, datetime
 from functools import lru_cache
 
@@ -38,3 +41,30 @@ def broker_was_emptied(broker_url: str) -> bool:
         return bool(client.set(BROKER_EPOCH_KEY, datetime.now(UTC).isoformat(), nx=True))
     finally:
         client.close()
+
+
+WORKER_REFUSAL_KEY = "kb-ingest:worker-refusal:{}"
+WORKER_REFUSAL_TTL_SECONDS = 24 * 3600
+
+
+def record_worker_refusal(problem: str) -> None:
+    """Tell ``/health`` that a worker on this host refused to start, and why."""
+    value = {"host": socket.gethostname(), "problem": problem,
+             "at": datetime.now(UTC).isoformat(timespec="seconds")}
+    get_redis().set(WORKER_REFUSAL_KEY.format(socket.gethostname()), json.dumps(value),
+                    ex=WORKER_REFUSAL_TTL_SECONDS)
+
+
+def clear_worker_refusal() -> None:
+    """A worker started on this host: forget an earlier refusal here."""
+    get_redis().delete(WORKER_REFUSAL_KEY.format(socket.gethostname()))
+
+
+def worker_refusals(client: Redis) -> list[dict[str, str]]:
+    """The refusals of the last day, one per host."""
+    found = []
+    for key in client.scan_iter(WORKER_REFUSAL_KEY.format("*"), count=100):
+        raw = client.get(key)
+        if raw:
+            found.append(json.loads(raw))
+    return found

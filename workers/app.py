@@ -10,15 +10,18 @@ because several processes writing one ``PersistentClient`` directory corrupt it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Any
 
 from celery import Celery
 from celery.signals import worker_init, worker_process_init
+from redis.exceptions import RedisError
 
 from ingest.db import reset_engine
 from ingest.pipeline.embedding import backend_problem
+from ingest.redis_client import clear_worker_refusal, record_worker_refusal
 from ingest.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,11 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
     # A worker that cannot embed would take tasks only to fail them: refuse to start. This
     # also imports the backend's libraries once, before the pool forks its children.
     problem = backend_problem(get_settings().embedding_backend)
+    with contextlib.suppress(RedisError):  # /health reports it; Redis is not the truth
+        if problem is None:
+            clear_worker_refusal()
+        else:
+            record_worker_refusal(problem)
     if problem is not None:
         log.critical("kb-ingest worker refuses to start: %s", problem)
         raise SystemExit(f"kb-ingest worker refuses to start: {problem}")
