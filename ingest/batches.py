@@ -201,7 +201,13 @@ def record_file_outcome(
 
 
 def _recount(s: Session, batch_id: uuid.UUID, now: datetime) -> None:
-    """Counters (and, once closed, the status) of a batch, derived from its files again."""
+    """Counters (and, once closed, the status) of a batch, derived from its files again.
+
+    The batch row is locked first, so two files finishing at once count each other (the
+    second count runs after the first commit) instead of overwriting each other's count.
+    """
+    s.execute(select(BatchProcessingSession.id)
+              .where(BatchProcessingSession.batch_id == batch_id).with_for_update())
     total, ok, failed = s.execute(
         select(func.count(), func.count().filter(BatchFile.processing_status == "success"),
                func.count().filter(BatchFile.processing_status == "failed"))

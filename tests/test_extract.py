@@ -334,7 +334,7 @@ def test_docx_bomb_is_rejected_quickly_as_too_large(
     started = time.monotonic()
     with pytest.raises(ProcessingError, match=message) as info:
         extract_text(docx_bomb, "bomb.docx", limits=limits)
-    assert time.monotonic() - started < 5  # a limit, not a benchmark
+    assert time.monotonic() - started < 30  # a limit, not a benchmark (CI may be loaded)
     assert info.value.category == PROCESSING_ERROR
     # The next, normal document is unaffected.
     assert SENTENCE in _flat(extract_text(samples.make_docx([SENTENCE]), "ok.docx"))
@@ -372,7 +372,7 @@ def test_pdf_tripping_a_pypdf_decompression_limit_is_too_large() -> None:
     started = time.monotonic()
     with pytest.raises(ProcessingError, match="PDF is too large.*LimitReachedError") as info:
         extract_text(samples.make_pdf_bomb(), "bomb.pdf")
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 30  # a limit, not a benchmark (CI may be loaded)
     assert info.value.category == PROCESSING_ERROR
 
 
@@ -446,11 +446,11 @@ def test_extraction_over_the_deadline_raises_resource_limit() -> None:
     # Three million CSV rows take about 4 s to extract; the deadline stops it at 0.5 s.
     data = b"id,name\n" + b"1,x\n" * 3_000_000
     limits = ExtractLimits(max_chars=10**9, timeout_seconds=0.5)
-    started = time.monotonic()
     message = r"longer than 0\.5 s \(EXTRACT_TIMEOUT_SECONDS\)"
+    # Without the deadline the extraction would return its text: the exception is the proof
+    # (no wall-clock bound here: a loaded CI machine stretches it).
     with pytest.raises(ResourceLimit, match=message) as info:
         extract_text(data, "rows.csv", limits=limits)
-    assert time.monotonic() - started < 2.5
     assert info.value.category == RESOURCE_LIMIT
     assert not isinstance(info.value, ProcessingError)
 
@@ -461,7 +461,7 @@ def test_deadline_interrupts_a_busy_loop_and_restores_the_previous_alarm(
     started = time.monotonic()
     with pytest.raises(ResourceLimit, match="EXTRACT_TIMEOUT_SECONDS"), _deadline(0.2):
         _busy(10)
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 9  # cut short of the 10 s loop
     assert signal.getsignal(signal.SIGALRM) is sentinel_alarm
     remaining, _ = signal.getitimer(signal.ITIMER_REAL)
     assert 990 < remaining <= 1000

@@ -20,7 +20,13 @@ from ingest.adapters.vectors import VectorStore
 from ingest.cli import main
 from ingest.corrections import CorrectionServices, release_held, run_correction
 from ingest.db import session_scope
-from ingest.models import AutoCorrectionTask, FileEvent, OperatorAlert, ProcessingError
+from ingest.models import (
+    AutoCorrectionTask,
+    FileEvent,
+    FileProcessingStatus,
+    OperatorAlert,
+    ProcessingError,
+)
 from ingest.pipeline.embedding import get_embedder
 from ingest.pipeline.run import default_services, process_event
 from ingest.settings import Settings, get_settings
@@ -206,7 +212,12 @@ def test_a_docx_bomb_fails_in_seconds_and_the_next_file_succeeds(
     assert row.status == "failed"
     (error,) = errors_for(bad["documentId"])
     assert error.error_category == "processing_error" and "too large" in error.error_message
-    assert (row.updated_at - row.received_at).total_seconds() < 10
+    with session_scope() as s:
+        (parse,) = s.execute(select(FileProcessingStatus).where(
+            FileProcessingStatus.file_event_id == bad_event,
+            FileProcessingStatus.processing_stage == "processing")).scalars()
+    assert parse.status == "failed"
+    assert (parse.stage_end_time - parse.stage_start_time).total_seconds() < 10
     assert wait_terminal(good_event, 60).status == "done"
 
 
