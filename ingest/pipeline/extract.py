@@ -259,6 +259,9 @@ def _format_bytes(count: int) -> str:
     return f"{count // _MIB} MB" if count % _MIB == 0 else f"{count:,} bytes"
 
 
+_REPEAT_SECONDS = 0.25
+
+
 @contextmanager
 def _deadline(seconds: float) -> Iterator[None]:
     """Raise ``ResourceLimit`` in the block if it runs longer than ``seconds`` (wall time).
@@ -270,9 +273,11 @@ def _deadline(seconds: float) -> Iterator[None]:
     solo pool run tasks in the main thread, so workers get the deadline.
 
     A Python signal handler runs only between bytecodes: a long C call (a zlib inflate, an
-    lxml parse) is interrupted only when it returns. A library that catches ``Exception``
-    can swallow the ``ResourceLimit``; if the block then returns, or fails with a
-    ``ProcessingError``, after the deadline passed, ``ResourceLimit`` is raised instead, so a
+    lxml parse) is interrupted only when it returns. The ``ResourceLimit`` can also land
+    where Python ignores it (a weakref callback during garbage collection) or in a library
+    that catches ``Exception``: so after the deadline the alarm repeats every
+    ``_REPEAT_SECONDS`` until the block ends, and if the block still returns, or fails with
+    a ``ProcessingError``, after the deadline passed, ``ResourceLimit`` is raised instead: a
     timed-out extraction is never reported as a property of the file.
     """
     if seconds <= 0 or threading.current_thread() is not threading.main_thread():
@@ -292,15 +297,20 @@ def _deadline(seconds: float) -> Iterator[None]:
     previous_handler = signal.signal(signal.SIGALRM, on_alarm)
     previous_timer = (0.0, 0.0)
     try:
-        previous_timer = signal.setitimer(signal.ITIMER_REAL, seconds)
+        previous_timer = signal.setitimer(signal.ITIMER_REAL, seconds, _REPEAT_SECONDS)
         yield
     except ProcessingError as exc:
         if expired:  # the library swallowed our ResourceLimit, then gave up on the file
             raise ResourceLimit(message) from exc
         raise
     finally:
-        armed = False  # first: an alarm arriving from here on must not raise any more
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        while True:  # disarm first; a repeat alarm may still land on the way in here
+            try:
+                armed = False
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                break
+            except ResourceLimit:
+                continue
         # None: the previous handler was not installed from Python; SIG_DFL is the best guess.
         restored = signal.SIG_DFL if previous_handler is None else previous_handler
         signal.signal(signal.SIGALRM, restored)
