@@ -264,12 +264,11 @@ def _gate(task_id: int) -> tuple[str, AutoCorrectionTask | None, float]:
         return ("run", task, 0.0) if task is not None else ("nothing", None, 0.0)
 
 
-def _superseded(task: AutoCorrectionTask) -> bool:
+def _superseded(task: AutoCorrectionTask, failed_at: datetime | None) -> bool:
     """Whether we received a newer upsert of the document (its outcome governs)."""
+    if failed_at is None:
+        return False
     with session_scope() as s:
-        failed_at = _failed_version(s, task)
-        if failed_at is None:
-            return False
         return s.execute(
             select(FileEvent.id).where(
                 FileEvent.document_id == task.file_document_id,
@@ -281,9 +280,11 @@ def _superseded(task: AutoCorrectionTask) -> bool:
         ).first() is not None
 
 
-def _failed_version(s: Session, task: AutoCorrectionTask) -> datetime | None:
-    return s.execute(select(FileEvent.entry_updated_at)
-                     .where(FileEvent.id == task.file_event_id)).scalar_one_or_none()
+def _failed_version(task: AutoCorrectionTask) -> datetime | None:
+    """The ``updatedAt`` of the version whose failure planned the correction."""
+    with session_scope() as s:
+        return s.execute(select(FileEvent.entry_updated_at)
+                         .where(FileEvent.id == task.file_event_id)).scalar_one_or_none()
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -296,7 +297,8 @@ def _parse_time(value: Any) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def verify_against_cms(task: AutoCorrectionTask, cms: CmsClient) -> tuple[list[str], str]:
+def verify_against_cms(task: AutoCorrectionTask, cms: CmsClient,
+                       failed_at: datetime | None) -> tuple[list[str], str]:
     """Rule 3: the actions that may run now, and why (an empty list means skip).
 
     Raises :class:`TransientError` when the CMS cannot answer: nothing is done then.
@@ -305,8 +307,6 @@ def verify_against_cms(task: AutoCorrectionTask, cms: CmsClient) -> tuple[list[s
         current = cms.get_file(task.file_document_id)
     except FileNotFound:
         return [CHROMA_DELETE], "the CMS entry is gone: only our chunks may be removed"
-    with session_scope() as s:
-        failed_at = _failed_version(s, task)
     now_at = _parse_time(current.get("updatedAt"))
     reasons = []
     if failed_at is None or now_at is None or now_at != failed_at:
@@ -370,9 +370,10 @@ def run_correction(task_id: int, svc: CorrectionServices,
         return CorrectionOutcome("completed", task.batch_id, detail="disabled")
     try:
         with held_lock(task.file_document_id):
-            if _superseded(task):
+            failed_at = _failed_version(task)
+            if _superseded(task, failed_at):
                 return _skip(task, "skipped: a newer version of the document was received")
-            actions, why = verify_against_cms(task, svc.cms)
+            actions, why = verify_against_cms(task, svc.cms, failed_at)
             with session_scope() as s:
                 _append(s, task.id, _entry("verified", why, ok=bool(actions)))
             if not actions:

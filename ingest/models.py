@@ -364,6 +364,7 @@ class EmailNotificationLog(Base):
     message_id: Mapped[str | None] = mapped_column(String(255))
     send_status: Mapped[str] = mapped_column(String(20), server_default="pending", nullable=False)
     send_attempts: Mapped[int] = mapped_column(Integer, server_default="0", nullable=False)
+    # Seed 000's column; no longer read: SMTP_RETRY_WINDOW_MINUTES bounds the retries.
     max_attempts: Mapped[int] = mapped_column(Integer, server_default="3", nullable=False)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     error_message: Mapped[str | None] = mapped_column(Text)
