@@ -10,9 +10,17 @@ STAMP := $(VENV)/.installed
 # --index-url https://download.pytorch.org/whl/cpu (see README).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install services test demo lint run-web run-worker run-beat run-flower clean
+.PHONY: install system-deps services test demo lint run-web run-worker run-beat run-flower clean
 
-install: $(STAMP)
+install: $(STAMP) system-deps
+
+# Debian packages the tests drive: chromium (status page, via Playwright's executable_path)
+# and promtool (package prometheus; checks deploy/prometheus/alerts.yml).
+SYSTEM_PACKAGES := chromium prometheus
+system-deps:
+	@command -v chromium >/dev/null && command -v promtool >/dev/null || { \
+	  echo "installing $(SYSTEM_PACKAGES) (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); }
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ingest.settings import SettingsError, get_settings
 
-_SECRETS = {"cms_api_token", "webhook_token", "webhook_secret", "smtp_password"}
+_SECRETS = {"cms_api_token", "webhook_token", "webhook_secret", "smtp_password", "status_token"}
 
 
 def _alembic(action: str, revision: str) -> None:

@@ -68,3 +68,7 @@ def worker_refusals(client: Redis) -> list[dict[str, str]]:
         if raw:
             found.append(json.loads(raw))
     return found
+
+
+BEAT_HEARTBEAT_KEY = "kb-ingest:beat-heartbeat"
+"""Unix time of beat's last scheduler tick (written by beat, read by probes and metrics)."""

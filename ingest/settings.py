@@ -43,6 +43,16 @@ class Settings(BaseSettings):
     webhook_max_json_depth: int = Field(64, ge=8, le=500)
     outbox_relay_after_seconds: float = Field(5.0, ge=0)
 
+    # Operations
+    # Read-only credential of /status (Bearer, or the password of basic auth); never the
+    # webhook secret. Unset: /status answers 404.
+    status_token: str | None = None
+    # A worker also serves its own /metrics on this port (0: off; the web's /metrics shows
+    # every process that shares PROMETHEUS_MULTIPROC_DIR on one host).
+    worker_metrics_port: int = Field(0, ge=0, le=65535)
+    # `ingest probe beat` fails when beat's last tick is older than this.
+    beat_heartbeat_max_age_seconds: float = Field(120, gt=0)
+
     # S3
     s3_bucket: str = "kb-ingest"
     s3_endpoint_url: str | None = None
@@ -132,7 +142,7 @@ class Settings(BaseSettings):
     @field_validator(
         "cms_api_token", "webhook_token", "webhook_secret", "s3_endpoint_url", "chroma_host",
         "celery_broker_url", "smtp_user", "smtp_password", "admin_email", "unsubscribe_url",
-        "fallback_notification_email",
+        "fallback_notification_email", "status_token",
         mode="before",
     )
     @classmethod
