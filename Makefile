@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # --index-url https://download.pytorch.org/whl/cpu (see README).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install system-deps services test demo lint run-web run-worker run-beat run-flower clean
+.PHONY: install system-deps services test demo lint deploy-check run-web run-worker run-beat run-flower clean
 
 install: $(STAMP) system-deps
 
@@ -49,6 +49,11 @@ demo: install services
 
 lint: install
 	$(BIN)/ruff check .
+
+# docker-compose.yml against the Compose Specification schema, deploy/k8s/ with
+# kubernetes-validate, the Dockerfile's layers; no container engine needed.
+deploy-check: install services
+	$(BIN)/pytest -q tests/test_deploy.py
 
 # The four processes of DESIGN §2, for running against your own services (.env).
 run-web: install
