@@ -273,6 +273,30 @@ def test_one_shot_scripts_are_valid_shell() -> None:
         assert result.returncode == 0, (name, result.stderr)
 
 
+def test_minio_setup_grants_kb_ingest_only_its_prefix(tmp_path: Path) -> None:
+    """The one-shot's script, run with ``mc`` recorded instead of called."""
+    script = services()["minio-setup"]["command"][0].replace("$$", "$")
+    policy = tmp_path / "policy.json"
+    script = script.replace("/tmp/kb-ingest-policy.json", str(policy))
+    calls = tmp_path / "mc.log"
+    stub = f'mc() {{ echo "$*" >> {calls}; }}\n'
+    env = {"PATH": "/usr/bin:/bin", "MINIO_ROOT_USER": "root", "MINIO_ROOT_PASSWORD": "rootpw",
+           "KB_ACCESS_KEY": "kb-user", "KB_SECRET_KEY": "kb-secret", "BUCKET": "files"}
+    subprocess.run(["sh", "-ec", stub + script], env=env, check=True, capture_output=True)
+    statements = json.loads(policy.read_text())["Statement"]
+    prefix = Settings.model_fields["s3_key_prefix_template"].default.split("/")[0]
+    assert statements == [
+        {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+         "Resource": ["arn:aws:s3:::files"]},
+        {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+         "Resource": [f"arn:aws:s3:::files/{prefix}/*"]},
+    ]
+    log = calls.read_text().splitlines()
+    assert "mb --ignore-existing local/files" in log
+    assert "admin user add local kb-user kb-secret" in log
+    assert "admin policy attach local kb-ingest --user kb-user" in log
+
+
 def chroma_healthcheck(port: int) -> subprocess.CompletedProcess[str]:
     test = services()["chroma"]["healthcheck"]["test"]
     assert test[:3] == ["CMD", "bash", "-c"]
