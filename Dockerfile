@@ -21,18 +21,21 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
+# torch first, in a layer of its own that depends on the build args only.
+RUN case ",${EXTRAS}," in \
+        *,minilm,*) pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}" ;; \
+    esac
+
 # Dependency layer: depends on pyproject.toml only, so a code change reuses it. The
 # requirements are read from pyproject.toml (tomllib, no extra tool) and installed without
 # the project itself.
 COPY pyproject.toml ./
-RUN if echo ",${EXTRAS}," | grep -q ",minilm,"; then \
-        pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"; \
-    fi
 RUN python -c "import sys, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
 extras = [e.strip() for e in sys.argv[1].split(',') if e.strip()]; \
 print('\n'.join(p['dependencies'] + [r for e in extras for r in p['optional-dependencies'][e]]))" \
-        "${EXTRAS}" > /tmp/requirements.txt
-RUN pip install -r /tmp/requirements.txt && rm /tmp/requirements.txt
+        "${EXTRAS}" > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
 
 # Code layer: a regular (non-editable) install; the dependencies are already there.
 # Templates and Alembic migrations are package data of `ingest`, so nothing is read from
@@ -46,7 +49,8 @@ COPY devtools devtools
 RUN pip install --no-deps . && rm -rf /app/*
 
 # Unprivileged user with a fixed uid (Kubernetes runAsNonRoot, the compose tmpfs owner).
-RUN useradd --create-home --uid 10001 --user-group app \
+RUN groupadd --gid 10001 app \
+    && useradd --create-home --uid 10001 --gid 10001 app \
     && mkdir -p /data && chown app:app /data
 USER 10001:10001
 WORKDIR /home/app
