@@ -470,8 +470,9 @@ def test_dockerfile_dependency_layer_needs_only_pyproject() -> None:
     project_install = [s for s in steps if "pip install --no-deps ." in s]
     assert len(project_install) == 1
     assert not any(re.search(r"pip install .*(-e|--editable)\b", s) for s in steps)
-    user = [s for s in steps if s.startswith("USER")]
-    assert user and user[-1].split()[1].split(":")[0] not in ("root", "0")
+    # the uid and gid that the Kubernetes securityContext and the compose tmpfs name
+    assert [s for s in steps if s.startswith("USER")] == ["USER 10001:10001"]
+    assert any("--uid 10001 --gid 10001" in s for s in steps)
     assert "--index-url \"${TORCH_INDEX_URL}\"" in " ".join(steps)
     assert any(s == "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" for s in steps)
 
