@@ -19,7 +19,6 @@ from typing import Any
 from sqlalchemy import func, literal, select, union_all
 from sqlalchemy.orm import Session
 
-from ingest.corrections import breaker_tripped
 from ingest.errors import TIMEOUT
 from ingest.mail.render import (
     CATEGORY_LABELS,
@@ -32,6 +31,7 @@ from ingest.models import (
     AutoCorrectionTask,
     BatchFile,
     BatchProcessingSession,
+    CorrectionBreaker,
     EmailNotificationLog,
     FileEvent,
     FileProcessingStatus,
@@ -501,7 +501,11 @@ class HeldCorrections:
 
 def held_corrections(s: Session, limit: int = 100) -> HeldCorrections:
     """The breaker and up to ``limit`` held corrections, oldest first (three statements)."""
-    breaker = breaker_tripped(s)
+    # Read here rather than through ingest.corrections, which would pull the S3 and Chroma
+    # clients into the web process; a tripped row is one with tripped_at set.
+    breaker = s.execute(select(CorrectionBreaker).where(CorrectionBreaker.tripped_at.is_not(None))
+                        .order_by(CorrectionBreaker.tripped_at.desc()).limit(1)
+                        ).scalar_one_or_none()
     total = s.execute(select(func.count()).select_from(AutoCorrectionTask)
                       .where(AutoCorrectionTask.status == "held")).scalar_one()
     rows = s.execute(select(AutoCorrectionTask).where(AutoCorrectionTask.status == "held")
