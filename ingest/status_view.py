@@ -189,7 +189,8 @@ def recent_batches(s: Session, flt: BatchFilter = BatchFilter(), page: int = 1,
     if flt.bot_id is not None:
         where.append(B.bot_id == flt.bot_id)
     if flt.user_email is not None:
-        where.append(func.lower(B.user_email) == flt.user_email.lower())
+        # stored lower-cased (ingest.batches.join_batch), so the index on user_email serves
+        where.append(B.user_email == flt.user_email.strip().lower())
     if flt.status is not None:
         where.append(B.status == flt.status)
     total = s.execute(select(func.count()).select_from(B).where(*where)).scalar_one()
@@ -316,9 +317,20 @@ class BatchDetail:
     emails: list[EmailRow]
 
 
-def _stage_row(r: FileProcessingStatus) -> StageRow:
-    return StageRow(r.processing_stage, r.status, r.stage_start_time, r.stage_end_time,
-                    _seconds(r.stage_start_time, r.stage_end_time), r.error_message)
+_F = FileProcessingStatus
+# Columns, not entities: a large batch has thousands of stage rows.
+_STAGE_COLUMNS = (_F.file_event_id, _F.processing_stage, _F.status, _F.stage_start_time,
+                  _F.stage_end_time, _F.error_message)
+
+
+def _stages_by_event(s: Session, event_ids: Any) -> dict[int, list[StageRow]]:
+    """Every stage row of the events, grouped by event, in the order they were written."""
+    by_event: dict[int, list[StageRow]] = {}
+    for event_id, stage, status, start, end, error in s.execute(
+            select(*_STAGE_COLUMNS).where(_F.file_event_id.in_(event_ids)).order_by(_F.id)):
+        by_event.setdefault(event_id, []).append(
+            StageRow(stage, status, start, end, _seconds(start, end), error))
+    return by_event
 
 
 def _error_row(e: ProcessingError) -> ErrorRow:
@@ -364,15 +376,8 @@ def batch_detail(s: Session, batch_id: uuid.UUID) -> BatchDetail | None:
         return None
     files = s.execute(select(BatchFile).where(BatchFile.batch_id == batch_id)
                       .order_by(BatchFile.id)).scalars().all()
-    stage_rows = s.execute(
-        select(FileProcessingStatus)
-        .where(FileProcessingStatus.file_event_id.in_(
-            select(BatchFile.file_event_id).where(BatchFile.batch_id == batch_id)))
-        .order_by(FileProcessingStatus.id)
-    ).scalars().all()
-    by_event: dict[int, list[StageRow]] = {}
-    for r in stage_rows:
-        by_event.setdefault(r.file_event_id, []).append(_stage_row(r))
+    by_event = _stages_by_event(
+        s, select(BatchFile.file_event_id).where(BatchFile.batch_id == batch_id))
     errors = s.execute(select(ProcessingError).where(ProcessingError.batch_id == batch_id)
                        .order_by(ProcessingError.id)).scalars().all()
     corrections = s.execute(select(AutoCorrectionTask)
@@ -552,13 +557,7 @@ def document_history(s: Session, document_id: str, limit: int = 50) -> DocumentH
     """The document's latest events with stages, its batch files, errors and corrections."""
     events = s.execute(select(FileEvent).where(FileEvent.document_id == document_id)
                        .order_by(FileEvent.id.desc()).limit(limit)).scalars().all()
-    stage_rows = s.execute(
-        select(FileProcessingStatus)
-        .where(FileProcessingStatus.file_event_id.in_([e.id for e in events] or [-1]))
-        .order_by(FileProcessingStatus.id)).scalars().all()
-    by_event: dict[int, list[StageRow]] = {}
-    for r in stage_rows:
-        by_event.setdefault(r.file_event_id, []).append(_stage_row(r))
+    by_event = _stages_by_event(s, [e.id for e in events] or [-1])
     files = s.execute(select(BatchFile).where(BatchFile.file_document_id == document_id)
                       .order_by(BatchFile.id.desc()).limit(limit)).scalars().all()
     errors = s.execute(select(ProcessingError)
