@@ -419,3 +419,29 @@ def test_ingest_status_tables_and_exit_codes(
     assert main(["status", "--limit", "0"]) == 2
     with pytest.raises(SystemExit):
         main(["status", "--batch", str(scenario.batch_id), "--user", scenario.email])
+
+
+def test_pagination_links_keep_the_filter(web: str, scenario: Scenario) -> None:
+    auth = ("ops", STATUS_TOKEN)
+    first = get(f"{web}/status", params={"company_id": 42, "per_page": 1}, auth=auth)
+    assert first.status_code == 200
+    (link,) = re.findall(r'<a rel="next" href="([^"]+)"', first.text)
+    link = link.replace("&amp;", "&")
+    assert "company_id=42" in link and "page=2" in link and "per_page=1" in link
+    second = get(f"{web}{link}", auth=auth)
+    assert second.status_code == 200 and 'rel="prev"' in second.text
+    row = re.compile(r'<tr class="batch-row">\s*<td><a class="mono" '
+                     r'href="/status/batches/([0-9a-f-]{36})"')
+    ids = [row.findall(r.text) for r in (first, second)]
+    assert len(ids[0]) == len(ids[1]) == 1 and ids[0] != ids[1]
+
+
+def test_document_and_failure_views(web: str, scenario: Scenario) -> None:
+    auth = ("ops", STATUS_TOKEN)
+    doc = get(f"{web}/status/documents/{scenario.corrupt_doc}", auth=auth)
+    assert doc.status_code == 200
+    assert str(scenario.batch_id) in doc.text and "scan.pdf" in doc.text
+    assert SUGGESTIONS[PROCESSING_ERROR] in doc.text
+    week = get(f"{web}/status/failures", params={"hours": 168, "bucket": "day"}, auth=auth)
+    assert week.status_code == 200
+    assert "Day (UTC)" in week.text and PROCESSING_ERROR in week.text
