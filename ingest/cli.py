@@ -8,6 +8,7 @@
     ingest corrections release   # close the breaker; the held corrections run
     ingest corrections discard   # close the breaker; the held corrections are dropped
     ingest email resend BATCH_ID # send a failed or skipped batch e-mail once more, now
+    ingest status [--batch ID | --user EMAIL | --doc ID] [--json]  # what happened, and where
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ingest.cli_status import add_status_parser
 from ingest.settings import SettingsError, get_settings
 
 _SECRETS = {"cms_api_token", "webhook_token", "webhook_secret", "smtp_password", "status_token"}
@@ -111,8 +113,11 @@ def main(argv: list[str] | None = None) -> int:
                                                                          required=True)
     email.add_parser("resend", help="re-send a failed or skipped batch e-mail").add_argument(
         "batch_id")
+    add_status_parser(sub)
     args = parser.parse_args(argv)
     try:
+        if args.command == "status":
+            return args.handler(args)
         if args.command == "db":
             _alembic(args.action, "head" if args.action == "upgrade" else args.revision)
         elif args.command == "check-config":

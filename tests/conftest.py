@@ -48,6 +48,7 @@ SMTP_PORT = _free_port()
 TMP = Path(tempfile.mkdtemp(prefix="kb-ingest-test-"))
 WEBHOOK_TOKEN = "test-webhook-token"
 WEBHOOK_SECRET = "test-webhook-secret"
+STATUS_TOKEN = "test-status-token"
 CMS_TOKEN = "test-cms-token"
 BUCKET = "kb-test"
 
@@ -61,6 +62,7 @@ os.environ.update(
         "CMS_TIMEOUT_SECONDS": "5",
         "WEBHOOK_TOKEN": WEBHOOK_TOKEN,
         "WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "STATUS_TOKEN": STATUS_TOKEN,
         "S3_BUCKET": BUCKET,
         "S3_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}",
         "AWS_REGION": "us-east-1",

@@ -15,6 +15,7 @@ from webhooks.batches_api import bp as batches_bp
 from webhooks.metrics import bp as metrics_bp
 from webhooks.publisher import Publisher
 from webhooks.routes import bp as routes_bp
+from webhooks.status import bp as status_bp
 
 
 def create_app(settings: Settings | None = None, publisher: Publisher | None = None) -> Flask:
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None, publisher: Publisher | None = N
     app.register_blueprint(routes_bp)
     app.register_blueprint(metrics_bp)
     app.register_blueprint(batches_bp)
+    app.register_blueprint(status_bp)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> tuple[Response, int]:
