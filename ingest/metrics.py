@@ -89,6 +89,9 @@ PROCESSES = Gauge(
     "kb_ingest_processes", "Live processes (web: gunicorn workers, worker: Celery pool "
     "children) writing to this metrics directory", ["kind"], multiprocess_mode="livesum")
 
+PROCESS_METRICS = (FILES, TASK_RETRIES, EMAIL_OUTCOMES, CORRECTION_OUTCOMES, WEBHOOKS,
+                   STAGE_SECONDS, HTTP_SECONDS, EMAIL_DUE_TO_SENT, PROCESSES)
+
 
 def multiprocess_mode() -> bool:
     """Whether processes share their metrics through ``PROMETHEUS_MULTIPROC_DIR``."""
@@ -185,12 +188,27 @@ def write_snapshot(s: Session, redis: Redis) -> dict[str, Any]:
 
 # --- what a scrape reads -----------------------------------------------------------------
 
+#: The gauges :class:`SystemCollector` yields besides :data:`ROW_COUNTS`: name → help.
+SYSTEM_GAUGES: dict[str, str] = {
+    "kb_ingest_queue_depth": "Messages waiting in each Celery queue on the broker (LLEN)",
+    "kb_ingest_beat_heartbeat_age_seconds":
+        "Seconds since beat's last scheduler tick (+Inf: no heartbeat recorded)",
+    "kb_ingest_oldest_unfinished_event_age_seconds":
+        "Age of the oldest received, enqueued or processing file event (0: none)",
+    "kb_ingest_reconciliation_lag_seconds":
+        "Seconds since the CMS reconciliation last committed a run",
+    "kb_ingest_corrections_held": "Corrections held for an operator by the breaker",
+    "kb_ingest_correction_breaker_open": "1 while the correction circuit breaker is tripped",
+    "kb_ingest_metrics_snapshot_age_seconds":
+        "Seconds since beat's task last computed the database figures",
+}
+
 #: kombu's Redis transport keeps priority sub-queues under these suffixes.
 _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 
 
-def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
-    return GaugeMetricFamily(name, doc, value=value)
+def _gauge(name: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, SYSTEM_GAUGES[name], value=value)
 
 
 class SystemCollector(Collector):
@@ -213,9 +231,8 @@ class SystemCollector(Collector):
         except RedisError:
             return
         # No key at all (beat never ran, or Redis lost it) is as stale as it gets: +Inf.
-        age = now - float(heartbeat) if heartbeat is not None else math.inf
         yield _gauge("kb_ingest_beat_heartbeat_age_seconds",
-                     "Seconds since beat's last scheduler tick (+Inf: no heartbeat)", age)
+                     now - float(heartbeat) if heartbeat is not None else math.inf)
         if raw is not None:
             yield from self._snapshot(json.loads(raw), now)
 
@@ -230,8 +247,8 @@ class SystemCollector(Collector):
                 lengths = pipe.execute()
         except RedisError:
             return
-        family = GaugeMetricFamily("kb_ingest_queue_depth",
-                                   "Messages waiting in each Celery queue (LLEN)", labels=["queue"])
+        name = "kb_ingest_queue_depth"
+        family = GaugeMetricFamily(name, SYSTEM_GAUGES[name], labels=["queue"])
         per_queue = len(_PRIORITY_SUFFIXES)
         for n, queue in enumerate(QUEUES):
             family.add_metric([queue], sum(lengths[n * per_queue:(n + 1) * per_queue]))
@@ -245,17 +262,21 @@ class SystemCollector(Collector):
             yield family
         oldest = snap.get("oldest_unfinished_at")
         yield _gauge("kb_ingest_oldest_unfinished_event_age_seconds",
-                     "Age of the oldest received, enqueued or processing file event (0: none)",
                      now - oldest if oldest is not None else 0.0)
         last_run = snap.get("reconciliation_last_run_at")
-        if last_run is not None:
-            yield _gauge("kb_ingest_reconciliation_lag_seconds",
-                         "Seconds since the CMS reconciliation last committed a run",
-                         now - last_run)
-        yield _gauge("kb_ingest_corrections_held",
-                     "Corrections held for an operator (breaker)", snap["held_corrections"])
-        yield _gauge("kb_ingest_correction_breaker_open",
-                     "1 while the correction circuit breaker is tripped", snap["breaker_open"])
-        yield _gauge("kb_ingest_metrics_snapshot_age_seconds",
-                     "Seconds since beat's task last computed the database figures",
-                     now - snap["at"])
+        if last_run is not None:  # no sample before the first run
+            yield _gauge("kb_ingest_reconciliation_lag_seconds", now - last_run)
+        yield _gauge("kb_ingest_corrections_held", snap["held_corrections"])
+        yield _gauge("kb_ingest_correction_breaker_open", snap["breaker_open"])
+        yield _gauge("kb_ingest_metrics_snapshot_age_seconds", now - snap["at"])
+
+
+def exposed_names() -> set[str]:
+    """Every sample name kb-ingest can expose (for checking alert rules and dashboards)."""
+    names = set(SYSTEM_GAUGES) | {row[0] for row in ROW_COUNTS}
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"),
+                "gauge": ("",)}
+    for metric in PROCESS_METRICS:
+        for family in metric.describe():
+            names |= {family.name + suffix for suffix in suffixes[family.type]}
+    return names
