@@ -29,7 +29,13 @@ from sqlalchemy.orm import Session
 
 from devtools.samples import make_corrupt_pdf, make_txt
 from ingest.db import get_engine, session_scope
-from ingest.metrics import SNAPSHOT_KEY, SystemCollector, exposed_names, write_snapshot
+from ingest.metrics import (
+    SNAPSHOT_KEY,
+    SystemCollector,
+    exposed_names,
+    process_registry,
+    write_snapshot,
+)
 from ingest.models import AutoCorrectionTask, CorrectionBreaker, FileEvent
 from ingest.names import QUEUES, TASK_PROCESS_FILE_EVENT
 from ingest.reconcile import advance_checkpoint
@@ -296,7 +302,14 @@ def test_prefork_children_show_in_the_web_metrics_and_leave_when_they_exit(
         after, "kb_ingest_files_total", outcome="done", category="none")
 
 
+def _web_processes_here() -> float:
+    """``kb_ingest_processes{kind="web"}`` as this process reads the shared directory."""
+    return sum(s.value for family in process_registry().collect() for s in family.samples
+               if s.name == "kb_ingest_processes" and s.labels.get("kind") == "web")
+
+
 def test_gunicorn_marks_an_exited_worker_dead(database: str, redis_server: str) -> None:
+    base = _web_processes_here()  # another test's leftovers, if any
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
@@ -312,17 +325,18 @@ def test_gunicorn_marks_an_exited_worker_dead(database: str, redis_server: str) 
             except (requests.RequestException, AssertionError):
                 return -1
 
-        wait_until(lambda: web_processes() == 2, 60, 0.2)
+        wait_until(lambda: web_processes() == base + 2, 60, 0.2)
         victim, survivor = wait_until(lambda: len(c := children(arbiter.pid)) == 2 and c, 30)
         os.kill(victim, signal.SIGKILL)  # it cannot clean up after itself; the arbiter does
         wait_until(lambda: victim not in (c := children(arbiter.pid)) and len(c) == 2, 30)
         assert not _live_files(victim)
-        wait_until(lambda: web_processes() == 2, 30, 0.2)  # 3 without child_exit
+        wait_until(lambda: web_processes() == base + 2, 30, 0.2)  # + 3 without child_exit
         arbiter.terminate()
         arbiter.wait(30)
     finally:
-        stop(arbiter)  # type: ignore[arg-type]
+        stop(arbiter)
     assert not _live_files(survivor)
+    assert _web_processes_here() == base
 
 
 # --- alert rules and dashboard -----------------------------------------------------------

@@ -105,9 +105,14 @@ def _serve_metrics(**_: Any) -> None:
     """WORKER_METRICS_PORT: the main process serves the metrics of its pool children (and of
     every process sharing PROMETHEUS_MULTIPROC_DIR), started once the pool is up."""
     port = get_settings().worker_metrics_port
-    if port:
+    if not port:
+        return
+    try:
         metrics.serve(port)
-        log.info("worker metrics on port %d", port)
+    except OSError as exc:  # another worker on this host has the port: it keeps running
+        log.error("WORKER_METRICS_PORT %d: cannot serve metrics (%s)", port, exc)
+        return
+    log.info("worker metrics on port %d", port)
 
 
 @worker_process_shutdown.connect
