@@ -74,7 +74,7 @@ class _Claim:
     attempt: int
     window_left: float  # seconds of SMTP_RETRY_WINDOW_MINUTES left
     due_for: float  # seconds since the e-mail fell due (its row was created), at the claim
-    claimed: float = 0.0  # time.monotonic() of the claim
+    claimed: float  # time.monotonic() of the claim
 
 
 def _claim(batch_id: uuid.UUID, settings: Settings) -> _Claim | None:
