@@ -283,9 +283,10 @@ def test_prefork_children_show_in_the_web_metrics_and_leave_when_they_exit(
         event_id = store_event(entry)
         assert Publisher(BROKER).publish_file_event(event_id)
         assert wait_terminal(event_id, 60).status == "done"
-        after = scrape(web)
-        assert value(after, "kb_ingest_files_total", outcome="done", category="none") > value(
-            before, "kb_ingest_files_total", outcome="done", category="none")
+        done = {"outcome": "done", "category": "none"}
+        # counted just after the commit that wait_terminal sees
+        after = wait_until(lambda: value(s := scrape(web), "kb_ingest_files_total", **done)
+                           > value(before, "kb_ingest_files_total", **done) and s, 10, 0.1)
         assert any((PROMETHEUS_DIR / f"counter_{pid}.db").exists() for pid in kids)
         own = scrape(f"http://127.0.0.1:{port}")  # WORKER_METRICS_PORT
         assert value(own, "kb_ingest_processes", kind="worker") >= 2
