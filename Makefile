@@ -57,7 +57,7 @@ deploy-check: install services
 
 # The four processes of DESIGN §2, for running against your own services (.env).
 run-web: install
-	$(BIN)/gunicorn -w 2 -b 0.0.0.0:8080 "webhooks.app:create_app()"
+	$(BIN)/gunicorn -c python:webhooks.gunicorn_conf -w 2 -b 0.0.0.0:8080 "webhooks.app:create_app()"
 run-worker: install
 	$(BIN)/celery -A workers worker -Q ingest,notifications,corrections --loglevel INFO
 run-beat: install

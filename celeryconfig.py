@@ -16,6 +16,7 @@ from ingest.names import (
     TASK_RELAY_OUTBOX,
     TASK_RUN_CORRECTION,
     TASK_SEND_BATCH_EMAIL,
+    TASK_SNAPSHOT_METRICS,
     TASK_SWEEP_BATCHES,
 )
 from ingest.settings import get_settings
@@ -83,10 +84,13 @@ task_routes = {
     TASK_RELAY_OUTBOX: {"queue": QUEUE_NOTIFICATIONS},
     TASK_CHECK_BATCH: {"queue": QUEUE_NOTIFICATIONS},
     TASK_SWEEP_BATCHES: {"queue": QUEUE_NOTIFICATIONS},
+    TASK_SNAPSHOT_METRICS: {"queue": QUEUE_NOTIFICATIONS},
 }
 
 # A beat entry that could not run in time is dropped (expires), never piled up.
 RELAY_EVERY_SECONDS = 10.0
+# The database figures of /metrics: a scrape reads this snapshot instead of running SQL.
+METRICS_SNAPSHOT_EVERY_SECONDS = 15.0
 beat_schedule = {
     "relay-outbox": {
         "task": TASK_RELAY_OUTBOX,
@@ -104,5 +108,10 @@ beat_schedule = {
         "task": TASK_RECONCILE_CMS,
         "schedule": _settings.reconciliation_every_seconds,
         "options": {"expires": _settings.reconciliation_every_seconds},
+    },
+    "snapshot-metrics": {
+        "task": TASK_SNAPSHOT_METRICS,
+        "schedule": METRICS_SNAPSHOT_EVERY_SECONDS,
+        "options": {"expires": METRICS_SNAPSHOT_EVERY_SECONDS},
     },
 }

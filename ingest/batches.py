@@ -27,6 +27,7 @@ from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from ingest import metrics
 from ingest.db import session_scope
 from ingest.errors import TIMEOUT
 from ingest.models import (
@@ -313,6 +314,8 @@ def _close(s: Session, batch: Any, now: datetime, settings: Settings) -> Check:
                 error_message=why)
         .on_conflict_do_nothing(constraint="uq_email_batch_type")
     )
+    if not wanted:
+        metrics.EMAIL_OUTCOMES.labels("skipped").inc()
     return Check(batch.batch_id, closed_status=status, email_pending=wanted)
 
 

@@ -49,6 +49,7 @@ from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.orm import Session
 
+from ingest import metrics
 from ingest.adapters.cms import CmsClient
 from ingest.adapters.s3 import S3Store
 from ingest.adapters.vectors import VectorStore
@@ -353,6 +354,7 @@ def _finish(task: AutoCorrectionTask, status: str, detail: str,
                 status=status, completed_at=func.now(), error_during_correction=error)
         if resolution:
             _resolve_errors(s, task, *resolution)
+    metrics.CORRECTION_OUTCOMES.labels(status).inc()
 
 
 def run_correction(task_id: int, svc: CorrectionServices,
@@ -411,6 +413,7 @@ def _failed_attempt(task: AutoCorrectionTask, exc: Exception, settings: Settings
             on_final_failure(task)
         return CorrectionOutcome("failed", task.batch_id, detail=message)
     delay = backoff_seconds(settings.correction_retry_base_seconds, task.attempts - 1)
+    metrics.CORRECTION_OUTCOMES.labels("retry").inc()
     with session_scope() as s:
         _append(s, task.id, _entry("attempt", f"attempt {task.attempts} failed: {message}",
                                    ok=False), status="pending")

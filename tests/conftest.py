@@ -46,6 +46,10 @@ CMS_PORT = _free_port()
 WEB_PORT = _free_port()
 SMTP_PORT = _free_port()
 TMP = Path(tempfile.mkdtemp(prefix="kb-ingest-test-"))
+# Every process of the run (this one, subprocess workers, gunicorn) shares one metrics
+# directory, created empty, as a deployment's processes on one host do.
+PROMETHEUS_DIR = TMP / "prometheus"
+PROMETHEUS_DIR.mkdir()
 WEBHOOK_TOKEN = "test-webhook-token"
 WEBHOOK_SECRET = "test-webhook-secret"
 STATUS_TOKEN = "test-status-token"
@@ -96,6 +100,7 @@ os.environ.update(
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
+        "PROMETHEUS_MULTIPROC_DIR": str(PROMETHEUS_DIR),
     }
 )
 

@@ -235,7 +235,10 @@ def test_health_reports_each_dependency(web: str) -> None:
 def test_metrics_expose_counters_and_event_gauges(web: str) -> None:
     import requests
 
+    from workers.tasks.metrics import snapshot_metrics
+
     post(web, envelope("entry.create", file_entry("m.txt", "text/plain")))
+    snapshot_metrics()  # beat's task: the row-count gauges come from its snapshot
     text = requests.get(f"{web}/metrics", timeout=10).text
     assert 'kb_ingest_webhooks_total{outcome="accepted"}' in text
     assert "kb_ingest_file_events{status=" in text

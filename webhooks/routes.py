@@ -13,7 +13,6 @@ import re
 from typing import Any, TypeVar
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from prometheus_client import Counter
 from pydantic import BaseModel, ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy import text
@@ -30,6 +29,7 @@ from ingest.events import (
     mark_enqueued,
     store_file_event,
 )
+from ingest.metrics import WEBHOOKS
 from ingest.preferences import invalidate
 from ingest.redis_client import worker_refusals
 from webhooks.auth import AuthError, authenticate
@@ -38,9 +38,6 @@ log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__)
 M = TypeVar("M", bound=BaseModel)
 
-WEBHOOKS = Counter(
-    "kb_ingest_webhooks_total", "Webhook requests by outcome", ["outcome"]
-)
 
 
 class BadRequest(Exception):

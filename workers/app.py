@@ -16,9 +16,15 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init
+from celery.signals import (
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+)
 from redis.exceptions import RedisError
 
+from ingest import metrics
 from ingest.db import reset_engine
 from ingest.pipeline.embedding import backend_problem
 from ingest.redis_client import clear_worker_refusal, record_worker_refusal
@@ -32,6 +38,7 @@ app = Celery(
     "kb_ingest",
     include=[
         "workers.tasks.ingest",
+        "workers.tasks.metrics",
         "workers.tasks.batches",
         "workers.tasks.corrections",
         "workers.tasks.notifications",
@@ -79,6 +86,7 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
 @worker_process_init.connect
 def _init_process(**_: Any) -> None:
     reset_engine()
+    metrics.PROCESSES.labels("worker").set(1)
     settings = get_settings()
     if settings.embedding_backend == "minilm":
         from ingest.pipeline.embedding import get_embedder, limit_torch_threads
@@ -90,3 +98,25 @@ def _init_process(**_: Any) -> None:
             embedder.name, getattr(embedder, "load_seconds", 0.0),
             getattr(embedder, "cold_start_seconds", 0.0), threads,
         )
+
+
+@worker_ready.connect
+def _serve_metrics(**_: Any) -> None:
+    """WORKER_METRICS_PORT: the main process serves the metrics of its pool children (and of
+    every process sharing PROMETHEUS_MULTIPROC_DIR), started once the pool is up."""
+    port = get_settings().worker_metrics_port
+    if not port:
+        return
+    try:
+        metrics.serve(port)
+    except OSError as exc:  # another worker on this host has the port: it keeps running
+        log.error("WORKER_METRICS_PORT %d: cannot serve metrics (%s)", port, exc)
+        return
+    log.info("worker metrics on port %d", port)
+
+
+@worker_process_shutdown.connect
+def _process_exited(pid: int | None = None, **_: Any) -> None:
+    """A pool child exits: its live gauges leave the sums (a SIGKILLed child cannot say so;
+    its files stay until the metrics directory is emptied at the next deployment)."""
+    metrics.process_exited(pid or os.getpid())

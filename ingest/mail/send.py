@@ -18,6 +18,7 @@ batch can never both deliver. Every attempt writes a ``notification_retry_log`` 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,6 +34,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from ingest import metrics
 from ingest.batches import BATCH_EMAIL, NO_RECIPIENT
 from ingest.db import session_scope
 from ingest.mail.alerts import EMAIL_FAILED, raise_alert
@@ -71,6 +73,8 @@ class _Claim:
     log_id: int
     attempt: int
     window_left: float  # seconds of SMTP_RETRY_WINDOW_MINUTES left
+    due_for: float  # seconds since the e-mail fell due (its row was created), at the claim
+    claimed: float  # time.monotonic() of the claim
 
 
 def _claim(batch_id: uuid.UUID, settings: Settings) -> _Claim | None:
@@ -88,8 +92,8 @@ def _claim(batch_id: uuid.UUID, settings: Settings) -> _Claim | None:
     if row is None:
         return None
     window = settings.smtp_retry_window_minutes * 60
-    return _Claim(row.id, row.send_attempts,
-                  window - (row.now - row.created_at).total_seconds())
+    due_for = (row.now - row.created_at).total_seconds()
+    return _Claim(row.id, row.send_attempts, window - due_for, due_for, time.monotonic())
 
 
 def _correction_sentence(task: AutoCorrectionTask | None) -> str | None:
@@ -182,6 +186,7 @@ def _failed(claim: _Claim, batch_id: uuid.UUID, error: str, response: str | None
                     next_retry_at=None,
                     values={"send_status": "failed", "error_message": error,
                             "smtp_response": response})
+    metrics.EMAIL_OUTCOMES.labels("failed").inc()
     log.error("batch %s e-mail failed for good after %d attempt(s): %s", batch_id,
               claim.attempt, error)
     with session_scope() as s:
@@ -222,6 +227,7 @@ def send_batch_email(batch_id: uuid.UUID, settings: Settings) -> SendOutcome:
                         next_retry_at=datetime.now().astimezone() + timedelta(seconds=delay),
                         values={"send_status": "pending", "error_message": str(exc),
                                 "smtp_response": exc.response or None})
+        metrics.EMAIL_OUTCOMES.labels("retry").inc()
         log.info("batch %s e-mail attempt %d failed (%s); retry in %.1fs",
                  batch_id, attempt, exc, delay)
         return SendOutcome("retry", retry_in=delay, detail=str(exc))
@@ -231,6 +237,8 @@ def send_batch_email(batch_id: uuid.UUID, settings: Settings) -> SendOutcome:
     _record_attempt(log_id, batch_id, attempt, success=True, error=None, next_retry_at=None,
                     values={"send_status": "sent", "sent_at": func.now(),
                             "smtp_response": response, "error_message": None})
+    metrics.EMAIL_OUTCOMES.labels("sent").inc()
+    metrics.EMAIL_DUE_TO_SENT.observe(claim.due_for + time.monotonic() - claim.claimed)
     log.info("batch %s e-mail sent (attempt %d)", batch_id, attempt)
     return SendOutcome("sent", detail=response)
 

@@ -43,6 +43,7 @@ from typing import Any
 from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
+from ingest import metrics
 from ingest.adapters.cms import CmsClient
 from ingest.adapters.s3 import ObjectInfo, S3Store
 from ingest.adapters.vectors import VectorStore
@@ -380,8 +381,10 @@ def _extract_chunks(data: bytes, entry: FileEntry, settings: Settings) -> list[s
     limits = ExtractLimits(max_unzipped_bytes=settings.max_unzipped_bytes,
                            max_chars=settings.max_extracted_chars,
                            timeout_seconds=settings.extract_timeout_seconds)
-    content = extract_text(data, entry.name, entry.mime_type, limits=limits)
-    chunks = chunk_text(content, settings.chunk_size, settings.chunk_overlap)
+    with metrics.timed("extract"):
+        content = extract_text(data, entry.name, entry.mime_type, limits=limits)
+    with metrics.timed("chunk"):
+        chunks = chunk_text(content, settings.chunk_size, settings.chunk_overlap)
     if not chunks:
         raise ProcessingError("no text could be extracted")
     if len(chunks) > settings.max_chunks_per_file:
@@ -400,24 +403,25 @@ def _process_upsert(ev: ClaimedEvent, svc: Services) -> Outcome:
             entry = resolve_entry(ev, svc.cms)
             batch_id = _join(ev, entry, svc)
             check_key(entry, svc.settings)
-            data = _download(ev, entry, svc)
+            with metrics.timed("download"):
+                data = _download(ev, entry, svc)
     except Superseded as exc:
         return _ignore(ev, f"superseded: {exc}")
     with stage(ev, "processing"):
         chunks = _extract_chunks(data, entry, svc.settings)
-        embeddings = svc.embedder.embed(chunks)
+        with metrics.timed("embed"):
+            embeddings = svc.embedder.embed(chunks)
     with stage(ev, "storage"), session_scope() as s:
         lock_xact(s, ev.document_id)
         if is_stale(s, ev):
             finish(s, ev.id, "ignored", "superseded while processing")
             return Outcome("ignored", detail="superseded while processing",
                            batch_id=leave_batch(s, ev.id))
-        stored = svc.vectors.replace_document(
-            ev.document_id,
-            embeddings,
-            chunks,
-            [_chunk_metadata(entry, n) for n in range(len(chunks))],
-        )
+        with metrics.timed("store"):
+            stored = svc.vectors.replace_document(
+                ev.document_id, embeddings, chunks,
+                [_chunk_metadata(entry, n) for n in range(len(chunks))],
+            )
         finish(s, ev.id, "done")
         record_file_outcome(s, ev.id, succeeded=True, chunks=stored)
     _record_stage(ev, "completed", "success")
@@ -503,6 +507,8 @@ def _run_claimed(ev: ClaimedEvent, svc: Services) -> Outcome:
     except BaseException:
         end_attempt(event_id)
         raise
+    deleted = outcome.status == "done" and handler is _process_delete
+    metrics.FILES.labels("deleted" if deleted else outcome.status, "none").inc()
     log.info(
         "event %s (%s %s) %s in %.2fs, %d chunks", ev.id, ev.event, ev.document_id,
         outcome.status, time.perf_counter() - started, outcome.chunks,
@@ -572,6 +578,7 @@ def fail_event(event_id: int, exc: BaseException, retries: int = 0,
             raise_alert(s, FILE_NEEDS_OPERATOR, f"{category}:{batch_id or event_id}",
                         f"{category}, event {event_id}", _operator_body(row, category, exc),
                         batch_id=batch_id, document_id=row.document_id)
+    metrics.FILES.labels("failed", category).inc()
     log.warning("event %s failed (%s): %s", event_id, category, exc)
     return Failure(batch_id, correction_id)
 

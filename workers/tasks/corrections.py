@@ -12,6 +12,7 @@ from celery import Task
 
 from ingest.corrections import CorrectionServices, run_correction
 from ingest.mail.alerts import alert_correction_failed
+from ingest.metrics import TASK_RETRIES
 from ingest.names import TASK_RUN_CORRECTION
 from ingest.settings import get_settings
 from workers.app import app
@@ -28,6 +29,8 @@ def run_correction_task(self: Task, task_id: int) -> str:
     """Run one correction; retries are counted on its row (MAX_CORRECTION_ATTEMPTS)."""
     outcome = run_correction(task_id, _services(), on_final_failure=alert_correction_failed)
     if outcome.status in ("retry", "wait"):
+        TASK_RETRIES.labels(self.name, "action_failed" if outcome.status == "retry"
+                            else "not_due").inc()
         raise self.retry(countdown=min(outcome.retry_in, 300))
     if outcome.batch_id is not None:
         follow_up_batch(outcome.batch_id)  # the batch may have waited for this correction

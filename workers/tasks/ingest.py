@@ -24,6 +24,7 @@ from celery import Task
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ingest.errors import ObjectNotYetThere, ResourceLimit, TransientError
+from ingest.metrics import TASK_RETRIES
 from ingest.names import TASK_PROCESS_FILE_EVENT, TASK_RUN_CORRECTION
 from ingest.pipeline.run import Failure, Outcome, fail_event, process_event
 from ingest.retry import backoff_seconds
@@ -48,6 +49,7 @@ def process_file_event(self: Task, event_id: int, waited: int = 0) -> str:
     try:
         outcome = process_event(event_id)
     except ObjectNotYetThere as exc:
+        TASK_RETRIES.labels(self.name, "object_not_there_yet").inc()
         raise self.retry(countdown=exc.retry_in, kwargs={"waited": waited + 1}) from exc
     except (SoftTimeLimitExceeded, MemoryError) as exc:
         limit = ResourceLimit(f"{type(exc).__name__}: the file needed more time or memory "
@@ -63,6 +65,7 @@ def process_file_event(self: Task, event_id: int, waited: int = 0) -> str:
             _fail(self, event_id, exc, retries)
             return "failed"
         countdown = backoff_seconds(2.0, retries)
+        TASK_RETRIES.labels(self.name, getattr(exc, "category", "database")).inc()
         raise self.retry(exc=exc, countdown=countdown, kwargs={"waited": waited}) from exc
     _follow_up(outcome)
     return outcome.status
@@ -73,6 +76,7 @@ def _fail(task: Task, event_id: int, exc: BaseException, retries: int) -> None:
     try:
         _follow_up(fail_event(event_id, exc, retries=retries))
     except Exception as fail_exc:
+        TASK_RETRIES.labels(task.name, "recording_failure").inc()
         raise task.retry(countdown=backoff_seconds(2.0, task.request.retries),
                          exc=fail_exc) from fail_exc
 

@@ -7,6 +7,7 @@ import uuid
 from celery import Task
 
 from ingest.mail.send import send_batch_email as send
+from ingest.metrics import TASK_RETRIES
 from ingest.names import TASK_SEND_BATCH_EMAIL
 from ingest.settings import get_settings
 from workers.app import app
@@ -18,5 +19,6 @@ def send_batch_email(self: Task, batch_id: str) -> str:
     outcome = send(uuid.UUID(batch_id), get_settings())
     if outcome.status == "retry":
         # Attempts are counted on the log row; SMTP_RETRY_WINDOW_MINUTES ends them.
+        TASK_RETRIES.labels(self.name, "smtp_transient").inc()
         raise self.retry(countdown=outcome.retry_in)
     return outcome.status
