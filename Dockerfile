@@ -56,4 +56,4 @@ USER 10001:10001
 WORKDIR /home/app
 
 EXPOSE 8080
-CMD ["gunicorn", "-w", "2", "-b", "0.0.0.0:8080", "webhooks.app:create_app()"]
+CMD ["gunicorn", "-c", "python:webhooks.gunicorn_conf", "-w", "2", "-b", "0.0.0.0:8080", "webhooks.app:create_app()"]
