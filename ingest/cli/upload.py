@@ -156,13 +156,13 @@ def _follow(files: list[FileProgress], timeout: float, quiet: bool) -> bool:
         refresh(files)
         return all(f.settled for f in files)
 
-    if quiet:
+    if quiet or not console.is_terminal:  # no live redraws into a pipe or a file
         while not settled():
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.5)
         return True
-    with Live(table(files), console=console, refresh_per_second=4) as live:
+    with Live(table(files), console=console, refresh_per_second=4, transient=True) as live:
         while not settled():
             live.update(table(files))
             if time.monotonic() > deadline:
@@ -184,6 +184,7 @@ def _report(files: list[FileProgress], args: argparse.Namespace) -> int:
         console.print(f"{len(files)} CMS entries created; follow them with "
                       "`ingest status --doc DOCUMENT_ID`")
     else:
+        console.print(table(files))
         console.print(f"{len(files) - len(failed)} of {len(files)} file(s) processed, "
                       f"{len(failed)} failed; batch(es): {', '.join(batches) or 'none'}")
     return 1 if failed and not args.no_wait else 0
