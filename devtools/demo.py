@@ -193,7 +193,7 @@ def run(args: argparse.Namespace, supervisor: procs.Supervisor,
     if ingest(env, "db", "upgrade", capture=True).returncode:
         return ["ingest db upgrade failed"]
     print(f"== database {DB_NAME} created and migrated ==")
-    uploader_env = dict(env)
+    uploader_env = dict(env) | ({} if sys.stdout.isatty() else {"COLUMNS": "140"})
     if args.cms == "strapi":
         if not node_ok():
             return ["--cms strapi needs Node.js 20+ and npm on PATH"]

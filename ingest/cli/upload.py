@@ -88,10 +88,18 @@ def refresh(files: list[FileProgress]) -> None:
         row = rows.get(file.document_id)
         if row is None:
             continue
-        file.event, file.stage = row.status, (row.stage or "").replace(":", " ")
+        file.event, file.stage = row.status, _stage(row.stage)
         file.chunks, file.batch_id = row.chunks_created or 0, row.batch_id
         file.error = row.error_category or (row.last_error or "")[:60]
         file.batch, file.email = row.batch_status or "", row.send_status or ""
+
+
+def _stage(raw: str | None) -> str:
+    """``download:processing`` → ``download…``; ``storage:success`` → ``storage``."""
+    if not raw:
+        return ""
+    name, status = raw.split(":", 1)
+    return {"processing": f"{name}…", "success": name}.get(status, f"{name} {status}")
 
 
 def table(files: list[FileProgress]) -> Table:
@@ -134,8 +142,8 @@ def upload(args: argparse.Namespace) -> int:
                 "mime_type": mime})
             files.append(FileProgress(path.name, str(entry["documentId"]), key))
             if not args.json:
-                console.print(f"uploaded {path.name} → s3://{settings.s3_bucket}/{key}, "
-                              f"CMS entry {entry['documentId']}", markup=False)
+                console.print(f"uploaded {key} → CMS entry {entry['documentId']}",
+                              markup=False)
     except IngestError as exc:
         return fail(f"upload stopped after {len(files)} of {len(paths)} file(s): {exc}")
     finally:
@@ -156,8 +164,15 @@ def _follow(files: list[FileProgress], timeout: float, quiet: bool) -> bool:
         refresh(files)
         return all(f.settled for f in files)
 
-    if quiet or not console.is_terminal:  # no live redraws into a pipe or a file
+    if quiet or not console.is_terminal:  # no live redraws into a pipe or a file: one line
+        seen: dict[str, tuple[str, ...]] = {}  # per change, unless quiet
         while not settled():
+            for f in files if not quiet else []:
+                state = (f.event, f.stage, f.batch, f.email)
+                if seen.get(f.document_id) != state:
+                    seen[f.document_id] = state
+                    console.print(f"  {f.name:<32} " + "  ".join(x for x in state if x),
+                                  markup=False)
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.5)
