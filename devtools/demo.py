@@ -211,9 +211,10 @@ def run(args: argparse.Namespace, supervisor: procs.Supervisor,
     print(f"\n  status page: http://127.0.0.1:{ports['web']}/status  (any user, password "
           f"{STATUS_TOKEN})\n")
     UPLOAD.mkdir(parents=True)
-    for doc in [*sample_documents(), *bad_documents()]:
+    good, bad = sample_documents(), bad_documents()
+    for doc in [*good, *bad]:
         (UPLOAD / doc.file_name).write_bytes(doc.data)
-    print(f"== ingest upload {UPLOAD} (7 good files, 3 bad ones) ==")
+    print(f"== ingest upload {UPLOAD} ({len(good)} good files, {len(bad)} bad ones) ==")
     code = ingest(uploader_env, "upload", str(UPLOAD), "--company", str(COMPANY), "--bot",
                   str(BOT), "--user", USER, "--timeout", "600").returncode
     problems = [] if code == 1 else [f"ingest upload exited {code}, expected 1 (bad files)"]

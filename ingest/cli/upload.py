@@ -99,6 +99,8 @@ def _stage(raw: str | None) -> str:
     if not raw:
         return ""
     name, status = raw.split(":", 1)
+    if name == status:  # the "failed" row that ends a failed event
+        return name
     return {"processing": f"{name}…", "success": name}.get(status, f"{name} {status}")
 
 
@@ -168,7 +170,8 @@ def _follow(files: list[FileProgress], timeout: float, quiet: bool) -> bool:
         seen: dict[str, tuple[str, ...]] = {}  # per change, unless quiet
         while not settled():
             for f in files if not quiet else []:
-                state = (f.event, f.stage, f.batch, f.email)
+                state = (f.event, f.stage, f.batch and f"batch {f.batch}",
+                         f.email and f"e-mail {f.email}")
                 if seen.get(f.document_id) != state:
                     seen[f.document_id] = state
                     console.print(f"  {f.name:<32} " + "  ".join(x for x in state if x),
