@@ -143,6 +143,38 @@ def test_replay_failed_reruns_each_failed_event_once(web: str, s3_server: Any,
 
 
 @pytest.mark.usefixtures("worker")
+def test_replay_publishes_a_stranded_received_event_again(s3_server: Any, capsys: Any) -> None:
+    entry = file_entry("stranded.txt", "text/plain", user_email=uploader())
+    upload(s3_server, entry, make_txt("Stored, never published: the web process died."))
+    event_id = store_event(entry)
+    assert main(["replay", "--status", "received", "--since", "1m", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert event_id in [e["event_id"] for e in out["events"]] and out["published"] >= 1
+    assert wait_terminal(event_id).status == "done"
+
+
+@pytest.mark.usefixtures("worker")
+def test_reconcile_without_now_queues_a_run_for_a_worker(capsys: Any) -> None:
+    from ingest.models import ReconciliationCheckpoint
+
+    def last_run() -> Any:
+        with session_scope() as s:
+            return s.execute(select(ReconciliationCheckpoint.last_run_at)).scalar()
+
+    before = last_run()
+    assert main(["reconcile"]) == 0
+    assert "queued" in capsys.readouterr().out
+    wait_until(lambda: (now := last_run()) is not None and (before is None or now > before), 30)
+    assert main(["reconcile", "--since", "1h"]) == 2  # a window only makes sense --now
+
+
+def test_corrections_list_json_parses(capsys: Any) -> None:
+    assert main(["corrections", "list", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"breaker", "held"} and isinstance(out["held"], list)
+
+
+@pytest.mark.usefixtures("worker")
 def test_reconcile_now_stores_and_publishes_a_missed_entry(cms: Any, s3_server: Any,
                                                            capsys: Any) -> None:
     entry = cms_file(cms, s3_server, "missed.txt", make_txt("A webhook that never came."))

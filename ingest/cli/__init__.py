@@ -97,10 +97,11 @@ def _corrections(args: argparse.Namespace) -> int:
         return 0
     console.print(f"breaker: [red]tripped[/] at {tripped.tripped_at:%Y-%m-%d %H:%M:%S}Z: "
                   f"{tripped.reason}" if tripped else "breaker: [green]closed[/]")
-    grid = Table("id", "category", "document", "actions", "file", title="held corrections")
+    grid = Table("id", "category", "actions", "file", title="held corrections")
+    grid.add_column("document", no_wrap=True, min_width=24)  # ids are copied whole
     for task in held:
-        grid.add_row(str(task.id), task.failure_category, task.file_document_id,
-                     ", ".join(task.correction_actions), task.file_name or "")
+        grid.add_row(str(task.id), task.failure_category, ", ".join(task.correction_actions),
+                     task.file_name or "", task.file_document_id)
     console.print(grid)
     console.print(f"{len(held)} held correction(s)")
     return 0
