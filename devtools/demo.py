@@ -170,8 +170,10 @@ def checks(env: dict[str, str], backend: str) -> tuple[list[str], set[str]]:
         print(f"  To: {message['To']}  Subject: {message['Subject']}  X-Batch-ID: "
               f"{message['X-Batch-ID']}\n" + "\n".join(f"    | {line}"
                                                        for line in body.splitlines()[:40]))
-        problems += [f"{b.file_name}: not in the e-mail" for b in bad_documents()
-                     if b.file_name not in body and message["X-Batch-ID"] in batches]
+        if message["X-Batch-ID"] not in batches:
+            problems.append(f"an e-mail to {message['To']} for no known batch")
+        problems += [f"{b.file_name}: not reported in the e-mail" for b in bad_documents()
+                     if b.file_name not in body]
     for batch in batches:
         count = sum(m["X-Batch-ID"] == batch for m in mails)
         if count != 1:
