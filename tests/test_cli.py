@@ -309,3 +309,16 @@ def test_upload_of_a_missing_directory_is_a_usage_error(tmp_path: Path) -> None:
     result = ingest("upload", str(tmp_path / "nope"), "--company", "42", "--bot", "7",
                     "--user", "a@example.com")
     assert result.returncode == 2 and "DIR" in result.stderr
+
+
+def test_upload_reports_a_cms_refusal_and_exits_1(tmp_path: Path, cms: Any,
+                                                  capsys: Any) -> None:
+    cms.state.fail_next("POST files", 400)
+    folder = files_in(tmp_path, {f"refused-{uuid.uuid4().hex[:6]}.txt": make_txt("No.")})
+    try:
+        code = main(["upload", str(folder), "--company", "42", "--bot", "7", "--user",
+                     uploader()])
+    finally:
+        cms.state.clear_faults()
+    assert code == 1
+    assert "upload stopped after 0 of 1 file(s): CMS answered 400" in capsys.readouterr().err

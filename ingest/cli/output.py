@@ -12,8 +12,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from rich.console import Console
 
-console = Console(highlight=False)  # stdout, resolved at print time (works under capture)
-errors = Console(stderr=True, highlight=False)
+# soft_wrap: a long line (a URL, an error) is never broken in two; tables still fit the width.
+console = Console(highlight=False, soft_wrap=True)  # stdout, resolved at each print
+errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
 #: Settings shown as ``***`` by ``check-config``; URLs also lose their password.
 SECRETS = frozenset({"cms_api_token", "webhook_token", "webhook_secret", "smtp_password",
