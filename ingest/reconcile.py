@@ -264,7 +264,7 @@ def _walk(cms: CmsClient, settings: Settings, start: datetime, now: datetime,
 
 
 def _run(cms: CmsClient, settings: Settings, now: datetime, max_pages: int,
-         result: ReconcileResult) -> None:
+         result: ReconcileResult, since: timedelta | None = None) -> None:
     """The run itself, under the lock."""
     with session_scope() as s:
         checkpoint = read_checkpoint(s)
@@ -272,6 +272,8 @@ def _run(cms: CmsClient, settings: Settings, now: datetime, max_pages: int,
         checkpoint = now - timedelta(hours=settings.reconciliation_lookback_hours)
     result.new_checkpoint = checkpoint
     start = checkpoint - timedelta(seconds=settings.reconciliation_overlap_seconds)
+    if since is not None:  # an operator's window; the checkpoint still never moves back
+        start = now - since
     start = start.replace(microsecond=start.microsecond // 1000 * 1000)  # the filter's precision
     try:
         _walk(cms, settings, start, now, max_pages, result)
@@ -289,12 +291,15 @@ def reconcile(
     now: datetime | None = None,
     *,
     max_pages: int = MAX_PAGES_PER_RUN,
+    since: timedelta | None = None,
 ) -> ReconcileResult:
     """Poll the CMS for file entries changed since the checkpoint and store them as events.
 
     Returns the ids of the new events (still ``received``: the caller publishes them). A CMS
     failure ends the run early with ``result.error`` set, never with an exception; a second
-    run while one holds the lock returns at once with ``skipped=True``.
+    run while one holds the lock returns at once with ``skipped=True``. ``since`` reads the
+    entries changed within that window instead of from the checkpoint (``ingest reconcile
+    --now --since 2h``).
     """
     now = _utc(now or datetime.now(UTC))
     result = ReconcileResult()
@@ -307,7 +312,7 @@ def reconcile(
             log.info("reconciliation already running elsewhere; skipped")
             result.skipped = True
             return result
-        _run(cms, settings, now, max_pages, result)
+        _run(cms, settings, now, max_pages, result, since)
     finally:
         try:
             if locked:

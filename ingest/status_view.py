@@ -1,7 +1,7 @@
 """The operator's read model: what happened to which batch, file, e-mail and correction.
 
 Plain SQLAlchemy queries that return dataclasses; the ``/status`` pages
-(``webhooks.status``) and ``ingest status`` (``ingest.cli_status``) both read through here.
+(``webhooks.status``) and ``ingest status`` (``ingest.cli.status``) both read through here.
 Every view runs a fixed number of statements, whatever the number of files: one query per
 table, joined in Python (no N+1). Suggestions and labels come from the e-mail's own tables
 (``ingest.mail.render``), so the operator reads what the uploader was told.

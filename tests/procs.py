@@ -1,23 +1,25 @@
 """Celery processes in subprocesses for the tests where crashes matter: prefork workers and
 beat, each in its own process group (so a test can SIGKILL a whole worker), on a broker of
-their own so the in-thread test worker never takes their messages."""
+their own so the in-thread test worker never takes their messages. Started and stopped by
+the supervisor ``make demo`` uses (:mod:`devtools.procs`)."""
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
+from devtools import procs
+from devtools.procs import children, stop
 from devtools.samples import make_txt
 from tests.conftest import REDIS_PORT, TMP
 from tests.helpers import file_entry, store_event, upload
 
+__all__ = ["BROKER", "children", "ready", "start_beat", "start_worker", "stop",
+           "stored_big_file"]
+
 BROKER = f"redis://127.0.0.1:{REDIS_PORT}/2"
-CELERY = str(Path(sys.executable).parent / "celery")
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def start_worker(log: Path, concurrency: int, *options: str, queues: str = "ingest",
@@ -25,49 +27,24 @@ def start_worker(log: Path, concurrency: int, *options: str, queues: str = "inge
     """``celery worker`` (hashing embedder unless ``env`` says otherwise), output in ``log``."""
     full_env = {**os.environ, "CELERY_BROKER_URL": BROKER, "EMBEDDING_BACKEND": "hashing",
                 **env}
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [CELERY, "-A", "workers", "worker", "-Q", queues, "-c", str(concurrency),
-             "--loglevel", "INFO", "-n", f"sub-{log.stem}@%h", "--without-mingle",
-             "--without-gossip", *options],
-            stdout=out, stderr=subprocess.STDOUT, env=full_env, start_new_session=True,
-            cwd=ROOT,
-        )
+    return procs.start(
+        [procs.script("celery"), "-A", "workers", "worker", "-Q", queues, "-c",
+         str(concurrency), "--loglevel", "INFO", "-n", f"sub-{log.stem}@%h",
+         "--without-mingle", "--without-gossip", *options], log, full_env)
 
 
 def start_beat(log: Path, **env: str) -> subprocess.Popen[bytes]:
     """``celery beat`` with its own schedule file; reconciliation pushed a day away."""
     full_env = {**os.environ, "CELERY_BROKER_URL": BROKER,
                 "RECONCILIATION_EVERY_SECONDS": "86400", **env}
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [CELERY, "-A", "workers", "beat", "--loglevel", "INFO",
-             "-s", str(TMP / f"{log.stem}-schedule")],
-            stdout=out, stderr=subprocess.STDOUT, env=full_env, start_new_session=True,
-            cwd=ROOT,
-        )
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process group; SIGKILL it if it lingers."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+    return procs.start(
+        [procs.script("celery"), "-A", "workers", "beat", "--loglevel", "INFO",
+         "-s", str(TMP / f"{log.stem}-schedule")], log, full_env)
 
 
 def ready(log: Path) -> bool:
     """Whether the worker logged that it is ready."""
-    return log.exists() and " ready." in log.read_text(errors="replace")
-
-
-def children(pid: int) -> list[int]:
-    """The pool processes of a worker."""
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+    return procs.log_has(log, " ready.")
 
 
 def stored_big_file(s3: Any, name: str, sentences: int = 120_000,

@@ -1,7 +1,8 @@
 """Strapi 5 REST client (``Authorization: Bearer $CMS_API_TOKEN``).
 
 Only the calls kb-ingest makes: a file entry by ``documentId``, its deletion, the listing
-used by reconciliation. HTTP outcomes map to :mod:`ingest.errors`: 404 is
+used by reconciliation, and the creation of a file entry as an uploader does it
+(``ingest upload``). HTTP outcomes map to :mod:`ingest.errors`: 404 is
 :class:`FileNotFound`; connection problems, timeouts, 401/403, 429 and 5xx are transient
 (category ``infrastructure_error``); any other answer is an :class:`InternalError`.
 """
@@ -58,6 +59,23 @@ class CmsClient:
         if not isinstance(data, dict):
             raise InternalError(f"CMS answered GET {path} without an entry")
         return data
+
+    def create_file(self, data: dict[str, Any]) -> dict[str, Any]:
+        """``POST /api/files`` with ``{"data": …}`` (the CMS then sends ``entry.create``);
+        returns the created entry. A refusal (400 with Strapi's error message) is an
+        :class:`InternalError` naming it."""
+        response = self._request("POST", "/api/files", json={"data": data})
+        if response.status_code not in (200, 201):
+            try:
+                detail = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                detail = response.text[:300]
+            raise InternalError(f"CMS answered {response.status_code} to POST /api/files: "
+                                f"{detail}")
+        entry = response.json().get("data")
+        if not isinstance(entry, dict) or not entry.get("documentId"):
+            raise InternalError("CMS answered POST /api/files without an entry")
+        return entry
 
     def delete_file(self, document_id: str) -> bool:
         """Delete the entry; True if it was deleted now, False if it was already gone."""

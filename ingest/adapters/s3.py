@@ -70,7 +70,7 @@ class S3Object:
 
 
 class S3Store:
-    """Read and delete objects of one bucket."""
+    """Read, write (``ingest upload``) and delete objects of one bucket."""
 
     def __init__(self, settings: Settings) -> None:
         self.bucket = settings.s3_bucket
@@ -93,6 +93,15 @@ class S3Store:
             raise classify_s3_error(exc, key) from exc
         info = ObjectInfo(key, obj.get("ETag"), int(obj.get("ContentLength") or 0))
         return S3Object(info, obj["Body"])
+
+    def put(self, key: str, data: bytes, content_type: str) -> ObjectInfo:
+        """PutObject, as an uploader stores a file before its CMS entry is created."""
+        try:
+            obj = self.client.put_object(Bucket=self.bucket, Key=key, Body=data,
+                                         ContentType=content_type)
+        except (ClientError, BotoCoreError) as exc:
+            raise classify_s3_error(exc, key) from exc
+        return ObjectInfo(key, obj.get("ETag"), len(data))
 
     def head(self, key: str) -> ObjectInfo | None:
         """The object's identity, or None when it does not exist."""

@@ -37,7 +37,7 @@ STYLES = {"completed": "green", "success": "green", "sent": "green", "done": "gr
           "skipped": "yellow", "processing": "cyan", "pending": "cyan"}
 
 
-def add_status_parser(sub: Any) -> None:
+def register(sub: Any) -> None:
     """Add the ``status`` sub-command to the ``ingest`` parser's sub-parsers."""
     p = sub.add_parser("status", help="recent batches, one batch, an uploader or a document")
     which = p.add_mutually_exclusive_group()
@@ -48,7 +48,7 @@ def add_status_parser(sub: Any) -> None:
     p.add_argument("--limit", type=int, default=DEFAULT_PER_PAGE,
                    help=f"how many batches (1-{MAX_PER_PAGE}, default {DEFAULT_PER_PAGE})")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    p.set_defaults(handler=run_status)
+    p.set_defaults(run=run_status)
 
 
 def run_status(args: argparse.Namespace) -> int:
