@@ -8,6 +8,8 @@
     ingest corrections release   # close the breaker; the held corrections run
     ingest corrections discard   # close the breaker; the held corrections are dropped
     ingest email resend BATCH_ID # send a failed or skipped batch e-mail once more, now
+    ingest probe worker [--node NAME] [--timeout S]  # exit 0 when this host's worker answers
+    ingest probe beat            # exit 0 when beat ticked within BEAT_HEARTBEAT_MAX_AGE_SECONDS
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ingest.logging_setup import configure_logging
 from ingest.settings import SettingsError, get_settings
 
 _SECRETS = {"cms_api_token", "webhook_token", "webhook_secret", "smtp_password", "status_token"}
@@ -91,6 +94,20 @@ def _email_resend(batch_id: str) -> int:
     return 0 if outcome.status in ("sent", "retry") else 1
 
 
+def _probe(args: argparse.Namespace) -> int:
+    from ingest import probes
+    from ingest.redis_client import get_redis
+
+    settings = get_settings()
+    if args.target == "beat":
+        result = probes.probe_beat(get_redis(), settings.beat_heartbeat_max_age_seconds)
+    else:
+        result = probes.probe_worker(get_redis(), settings.broker_url,
+                                     probes.node_names(args.node), args.timeout)
+    print(result.line, file=sys.stdout if result.ok else sys.stderr)
+    return result.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ingest`` console script."""
     parser = argparse.ArgumentParser(prog="ingest", description=__doc__,
@@ -111,7 +128,13 @@ def main(argv: list[str] | None = None) -> int:
                                                                          required=True)
     email.add_parser("resend", help="re-send a failed or skipped batch e-mail").add_argument(
         "batch_id")
+    probe = sub.add_parser("probe", help="healthcheck of this host's worker, or of beat")
+    probe.add_argument("target", choices=("worker", "beat"))
+    probe.add_argument("--node", action="append", metavar="NAME",
+                       help="worker node name, %%h = this host (repeatable; default celery@%%h)")
+    probe.add_argument("--timeout", type=float, default=3.0, help="seconds to wait (worker)")
     args = parser.parse_args(argv)
+    configure_logging()
     try:
         if args.command == "db":
             _alembic(args.action, "head" if args.action == "upgrade" else args.revision)
@@ -121,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             _corrections(args.action)
         elif args.command == "email":
             return _email_resend(args.batch_id)
+        elif args.command == "probe":
+            return _probe(args)
         else:
             _ask(args.question, args.n)
     except SettingsError as exc:

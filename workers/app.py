@@ -16,17 +16,23 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init
+from celery.signals import (
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_init,
+)
 from redis.exceptions import RedisError
 
+from ingest import log_context
 from ingest.db import reset_engine
+from ingest.logging_setup import configure_logging
 from ingest.pipeline.embedding import backend_problem
 from ingest.redis_client import clear_worker_refusal, record_worker_refusal
 from ingest.settings import get_settings
 
 log = logging.getLogger(__name__)
-# One INFO line per Chroma HTTP request would drown the worker's own log.
-logging.getLogger("httpx").setLevel(logging.WARNING)
 
 app = Celery(
     "kb_ingest",
@@ -43,6 +49,23 @@ app.config_from_object("celeryconfig")
 
 
 _concurrency = 1  # the worker's process count, known before the pool forks
+
+
+@setup_logging.connect
+def _setup_logging(loglevel: int | None = None, **_: Any) -> None:
+    """Our one configuration (ingest.logging_setup); a receiver here stops Celery's own."""
+    configure_logging(loglevel or None)
+
+
+@task_prerun.connect
+def _bind_task(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    log_context.clear()
+    log_context.bind(task_id=task_id, task_name=getattr(task, "name", None))
+
+
+@task_postrun.connect
+def _unbind_task(**_: Any) -> None:
+    log_context.clear()
 
 
 @worker_init.connect
