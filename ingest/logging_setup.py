@@ -102,13 +102,17 @@ def handler(fmt: str | None = None) -> logging.Handler:
 def configure_logging(level: str | int | None = None) -> None:
     """Configure the root logger once per process tree (idempotent; a fork inherits it).
 
-    ``LOG_LEVEL`` wins over ``level`` (e.g. Celery's ``--loglevel``); default INFO.
+    ``LOG_LEVEL`` wins over ``level`` (e.g. Celery's ``--loglevel``, which may come after a
+    first call); default INFO. Python's warnings become log records too.
     """
     root = logging.getLogger()
     if getattr(root, "_kb_configured", False):
+        if level and not os.environ.get("LOG_LEVEL"):
+            root.setLevel(level)
         return
     root.addHandler(handler())
     root.setLevel(os.environ.get("LOG_LEVEL") or level or "INFO")
+    logging.captureWarnings(True)
     # One INFO line per HTTP request of a client library drowns the process's own log.
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)

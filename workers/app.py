@@ -32,6 +32,9 @@ from ingest.pipeline.embedding import backend_problem
 from ingest.redis_client import clear_worker_refusal, record_worker_refusal
 from ingest.settings import get_settings
 
+# Configured here, at import, so that even Celery's first words (a warning before its
+# setup_logging signal, say) are lines of our format.
+configure_logging()
 log = logging.getLogger(__name__)
 
 app = Celery(
