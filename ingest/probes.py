@@ -8,7 +8,6 @@ torch). Each answers a :class:`Probe`: healthy or not, and one line saying why.
 from __future__ import annotations
 
 import json
-import logging
 import socket
 import time
 from dataclasses import dataclass
@@ -17,8 +16,6 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from ingest.redis_client import BEAT_HEARTBEAT_KEY, WORKER_REFUSAL_KEY
-
-log = logging.getLogger(__name__)
 
 DEFAULT_NODE = "celery@%h"  # Celery's default node name; %h is this host's name
 
@@ -75,14 +72,24 @@ def worker_refusal(client: Redis, host: str | None = None) -> dict[str, str] | N
 
 
 def ping_workers(broker_url: str, nodes: list[str], timeout: float) -> set[str]:
-    """The nodes among ``nodes`` that answer Celery's control ping within ``timeout``."""
+    """The nodes among ``nodes`` that answer Celery's control ping within ``timeout``.
+
+    Raises :class:`ConnectionError` when the broker cannot be reached (one try, not
+    kombu's retry loop: a healthcheck must answer within its own timeout).
+    """
     from celery import Celery  # here, not at import: ingest/ knows nothing of Celery
+    from kombu.exceptions import OperationalError
 
     app = Celery("kb_ingest-probe")
     app.config_from_object("celeryconfig")
     app.conf.broker_url = broker_url
     try:
-        replies = app.control.ping(destination=nodes, timeout=timeout) or []
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
+            replies = app.control.ping(destination=nodes, timeout=timeout,
+                                       connection=conn) or []
+    except (OperationalError, OSError) as exc:
+        raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
     finally:
         app.close()
     return {name for reply in replies for name in reply if name in nodes}
@@ -92,16 +99,15 @@ def probe_worker(client: Redis, broker_url: str, nodes: list[str], timeout: floa
     """Healthy when no worker on this host recorded a refusal and every node answers."""
     try:
         refusal = worker_refusal(client)
-    except RedisError as exc:  # the ping below says whether the broker is there
-        log.warning("worker probe: cannot read refusals (%s)", type(exc).__name__)
+    except RedisError:  # the ping below says whether the broker is there
         refusal = None
     if refusal:
         return Probe(False, f"worker: a worker on {refusal['host']} refused to start at "
                             f"{refusal['at']}: {refusal['problem']}")
     try:
         answered = ping_workers(broker_url, nodes, timeout)
-    except Exception as exc:  # the broker is down or refuses us: unhealthy, say why
-        return Probe(False, f"worker: cannot reach the broker ({type(exc).__name__}: {exc})")
+    except ConnectionError as exc:
+        return Probe(False, f"worker: cannot reach the broker ({exc})")
     silent = [n for n in nodes if n not in answered]
     if silent:
         return Probe(False, f"worker: no answer from {', '.join(silent)} within {timeout:g}s")
