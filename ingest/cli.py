@@ -18,6 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ingest import probes
 from ingest.logging_setup import configure_logging
 from ingest.settings import SettingsError, get_settings
 
@@ -95,7 +96,6 @@ def _email_resend(batch_id: str) -> int:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    from ingest import probes
     from ingest.redis_client import get_redis
 
     settings = get_settings()
@@ -130,12 +130,13 @@ def main(argv: list[str] | None = None) -> int:
         "batch_id")
     probe = sub.add_parser("probe", help="healthcheck of this host's worker, or of beat")
     probe.add_argument("target", choices=("worker", "beat"))
-    probe.add_argument("--node", action="append", metavar="NAME",
+    probe.add_argument("--node", action="append", metavar="NAME", type=probes.node_arg,
                        help="worker node name, %%h = this host (repeatable; default celery@%%h)")
-    probe.add_argument("--timeout", type=float, default=3.0, help="seconds to wait (worker)")
+    probe.add_argument("--timeout", type=probes.seconds_arg, default=3.0,
+                       help="seconds to wait for the answer (worker)")
     args = parser.parse_args(argv)
-    configure_logging()
     try:
+        configure_logging()
         if args.command == "db":
             _alembic(args.action, "head" if args.action == "upgrade" else args.revision)
         elif args.command == "check-config":

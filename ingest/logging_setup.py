@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from pythonjsonlogger.json import JsonFormatter
 
 from ingest import log_context
+from ingest.settings import SettingsError
 
 SECRET_ENV = ("CMS_API_TOKEN", "WEBHOOK_TOKEN", "WEBHOOK_SECRET", "SMTP_PASSWORD",
               "STATUS_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "FLOWER_BASIC_AUTH")
@@ -91,7 +92,10 @@ def secret_values(env: Mapping[str, str] = os.environ) -> list[str]:
 
 def handler(fmt: str | None = None) -> logging.Handler:
     """A stderr handler in ``fmt`` (``LOG_FORMAT``: json or text), context and redaction on."""
-    fmt = fmt or os.environ.get("LOG_FORMAT", "json")
+    fmt = fmt or os.environ.get("LOG_FORMAT") or "json"
+    if fmt not in ("json", "text"):
+        raise SettingsError(f"invalid configuration: LOG_FORMAT: must be json or text, "
+                            f"not {fmt!r}")
     inner = TextFormatter() if fmt == "text" else json_formatter()
     out = logging.StreamHandler(sys.stderr)
     out.setFormatter(Redacting(inner, secret_values()))
@@ -110,8 +114,11 @@ def configure_logging(level: str | int | None = None) -> None:
         if level and not os.environ.get("LOG_LEVEL"):
             root.setLevel(level)
         return
+    try:
+        root.setLevel(os.environ.get("LOG_LEVEL") or level or "INFO")
+    except ValueError as exc:
+        raise SettingsError(f"invalid configuration: LOG_LEVEL: {exc}") from None
     root.addHandler(handler())
-    root.setLevel(os.environ.get("LOG_LEVEL") or level or "INFO")
     logging.captureWarnings(True)
     # One INFO line per HTTP request of a client library drowns the process's own log.
     for name in QUIET_LOGGERS:

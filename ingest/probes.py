@@ -7,6 +7,7 @@ torch). Each answers a :class:`Probe`: healthy or not, and one line saying why.
 
 from __future__ import annotations
 
+import argparse
 import json
 import socket
 import time
@@ -63,6 +64,25 @@ def node_names(names: list[str] | None, host: str | None = None) -> list[str]:
     """Worker node names with ``%h`` replaced by this host's name (Celery's ``-n`` syntax)."""
     host = host or socket.gethostname()
     return [n.replace("%h", host) for n in (names or [DEFAULT_NODE])]
+
+
+def node_arg(value: str) -> str:
+    """``--node``: a Celery node name, ``name@host`` (``%h`` for this host)."""
+    name, _, host = value.partition("@")
+    if not name or not host:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a node name like celery@%h")
+    return value
+
+
+def seconds_arg(value: str) -> float:
+    """``--timeout``: a positive number of seconds."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of seconds")
+    return seconds
 
 
 def worker_refusal(client: Redis, host: str | None = None) -> dict[str, str] | None:

@@ -241,3 +241,12 @@ def test_the_context_is_reset_after_each_block_and_task_signals_clear_it() -> No
     assert dict(log_context.current()) == {}
     with pytest.raises(TypeError, match="password"):
         log_context.bind(password="x")
+
+
+@pytest.mark.parametrize(("name", "value"), [("LOG_FORMAT", "xml"), ("LOG_LEVEL", "LOUD")])
+def test_a_bad_log_setting_stops_the_process_naming_it(name: str, value: str) -> None:
+    done = subprocess.run([str(BIN / "ingest"), "check-config"], capture_output=True,
+                          text=True, cwd=ROOT, env={**os.environ, name: value}, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"ingest: invalid configuration: {name}: ")
+    assert value in done.stderr and "Traceback" not in done.stderr

@@ -154,3 +154,12 @@ def test_probes_fail_cleanly_when_redis_is_unreachable() -> None:
     worker = probe("worker", "--timeout", "1", REDIS_URL=dead, CELERY_BROKER_URL=dead)
     assert worker.returncode == 1
     assert "worker: cannot reach the broker" in worker.stderr
+
+
+@pytest.mark.parametrize(("args", "field"), [
+    (("--node", "ingest"), "--node"), (("--node", "@host"), "--node"),
+    (("--timeout", "0"), "--timeout"), (("--timeout", "soon"), "--timeout")])
+def test_probe_worker_rejects_bad_options_naming_them(args: tuple[str, ...], field: str) -> None:
+    done = probe("worker", *args)
+    assert done.returncode == 2
+    assert f"argument {field}: " in done.stderr
