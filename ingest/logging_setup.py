@@ -32,12 +32,21 @@ QUIET_LOGGERS = ("httpx", "httpcore", "urllib3", "botocore", "boto3", "s3transfe
 
 
 class ContextFilter(logging.Filter):
-    """Copy the bound context fields onto each record (an explicit ``extra`` wins)."""
+    """Copy the bound context fields onto each record (an explicit ``extra`` wins).
+
+    Celery's lines about a task outside its run ("received", "retry", "failed" in the main
+    process) carry the task in ``extra={"data": {"id", "name"}}``: those become
+    ``task_id``/``task_name`` too, so one search finds every line of a task.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         for key, value in log_context.current().items():
             if not hasattr(record, key):
                 setattr(record, key, value)
+        data = getattr(record, "data", None)
+        if isinstance(data, dict) and "id" in data and not hasattr(record, "task_id"):
+            record.task_id = data["id"]
+            record.task_name = data.get("name")
         return True
 
 

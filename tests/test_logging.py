@@ -111,6 +111,10 @@ def test_a_worker_logs_json_lines_carrying_the_task_event_document_and_batch(
     # Celery's own line about the task, logged in the pool child, carries its id too.
     (succeeded,) = [r for r in records if "succeeded" in r["message"]]
     assert succeeded["task_id"] == finished["task_id"]
+    # So does its line in the main process, which received the message.
+    (received,) = [r for r in records if r["message"].endswith(" received")]
+    assert received["task_id"] == finished["task_id"]
+    assert received["task_name"] == TASK_PROCESS_FILE_EVENT
     # Lines outside any task carry no stale context.
     assert not any("task_id" in r for r in records if r["message"].endswith(" ready."))
     _no_secret(text)
