@@ -30,6 +30,7 @@ class Probe:
 
     @property
     def exit_code(self) -> int:
+        """The command's exit status: 0 healthy, 1 not."""
         return 0 if self.ok else 1
 
 

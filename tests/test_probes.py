@@ -3,6 +3,7 @@ each against real processes (subprocess workers and beat of ``tests.procs``)."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -163,3 +164,19 @@ def test_probe_worker_rejects_bad_options_naming_them(args: tuple[str, ...], fie
     done = probe("worker", *args)
     assert done.returncode == 2
     assert f"argument {field}: " in done.stderr
+
+
+def test_the_probes_load_no_model_nor_task_code() -> None:
+    """They run every few seconds: a ping must not cost a torch import."""
+    code = ("import json, sys\nfrom ingest.cli import main\n"
+            "codes = [main(['probe', 'worker', '--node', 'nobody@%h', '--timeout', '0.5']),\n"
+            "         main(['probe', 'beat'])]\n"
+            "print(json.dumps([codes, sorted(sys.modules)]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, "CELERY_BROKER_URL": BROKER},
+                          timeout=60)
+    codes, loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert codes[0] == 1 and "celery" in loaded  # it did ping
+    heavy = {"torch", "sentence_transformers", "chromadb", "boto3", "workers",
+             "workers.app", "workers.tasks.ingest", "ingest.pipeline.run"}
+    assert not heavy & set(loaded), heavy & set(loaded)

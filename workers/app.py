@@ -6,6 +6,9 @@ libraries once in the parent. Per worker process: a fresh database pool after th
 torch threads = cores ÷ concurrency, and the embedding model loaded once (not per task).
 With the embedded Chroma client (no ``CHROMA_HOST``) the worker pins itself to one process,
 because several processes writing one ``PersistentClient`` directory corrupt it.
+
+Logging is kb-ingest's own (``ingest.logging_setup``, through Celery's ``setup_logging``
+signal); each task's lines carry its ``task_id`` and ``task_name`` (prerun/postrun).
 """
 
 from __future__ import annotations
