@@ -87,6 +87,11 @@ task_routes = {
     TASK_SNAPSHOT_METRICS: {"queue": QUEUE_NOTIFICATIONS},
 }
 
+# Beat records a heartbeat on its ticks (``ingest probe beat``); a tick comes at least this
+# often, well inside BEAT_HEARTBEAT_MAX_AGE_SECONDS, whatever the schedule.
+beat_scheduler = "workers.beat:HeartbeatScheduler"
+beat_max_loop_interval = min(60.0, _settings.beat_heartbeat_max_age_seconds / 4)
+
 # A beat entry that could not run in time is dropped (expires), never piled up.
 RELAY_EVERY_SECONDS = 10.0
 # The database figures of /metrics: a scrape reads this snapshot instead of running SQL.

@@ -1,16 +1,16 @@
 """Alembic environment: the URL comes from kb-ingest's settings (DATABASE_URL)."""
 
-from logging.config import fileConfig
-
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
+from ingest.logging_setup import configure_logging
 from ingest.models import Base
 from ingest.settings import get_settings
 
 config = context.config
-if config.config_file_name is not None and config.attributes.get("configure_logger", True):
-    fileConfig(config.config_file_name, disable_existing_loggers=False)
+# kb-ingest's one logging configuration (JSON lines), not alembic.ini's.
+if config.attributes.get("configure_logger", True):
+    configure_logging()
 
 config.set_main_option("sqlalchemy.url", get_settings().database_url.replace("%", "%%"))
 target_metadata = Base.metadata

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from ingest import metrics
 from ingest.db import session_scope
 from ingest.errors import TIMEOUT
+from ingest.log_context import binds
 from ingest.models import (
     AutoCorrectionTask,
     BatchFile,
@@ -319,6 +320,7 @@ def _close(s: Session, batch: Any, now: datetime, settings: Settings) -> Check:
     return Check(batch.batch_id, closed_status=status, email_pending=wanted)
 
 
+@binds(batch_id="batch_id")
 def check_batch(batch_id: uuid.UUID, settings: Settings) -> Check:
     """Seal the batch if due, fail stuck files, close it if finished. Safe to run twice."""
     with session_scope() as s:

@@ -55,6 +55,7 @@ from ingest.adapters.s3 import S3Store
 from ingest.adapters.vectors import VectorStore
 from ingest.db import held_lock, lock_xact, session_scope
 from ingest.errors import CORRECTABLE, FILE_NOT_FOUND, PROCESSING_ERROR, FileNotFound
+from ingest.log_context import bind, binds
 from ingest.mail.alerts import BREAKER_TRIPPED, raise_alert
 from ingest.models import AutoCorrectionTask, CorrectionBreaker, FileEvent, ProcessingError
 from ingest.reconcile import store_current_entry
@@ -357,6 +358,7 @@ def _finish(task: AutoCorrectionTask, status: str, detail: str,
     metrics.CORRECTION_OUTCOMES.labels(status).inc()
 
 
+@binds(correction_id="task_id")
 def run_correction(task_id: int, svc: CorrectionServices,
                    on_final_failure: Callable[[AutoCorrectionTask], None] | None = None,
                    ) -> CorrectionOutcome:
@@ -366,6 +368,7 @@ def run_correction(task_id: int, svc: CorrectionServices,
         return CorrectionOutcome("wait", retry_in=wait, detail="waiting for act_after")
     if task is None:
         return CorrectionOutcome(verdict, detail="already finished or held")
+    bind(document_id=task.file_document_id, batch_id=task.batch_id)
     if not svc.settings.enable_auto_correction:
         _finish(task, "completed", "auto-correction disabled: plan recorded, nothing done",
                 None)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import time
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, g, jsonify, request
 from redis import Redis
 from werkzeug.exceptions import HTTPException
 
@@ -16,6 +17,10 @@ from webhooks.metrics import bp as metrics_bp
 from webhooks.publisher import Publisher
 from webhooks.routes import bp as routes_bp
 from webhooks.status import bp as status_bp
+
+# Probes and scrapes arrive every few seconds: their lines are DEBUG, the rest INFO.
+_QUIET_PATHS = frozenset({"/livez", "/readyz", "/health", "/metrics"})
+_request_log = logging.getLogger("webhooks.requests")
 
 
 def create_app(settings: Settings | None = None, publisher: Publisher | None = None) -> Flask:
@@ -34,6 +39,20 @@ def create_app(settings: Settings | None = None, publisher: Publisher | None = N
     app.register_blueprint(metrics_bp)
     app.register_blueprint(batches_bp)
     app.register_blueprint(status_bp)
+
+    @app.before_request
+    def _start_clock() -> None:
+        g.kb_started = time.perf_counter()
+
+    @app.after_request
+    def _log_request(response: Response) -> Response:
+        took = (time.perf_counter() - g.get("kb_started", time.perf_counter())) * 1000
+        _request_log.log(
+            logging.DEBUG if request.path in _QUIET_PATHS else logging.INFO,
+            "%s %s %s %.1fms", request.method, request.path, response.status_code, took,
+            extra={"method": request.method, "path": request.path,
+                   "status": response.status_code, "duration_ms": round(took, 1)})
+        return response
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> tuple[Response, int]:

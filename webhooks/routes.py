@@ -1,4 +1,4 @@
-"""Routes: ``POST /webhooks/cms``, ``GET /health``, ``GET /metrics``.
+"""Routes: ``POST /webhooks/cms``, ``GET /health``, the probes ``GET /livez`` and ``/readyz``.
 
 The webhook path is authenticate → validate → INSERT the outbox row → COMMIT → publish →
 answer. If publishing fails the answer is still 202: the row is stored and the beat relay
@@ -174,19 +174,42 @@ def preference_updated() -> tuple[Response, int]:
     return jsonify({"status": "invalidated"}), 202
 
 
+def check_database() -> str:
+    """``ok`` when PostgreSQL answers ``SELECT 1``, else ``error: <exception type>``."""
+    try:
+        with get_engine().connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        return f"error: {type(exc).__name__}"
+    return "ok"
+
+
+def check_broker() -> str:
+    """``ok`` when the broker accepts a connection."""
+    return "ok" if current_app.extensions["kb_publisher"].broker_ok() else "error: unreachable"
+
+
+def check_redis() -> str:
+    """``ok`` when ``REDIS_URL`` answers PING."""
+    try:
+        current_app.extensions["kb_redis"].ping()
+    except RedisError as exc:
+        return f"error: {type(exc).__name__}"
+    return "ok"
+
+
+def _answer(checks: dict[str, str], bad: str) -> tuple[Response, int]:
+    healthy = all(v == "ok" for v in checks.values())
+    return jsonify({"status": "ok" if healthy else bad, "checks": checks}), (
+        200 if healthy else 503
+    )
+
+
 @bp.get("/health")
 def health() -> tuple[Response, int]:
     """200 when the database and the broker answer and no worker refused to start, else 503;
     each dependency's state."""
-    checks: dict[str, str] = {}
-    try:
-        with get_engine().connect() as conn:
-            conn.execute(text("SELECT 1"))
-        checks["database"] = "ok"
-    except Exception as exc:
-        checks["database"] = f"error: {type(exc).__name__}"
-    broker_ok = current_app.extensions["kb_publisher"].broker_ok()
-    checks["broker"] = "ok" if broker_ok else "error: unreachable"
+    checks = {"database": check_database(), "broker": check_broker()}
     try:
         refusals = worker_refusals(current_app.extensions["kb_redis"])
     except RedisError:
@@ -194,7 +217,18 @@ def health() -> tuple[Response, int]:
     if refusals:
         checks["workers"] = "; ".join(f"error: a worker on {r['host']} refused to start at "
                                       f"{r['at']}: {r['problem']}" for r in refusals)
-    healthy = all(v == "ok" for v in checks.values())
-    return jsonify({"status": "ok" if healthy else "degraded", "checks": checks}), (
-        200 if healthy else 503
-    )
+    return _answer(checks, "degraded")
+
+
+@bp.get("/livez")
+def livez() -> tuple[Response, int]:
+    """Liveness: 200 whenever the process answers (no dependency is asked)."""
+    return jsonify({"status": "ok"}), 200
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    """Readiness: 200 when the database, Redis and the broker answer, else 503; each one's
+    state. Workers are not asked: the web can take webhooks without them (the outbox)."""
+    return _answer({"database": check_database(), "redis": check_redis(),
+                    "broker": check_broker()}, "unavailable")

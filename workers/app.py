@@ -6,6 +6,9 @@ libraries once in the parent. Per worker process: a fresh database pool after th
 torch threads = cores ÷ concurrency, and the embedding model loaded once (not per task).
 With the embedded Chroma client (no ``CHROMA_HOST``) the worker pins itself to one process,
 because several processes writing one ``PersistentClient`` directory corrupt it.
+
+Logging is kb-ingest's own (``ingest.logging_setup``, through Celery's ``setup_logging``
+signal); each task's lines carry its ``task_id`` and ``task_name`` (prerun/postrun).
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import (
+    setup_logging,
+    task_postrun,
+    task_prerun,
     worker_init,
     worker_process_init,
     worker_process_shutdown,
@@ -24,15 +30,17 @@ from celery.signals import (
 )
 from redis.exceptions import RedisError
 
-from ingest import metrics
+from ingest import log_context, metrics
 from ingest.db import reset_engine
+from ingest.logging_setup import configure_logging
 from ingest.pipeline.embedding import backend_problem
 from ingest.redis_client import clear_worker_refusal, record_worker_refusal
 from ingest.settings import get_settings
 
+# Configured here, at import, so that even Celery's first words (a warning before its
+# setup_logging signal, say) are lines of our format.
+configure_logging()
 log = logging.getLogger(__name__)
-# One INFO line per Chroma HTTP request would drown the worker's own log.
-logging.getLogger("httpx").setLevel(logging.WARNING)
 
 app = Celery(
     "kb_ingest",
@@ -50,6 +58,23 @@ app.config_from_object("celeryconfig")
 
 
 _concurrency = 1  # the worker's process count, known before the pool forks
+
+
+@setup_logging.connect
+def _setup_logging(loglevel: int | None = None, **_: Any) -> None:
+    """Our one configuration (ingest.logging_setup); a receiver here stops Celery's own."""
+    configure_logging(loglevel or None)
+
+
+@task_prerun.connect
+def _bind_task(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    log_context.clear()
+    log_context.bind(task_id=task_id, task_name=getattr(task, "name", None))
+
+
+@task_postrun.connect
+def _unbind_task(**_: Any) -> None:
+    log_context.clear()
 
 
 @worker_init.connect

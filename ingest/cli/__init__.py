@@ -10,6 +10,8 @@
     ingest email test --to ADDR | preview BATCH_ID [--out DIR] | resend BATCH_ID
     ingest upload DIR --company ID --bot ID --user EMAIL [--no-wait] [--json]
     ingest status [--batch ID | --user EMAIL | --doc ID] [--json]  # what happened, and where
+    ingest probe worker [--node NAME] [--timeout S]  # exit 0 when this host's worker answers
+    ingest probe beat                        # exit 0 when beat ticked recently enough
 
 Exit codes: 0 done, 1 the operation failed (the message says why), 2 bad usage or
 configuration. With ``--json`` a command prints only JSON on stdout.
@@ -24,8 +26,10 @@ from pathlib import Path
 
 from rich.table import Table
 
+from ingest import probes
 from ingest.cli import mail, pipeline, status, upload
 from ingest.cli.output import console, duration, emit_json, fail, shown_settings
+from ingest.logging_setup import configure_logging
 from ingest.settings import SettingsError, get_settings
 
 Command = Callable[[argparse.Namespace], int]
@@ -108,6 +112,19 @@ def _corrections(args: argparse.Namespace) -> int:
     return 0
 
 
+def _probe(args: argparse.Namespace) -> int:
+    from ingest.redis_client import get_redis
+
+    settings = get_settings()
+    if args.target == "beat":
+        result = probes.probe_beat(get_redis(), settings.beat_heartbeat_max_age_seconds)
+    else:
+        result = probes.probe_worker(get_redis(), settings.broker_url,
+                                     probes.node_names(args.node), args.timeout)
+    print(result.line, file=sys.stdout if result.ok else sys.stderr)
+    return result.exit_code
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every command, each with its handler as ``run``."""
     parser = argparse.ArgumentParser(prog="ingest", description=__doc__,
@@ -154,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     mail.register(sub)
     upload.register(sub)
     status.register(sub)
+    probe = sub.add_parser("probe", help="healthcheck of this host's worker, or of beat")
+    probe.add_argument("target", choices=("worker", "beat"))
+    probe.add_argument("--node", action="append", metavar="NAME", type=probes.node_arg,
+                       help="worker node name, %%h = this host (repeatable; default celery@%%h)")
+    probe.add_argument("--timeout", type=probes.seconds_arg, default=3.0,
+                       help="seconds to wait for the answer (worker)")
+    probe.set_defaults(run=_probe)
     return parser
 
 
@@ -164,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail("--since needs --now", 2)
     run: Command = args.run
     try:
+        configure_logging()
         return run(args)
     except SettingsError as exc:
         return fail(str(exc), 2)

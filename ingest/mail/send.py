@@ -37,6 +37,7 @@ from tenacity import (
 from ingest import metrics
 from ingest.batches import BATCH_EMAIL, NO_RECIPIENT
 from ingest.db import session_scope
+from ingest.log_context import binds
 from ingest.mail.alerts import EMAIL_FAILED, raise_alert
 from ingest.mail.render import BatchSummary, FileLine, render_batch_summary
 from ingest.mail.smtp import SmtpPermanent, SmtpTransient, deliver
@@ -197,6 +198,7 @@ def _failed(claim: _Claim, batch_id: uuid.UUID, error: str, response: str | None
     return SendOutcome("failed", detail=error)
 
 
+@binds(batch_id="batch_id")
 def send_batch_email(batch_id: uuid.UUID, settings: Settings) -> SendOutcome:
     """Send the batch's summary once; safe to call again (a second call finds no claim)."""
     claim = _claim(batch_id, settings)
@@ -258,6 +260,7 @@ def _was_sent(log_id: int) -> bool:
         return False
 
 
+@binds(batch_id="batch_id")
 def resend(batch_id: uuid.UUID, settings: Settings) -> SendOutcome:
     """``ingest email resend``: send a failed or skipped batch e-mail once more, now."""
     with session_scope() as s:

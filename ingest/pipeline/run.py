@@ -71,6 +71,7 @@ from ingest.errors import (
 )
 from ingest.events import FileEntry, event_kind
 from ingest.leases import heartbeat, owner, owner_dead
+from ingest.log_context import bind, binds
 from ingest.mail.alerts import FILE_NEEDS_OPERATOR, raise_alert
 from ingest.models import FileEvent, FileProcessingStatus
 from ingest.models import ProcessingError as ProcessingErrorRow
@@ -402,6 +403,7 @@ def _process_upsert(ev: ClaimedEvent, svc: Services) -> Outcome:
         with stage(ev, "download"):
             entry = resolve_entry(ev, svc.cms)
             batch_id = _join(ev, entry, svc)
+            bind(batch_id=batch_id)
             check_key(entry, svc.settings)
             with metrics.timed("download"):
                 data = _download(ev, entry, svc)
@@ -473,6 +475,7 @@ def _record_stage(ev: ClaimedEvent, name: str, status: str, error: str | None = 
         )
 
 
+@binds(event_id="event_id")
 def process_event(event_id: int, svc: Services | None = None) -> Outcome:
     """Process one stored event; raises :class:`TransientError` for the caller to retry.
 
@@ -484,6 +487,7 @@ def process_event(event_id: int, svc: Services | None = None) -> Outcome:
     ev = claim(event_id, lease)
     if ev is None:
         return Outcome("skipped", detail="already finished, or running elsewhere")
+    bind(document_id=ev.document_id)
     with heartbeat(event_id, lease):
         return _run_claimed(ev, svc)
 
@@ -524,6 +528,7 @@ class Failure:
     correction_id: int | None = None
 
 
+@binds(event_id="event_id")
 def fail_event(event_id: int, exc: BaseException, retries: int = 0,
                settings: Settings | None = None) -> Failure:
     """Fail the event once: status, a ``failed`` stage row, a ``processing_errors`` row, the
@@ -550,6 +555,7 @@ def fail_event(event_id: int, exc: BaseException, retries: int = 0,
         batch_id = record_file_outcome(
             s, event_id, succeeded=False, error_category=category, error_message=str(exc)
         ) or batch_of_event(s, event_id)
+        bind(document_id=row.document_id, batch_id=batch_id)
         s.add(
             FileProcessingStatus(
                 file_event_id=event_id, file_document_id=row.document_id,
