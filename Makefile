@@ -59,9 +59,9 @@ deploy-check: install services
 run-web: install
 	$(BIN)/gunicorn -c python:webhooks.gunicorn_conf -w 2 -b 0.0.0.0:8080 "webhooks.app:create_app()"
 run-worker: install
-	$(BIN)/celery -A workers worker -Q ingest,notifications,corrections --loglevel INFO
+	$(BIN)/celery -A workers -q worker -Q ingest,notifications,corrections --loglevel INFO
 run-beat: install
-	$(BIN)/celery -A workers beat --loglevel INFO
+	$(BIN)/celery -A workers -q beat --loglevel INFO
 run-flower: install
 	$(BIN)/celery -A workers flower --port=5555
 

@@ -11,15 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from devtools import procs
-from devtools.procs import children, stop
+from devtools.procs import ROOT, children, stop
 from devtools.samples import make_txt
 from tests.conftest import REDIS_PORT, TMP
 from tests.helpers import file_entry, store_event, upload
 
-__all__ = ["BROKER", "children", "ready", "start_beat", "start_worker", "stop",
+__all__ = ["BROKER", "CELERY", "ROOT", "children", "ready", "start_beat", "start_worker", "stop",
            "stored_big_file"]
 
 BROKER = f"redis://127.0.0.1:{REDIS_PORT}/2"
+CELERY = procs.script("celery")
 
 
 def start_worker(log: Path, concurrency: int, *options: str, queues: str = "ingest",

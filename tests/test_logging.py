@@ -152,12 +152,12 @@ def test_beat_logs_json(database: str) -> None:
 
 
 def test_web_lines_are_json_and_hold_no_secret(database: str, redis_server: str) -> None:
-    """gunicorn with the JSON logger class: its own lines and the app's request lines."""
+    """gunicorn with its config (JSON logger class): its own lines and the app's request lines."""
     port = _free_port()
     log = TMP / "logs-web.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [str(BIN / "gunicorn"), "--logger-class", "webhooks.gunicorn_logging.JsonLogger",
+            [str(BIN / "gunicorn"), "-c", "python:webhooks.gunicorn_conf",
              "-w", "1", "-b", f"127.0.0.1:{port}", "webhooks.app:create_app()"],
             stdout=out, stderr=subprocess.STDOUT, env=_env("json"), cwd=ROOT,
             start_new_session=True)

@@ -1,6 +1,7 @@
 """gunicorn settings of the web process: ``gunicorn -c python:webhooks.gunicorn_conf
 "webhooks.app:create_app()"``.
 
+Its own log lines go through kb-ingest's logging (JSON, or ``LOG_FORMAT=text``).
 With ``PROMETHEUS_MULTIPROC_DIR`` set, each gunicorn worker writes its metrics to that
 directory; a worker that exits is marked dead there (``child_exit``), so its live gauges
 leave the sums. Bind address and worker count stay gunicorn's own flags (``-b``, ``-w``)
@@ -12,6 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from ingest import metrics
+
+# gunicorn's own lines (boot, worker exits, errors) in kb-ingest's log format.
+logger_class = "webhooks.gunicorn_logging.JsonLogger"
 
 
 def post_worker_init(worker: Any) -> None:

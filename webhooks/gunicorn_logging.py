@@ -1,6 +1,6 @@
 """Gunicorn's own lines (boot, workers, errors) through kb-ingest's logging configuration.
 
-    gunicorn --logger-class webhooks.gunicorn_logging.JsonLogger "webhooks.app:create_app()"
+    gunicorn -c python:webhooks.gunicorn_conf "webhooks.app:create_app()"   # sets it
 
 Without it gunicorn writes its lines in its own plain format. Requests are logged by the
 app itself (``webhooks.requests``), so gunicorn's access log can stay off.
