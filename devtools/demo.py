@@ -54,7 +54,7 @@ import redis
 import requests
 
 from devtools.samples import bad_documents, make_md, make_txt, sample_documents
-from devtools.smtp_sink import MailSink, ReceivedMessage
+from devtools.smtp_sink import ReceivedMessage, SmtpSink
 from devtools.strapi import TIMINGS as STRAPI_TIMINGS
 from devtools.strapi import StrapiServer, node_ok
 from ingest.events import event_kind
@@ -995,13 +995,13 @@ def batch_problems(batch: BatchRow, received: list[ReceivedMessage]) -> list[str
     return problems
 
 
-def report_batches(db_url: str, files: list[DemoFile], sink: MailSink) -> list[str]:
+def report_batches(db_url: str, files: list[DemoFile], sink: SmtpSink) -> list[str]:
     """Wait for every batch and its e-mail, print them; returns the problems found."""
     uploaders = {f.uploader for f in files}
     rows, problem = wait_batches_settled(db_url, uploaders, BATCHES_TIMEOUT)
     problems = [problem] if problem else []
     problems += [f"no batch for {u}" for u in sorted(uploaders - {b.user_email for b in rows})]
-    grouped = messages_by_batch(sink.messages)
+    grouped = messages_by_batch(sink.received)
     for n, batch in enumerate(rows, 1):
         received = grouped.pop(batch.batch_id, [])
         print()
@@ -1029,7 +1029,7 @@ def _s3_has(s3: Any, bucket: str, key: str) -> bool:
 
 
 def report_corrections(db_url: str, files: list[DemoFile], s3: Any, cms: Cms,
-                       settings: Settings, sink: MailSink) -> list[str]:
+                       settings: Settings, sink: SmtpSink) -> list[str]:
     """Show, per failed file, its correction and that S3, the CMS and Chroma hold nothing."""
     rows = query(db_url, "SELECT file_document_id, file_name, failure_category, status, "
                          "correction_actions, extract(epoch FROM completed_at - created_at) "
@@ -1048,7 +1048,7 @@ def report_corrections(db_url: str, files: list[DemoFile], s3: Any, cms: Cms,
               f"after the failure")
         if status != "completed" or in_s3 or in_cms != 404 or chunks.get(doc, 0):
             problems.append(f"{name}: not removed from every store ({status})")
-    told = [m for m in sink.messages
+    told = [m for m in sink.received
             if "Removed automatically" in m.message.get_body(("plain",)).get_content()]
     print(f"  the summary e-mail reports the removals: {'yes' if told else 'NO'}")
     if rows and not told:
@@ -1067,7 +1067,7 @@ def prepare_demo_dir() -> None:
         path.unlink()
 
 
-def start_sink(sink: MailSink) -> None:
+def start_sink(sink: SmtpSink) -> None:
     """Start the SMTP sink in this process (DemoError if it cannot listen)."""
     try:
         sink.start()
@@ -1075,7 +1075,7 @@ def start_sink(sink: MailSink) -> None:
         raise DemoError(f"the SMTP sink cannot listen on {sink.host}: {exc}") from exc
 
 
-def run(args: argparse.Namespace, started: list[Service], sink: MailSink) -> list[str]:
+def run(args: argparse.Namespace, started: list[Service], sink: SmtpSink) -> list[str]:
     """The demo itself; returns the problems found (empty: success)."""
     prepare_demo_dir()
     start_sink(sink)
@@ -1164,7 +1164,7 @@ def start_strapi(ports: Ports, env: dict[str, str], started: list[Service],
     return Cms(server.url, server.token)
 
 
-def keep_running(ports: Ports, services: list[Service], sink: MailSink, backend: str,
+def keep_running(ports: Ports, services: list[Service], sink: SmtpSink, backend: str,
                  cms_url: str) -> None:
     """Leave the services up until Ctrl-C (a normal end) or until one of them dies."""
     section("services left running (Ctrl-C to stop)")
@@ -1209,7 +1209,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _sigterm)
     started: list[Service] = []
-    sink = MailSink(MAIL_DIR)
+    sink = SmtpSink(directory=MAIL_DIR)
     clock = time.monotonic()
     problems: list[str] = []
     try:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from ingest.settings import SettingsError, get_settings
 
@@ -23,15 +22,10 @@ _SECRETS = {"cms_api_token", "webhook_token", "webhook_secret", "smtp_password",
 
 def _alembic(action: str, revision: str) -> None:
     from alembic import command
-    from alembic.config import Config
 
-    root = Path(__file__).resolve().parent.parent
-    ini = root / "alembic.ini"
-    if not ini.exists():
-        raise SystemExit(f"alembic.ini not found next to the package ({root})")
-    cfg = Config(str(ini))
-    cfg.set_main_option("script_location", str(root / "alembic"))
-    getattr(command, action)(cfg, revision)
+    from ingest.db import alembic_config
+
+    getattr(command, action)(alembic_config(), revision)
 
 
 def _check_config() -> None:

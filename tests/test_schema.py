@@ -11,8 +11,9 @@ import sqlalchemy as sa
 from alembic import command
 from sqlalchemy.exc import IntegrityError
 
+from ingest.db import alembic_config
 from ingest.models import Base
-from tests.conftest import _admin_exec, alembic_config
+from tests.conftest import _admin_exec
 
 
 @pytest.fixture()
@@ -42,7 +43,7 @@ def test_upgrade_head_then_downgrade_base(scratch_url: str, monkeypatch: pytest.
     monkeypatch.setenv("DATABASE_URL", scratch_url)
     get_settings.cache_clear()
     try:
-        cfg = alembic_config(scratch_url)
+        cfg = alembic_config()
         command.upgrade(cfg, "head")
         assert set(Base.metadata.tables) <= _tables(scratch_url)
         command.downgrade(cfg, "base")
