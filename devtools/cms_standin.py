@@ -154,8 +154,8 @@ class CmsState:
         self._entries: dict[str, dict[str, dict[str, Any]]] = {FILE: {}, PREFERENCE: {}}
         self._last_id = 0
         self._last_tick: datetime | None = None
-        self._faults: dict[str, list[list[int]]] = {}
-        self._executor: ThreadPoolExecutor | None = None
+        self._faults: dict[str, list[int]] = {}
+        self._pool = ThreadPoolExecutor(WEBHOOK_WORKERS, "cms-standin-webhook")
         self._pending: list[Future[None]] = []
 
     # -- test controls -----------------------------------------------------------------------
@@ -165,22 +165,13 @@ class CmsState:
         with self._lock:
             self.webhook_url, self.webhook_headers = url, dict(headers or {})
 
-    def reset(self) -> None:
-        """Forget entries, counters, faults and deliveries; keep the configuration."""
-        self.wait_for_webhooks(self.webhook_timeout)
-        with self._lock:
-            self._entries = {FILE: {}, PREFERENCE: {}}
-            self._faults.clear()
-            self.calls.clear()
-            self.webhook_deliveries.clear()
-
     def fail_next(self, route: str, status: int = 500, times: int = 1) -> None:
         """Answer the next ``times`` requests to ``route`` (``"by-user"``, any method, or
         ``"<METHOD> <route>"``) with ``status`` and a Strapi error body."""
-        if route.split(" ", 1)[-1] not in ROUTES or times < 1:
-            raise ValueError(f"unknown route {route!r} (known: {sorted(ROUTES)}) or times < 1")
+        if route.split(" ", 1)[-1] not in ROUTES:
+            raise ValueError(f"unknown route {route!r}; known: {sorted(ROUTES)}")
         with self._lock:
-            self._faults.setdefault(route, []).append([status, times])
+            self._faults.setdefault(route, []).extend([status] * times)
 
     def clear_faults(self) -> None:
         """Drop every pending injected fault."""
@@ -191,15 +182,8 @@ class CmsState:
         """Count a request; the injected fault status to answer with, if any."""
         with self._lock:
             self.calls[f"{method} {route}"] += 1
-            for key in (f"{method} {route}", route):
-                queue = self._faults.get(key)
-                if queue:
-                    status = queue[0][0]
-                    queue[0][1] -= 1
-                    if queue[0][1] == 0:
-                        queue.pop(0)
-                    return status
-        return None
+            queue = self._faults.get(f"{method} {route}") or self._faults.get(route)
+            return queue.pop(0) if queue else None
 
     def put_file(self, fields: Mapping[str, Any], send_webhook: bool = False) -> dict[str, Any]:
         """Create, or update by ``documentId``, a file entry without HTTP; return it.
@@ -207,18 +191,16 @@ class CmsState:
         Required attributes are not enforced; ``id``, ``createdAt``, ``updatedAt`` and
         ``publishedAt`` may be given to seed exact values.
         """
-        return self._put(FILE, fields, send_webhook)
+        return self.save(FILE, fields, send_webhook=send_webhook)
 
     def put_preference(self, fields: Mapping[str, Any], send_webhook: bool = False
                        ) -> dict[str, Any]:
         """Create, or update by ``documentId``, a preference entry without HTTP; return it."""
-        return self._put(PREFERENCE, fields, send_webhook)
+        return self.save(PREFERENCE, fields, send_webhook=send_webhook)
 
     def get_file(self, document_id: str) -> dict[str, Any] | None:
         """A file entry, or None."""
-        with self._lock:
-            entry = self._entries[FILE].get(document_id)
-            return dict(entry) if entry else None
+        return self.files.get(document_id)
 
     def delete_file_direct(self, document_id: str, send_webhook: bool = False
                            ) -> dict[str, Any] | None:
@@ -231,45 +213,39 @@ class CmsState:
         with self._lock:
             return {doc: dict(entry) for doc, entry in self._entries[FILE].items()}
 
-    @property
-    def preferences(self) -> dict[str, dict[str, Any]]:
-        """A snapshot of the preference entries by ``documentId``."""
-        with self._lock:
-            return {doc: dict(entry) for doc, entry in self._entries[PREFERENCE].items()}
-
     # -- entries -----------------------------------------------------------------------------
 
-    def create(self, model: str, fields: Mapping[str, Any], *, send_webhook: bool = True,
-               system: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Create an entry from validated ``fields`` (defaults fill the rest); return it."""
+    def save(self, model: str, fields: Mapping[str, Any], *, send_webhook: bool = True,
+             must_exist: bool = False) -> dict[str, Any] | None:
+        """Create an entry, or update the one whose ``documentId`` ``fields`` names; return it
+        (None when ``must_exist`` and there is none). Attributes are validated; system keys
+        (``id``, timestamps) are taken as given."""
+        data = validate(model, {k: v for k, v in fields.items() if k not in SYSTEM_KEYS},
+                        creating=False)
         with self._lock:
             stamp = self._tick()
-            self._last_id += 1
-            entry = {"id": self._last_id,
-                     "documentId": (system or {}).get("documentId") or new_document_id()}
-            entry |= {name: default for name, (_, default) in FIELDS[model].items()}
-            entry |= dict(fields) | {"createdAt": stamp, "updatedAt": stamp, "publishedAt": stamp}
-            self._apply_system(entry, system or {})
-            self._entries[model][entry["documentId"]] = entry
-            snapshot = dict(entry)
-        if send_webhook:
-            self._emit("entry.create", model, snapshot)
-        return snapshot
-
-    def update(self, model: str, document_id: str, fields: Mapping[str, Any], *,
-               send_webhook: bool = True, system: Mapping[str, Any] | None = None
-               ) -> dict[str, Any] | None:
-        """Change an entry's attributes; the new entry, or None when absent."""
-        with self._lock:
-            entry = self._entries[model].get(document_id)
+            entry = self._entries[model].get(fields.get("documentId", ""))
+            event = "entry.update"
             if entry is None:
-                return None
-            stamp = self._tick()
-            entry |= dict(fields) | {"updatedAt": stamp, "publishedAt": stamp}
-            self._apply_system(entry, system or {})
+                if must_exist:
+                    return None
+                self._last_id += 1
+                document_id = fields.get("documentId") or new_document_id()
+                event, entry = "entry.create", {
+                    "id": self._last_id, "documentId": document_id,
+                    **{name: default for name, (_, default) in FIELDS[model].items()},
+                    "createdAt": stamp}
+                self._entries[model][entry["documentId"]] = entry
+            entry |= data | {"updatedAt": stamp, "publishedAt": stamp}
+            for key, value in fields.items():
+                if key == "id":
+                    entry["id"] = int(value)
+                    self._last_id = max(self._last_id, entry["id"])
+                elif key in ("createdAt", "updatedAt", "publishedAt"):
+                    entry[key] = None if value is None else iso_ms(parse_iso(str(value)))
             snapshot = dict(entry)
         if send_webhook:
-            self._emit("entry.update", model, snapshot)
+            self._emit(event, model, snapshot)
         return snapshot
 
     def delete(self, model: str, document_id: str, *, send_webhook: bool = True
@@ -284,10 +260,8 @@ class CmsState:
     def file_page(self, updated_after: datetime | None, sort: list[tuple[str, bool]],
                   page: int, size: int) -> tuple[list[dict[str, Any]], dict[str, int]]:
         """One page of file entries updated after ``updated_after``; ``(data, pagination)``."""
-        with self._lock:
-            entries = [dict(e) for e in self._entries[FILE].values()
-                       if updated_after is None or parse_iso(e["updatedAt"]) > updated_after]
-        entries.sort(key=lambda e: e["id"])
+        entries = sorted((e for e in self.files.values() if updated_after is None
+                          or parse_iso(e["updatedAt"]) > updated_after), key=lambda e: e["id"])
         for key, descending in reversed(sort):  # stable sorts: the first key decides first
             entries.sort(key=lambda e, k=key: (e.get(k) is None, e.get(k) or 0),
                          reverse=descending)
@@ -299,11 +273,9 @@ class CmsState:
                         ) -> dict[str, Any] | None:
         """The stored preference of a user (e-mail compared case-insensitively), or None."""
         with self._lock:
-            for entry in self._entries[PREFERENCE].values():
-                if ((entry["company_id"], entry["bot_id"]) == (company_id, bot_id)
-                        and (entry["user_email"] or "").casefold() == user_email.casefold()):
-                    return dict(entry)
-        return None
+            return next((dict(e) for e in self._entries[PREFERENCE].values()
+                         if (e["company_id"], e["bot_id"]) == (company_id, bot_id)
+                         and (e["user_email"] or "").casefold() == user_email.casefold()), None)
 
     # -- webhooks ----------------------------------------------------------------------------
 
@@ -311,19 +283,14 @@ class CmsState:
         """Wait until every queued delivery has finished; False on timeout."""
         with self._lock:
             pending, self._pending = self._pending, []
-        _, not_done = wait_futures(pending, timeout=timeout)
+        not_done = wait_futures(pending, timeout=timeout).not_done
         with self._lock:
             self._pending.extend(not_done)
         return not not_done
 
     def close(self) -> None:
-        """Stop the delivery pool (queued deliveries are dropped; a new pool starts on demand)."""
-        with self._lock:
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
-
-    # -- internals ---------------------------------------------------------------------------
+        """Stop the delivery pool (queued deliveries are dropped)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _tick(self) -> str:
         """Now in milliseconds, strictly after the previous tick (``updatedAt`` always moves)."""
@@ -334,36 +301,13 @@ class CmsState:
         self._last_tick = now
         return iso_ms(now)
 
-    def _apply_system(self, entry: dict[str, Any], system: Mapping[str, Any]) -> None:
-        for key, value in system.items():
-            if key == "id":
-                entry["id"] = int(value)
-                self._last_id = max(self._last_id, entry["id"])
-            elif key in SYSTEM_KEYS - {"documentId"}:
-                entry[key] = None if value is None else iso_ms(parse_iso(str(value)))
-
-    def _put(self, model: str, fields: Mapping[str, Any], send_webhook: bool) -> dict[str, Any]:
-        data = {k: v for k, v in fields.items() if k not in SYSTEM_KEYS}
-        data = validate(model, data, creating=False)
-        system = {k: v for k, v in fields.items() if k in SYSTEM_KEYS}
-        with self._lock:
-            entry = self.update(model, system.pop("documentId", ""), data,
-                                send_webhook=send_webhook, system=system)
-            if entry is None:
-                entry = self.create(model, data, send_webhook=send_webhook,
-                                    system={"documentId": fields.get("documentId"), **system})
-        return entry
-
     def _emit(self, event: str, model: str, entry: dict[str, Any]) -> None:
         payload = {"event": event, "createdAt": iso_ms(datetime.now(UTC)), "model": model,
                    "uid": f"api::{model}.{model}", "entry": entry}
         with self._lock:
-            if not self.webhook_url:
-                return
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(WEBHOOK_WORKERS, "cms-standin-webhook")
-            self._pending.append(self._executor.submit(
-                self._deliver, self.webhook_url, dict(self.webhook_headers), payload))
+            if self.webhook_url:
+                self._pending.append(self._pool.submit(
+                    self._deliver, self.webhook_url, dict(self.webhook_headers), payload))
 
     def _deliver(self, url: str, headers: dict[str, str], payload: dict[str, Any]) -> None:
         """POST one webhook, once (Strapi never retries), and record the outcome."""
@@ -453,20 +397,19 @@ def create_cms_app(state: CmsState) -> Flask:
     """The Flask app answering kb-ingest's Strapi 5 calls from ``state``."""
     app = Flask("cms_standin")
     app.url_map.strict_slashes = False
-    app.extensions["cms_state"] = state
     routes: list[tuple[str, str, str, Callable[..., Response]]] = [
         ("GET", "/api/files", "files", lambda: _list_files(state)),
         ("POST", "/api/files", "files", lambda: _entry_response(
-            state.create(FILE, validate(FILE, _request_data(), creating=True)), 201)),
+            state.save(FILE, validate(FILE, _request_data(), creating=True)), 201)),
         ("GET", "/api/files/<document_id>", "file",
          lambda document_id: _entry_response(state.get_file(document_id))),
         ("PUT", "/api/files/<document_id>", "file", lambda document_id: _entry_response(
-            state.update(FILE, document_id, validate(FILE, _request_data(), creating=False)))),
+            state.save(FILE, {**validate(FILE, _request_data(), creating=False),
+                              "documentId": document_id}, must_exist=True))),
         ("DELETE", "/api/files/<document_id>", "file", lambda document_id: (
             Response(status=204) if state.delete(FILE, document_id) else _entry_response(None))),
         ("POST", "/api/user-notification-preferences", "preferences", lambda: _entry_response(
-            state.create(PREFERENCE, validate(PREFERENCE, _request_data(), creating=True)),
-            201)),
+            state.save(PREFERENCE, validate(PREFERENCE, _request_data(), creating=True)), 201)),
         ("GET", "/api/user-notification-preferences/by-user/<company_id>/<bot_id>/"
                 "<path:user_email>", "by-user",
          lambda **kwargs: _by_user(state, **kwargs)),
@@ -507,7 +450,7 @@ class CmsServer:
         self._server: BaseWSGIServer = make_server(host, port, create_cms_app(self.state),
                                                    threaded=True)
         self.url = f"http://{host}:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever,
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
                                         name="cms-standin", daemon=True)
 
     def __enter__(self) -> CmsServer:
@@ -519,10 +462,6 @@ class CmsServer:
         self._server.server_close()
         self._thread.join(timeout=5)
         self.state.close()
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -539,19 +478,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     headers = {"Authorization": f"Bearer {args.webhook_token}"} if args.webhook_token else {}
-    state = CmsState(args.token, args.webhook_url, headers)
-    server = make_server(args.host, args.port, create_cms_app(state), threaded=True)
-    signal.signal(signal.SIGTERM, _interrupt)
-    log.info("CMS stand-in on http://%s:%s (webhooks → %s)", args.host, server.server_port,
-             args.webhook_url or "off")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-        state.wait_for_webhooks(5)
-        state.close()
+    stop = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # before any thread starts: sigwait gets them
+    with CmsServer(CmsState(args.token, args.webhook_url, headers), host=args.host,
+                   port=args.port) as server:
+        log.info("CMS stand-in on %s (webhooks → %s)", server.url, args.webhook_url or "off")
+        signal.sigwait(stop)
+        server.state.wait_for_webhooks(5)
     return 0
 
 

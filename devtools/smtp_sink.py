@@ -15,9 +15,7 @@ once between a capture and its ``250``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import email
 import email.policy
 import logging
@@ -281,22 +279,3 @@ class SmtpSink:
         html_path = self.directory / f"{stem}.html"
         html_path.write_text(str(html.get_content()), encoding="utf-8")  # type: ignore[attr-defined]
         return path, html_path
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m devtools.smtp_sink``: capture into a directory until Ctrl-C."""
-    parser = argparse.ArgumentParser(prog="python -m devtools.smtp_sink", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=1025)
-    parser.add_argument("--dir", type=Path, default=Path(".demo/mail"))
-    args = parser.parse_args(argv)
-    with SmtpSink(args.port, host=args.host, directory=args.dir) as sink:
-        print(f"SMTP sink on {sink.host}:{sink.port}, writing to {args.dir}/", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -71,12 +71,6 @@ class Receiver:
 
 
 @pytest.fixture(scope="module")
-def cms() -> Iterator[CmsServer]:
-    with CmsServer(CmsState(token=TOKEN)) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def receiver() -> Iterator[Receiver]:
     rec = Receiver()
     rec.thread.start()
@@ -85,14 +79,12 @@ def receiver() -> Iterator[Receiver]:
     rec.server.server_close()
 
 
-@pytest.fixture(autouse=True)
-def clean(cms: CmsServer, receiver: Receiver) -> Iterator[None]:
-    cms.state.configure_webhook(None)
-    cms.state.reset()
+@pytest.fixture
+def cms(receiver: Receiver) -> Iterator[CmsServer]:
     receiver.clear()
-    yield
-    cms.state.wait_for_webhooks(5)
-    cms.state.configure_webhook(None)
+    with CmsServer(CmsState(token=TOKEN)) as server:
+        yield server
+        server.state.wait_for_webhooks(5)
 
 
 @pytest.fixture
