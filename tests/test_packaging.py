@@ -1,5 +1,6 @@
 """The wheel carries the e-mail templates and the migrations: an installed kb-ingest (the
-image, with no editable install and no source tree) renders e-mails and migrates.
+image, with no editable install and no source tree) renders e-mails and runs
+``ingest db upgrade``.
 
 The wheel is built from a copy of only what the Dockerfile copies, then unpacked (a pure
 wheel's install is its unpacking) and used from a fresh interpreter that cannot see this
@@ -12,8 +13,16 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from ingest.models import Base
+from tests.conftest import _admin_exec
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("pyproject.toml", "README.md", "celeryconfig.py", "ingest", "workers", "webhooks",
@@ -34,7 +43,26 @@ subject, text, html = render_templates(
 print(subject)
 print(html is not None and "from the wheel" in html)
 print(ScriptDirectory.from_config(alembic_config()).get_current_head())
+
+from ingest.cli import main
+sys.exit(main(["db", "upgrade"]))
 """
+
+
+@pytest.fixture()
+def scratch_url() -> Iterator[str]:
+    name = f"kb_ingest_wheel_{uuid.uuid4().hex[:8]}"
+    _admin_exec(f'CREATE DATABASE "{name}"')
+    yield os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/" + name
+    _admin_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _tables(url: str) -> set[str]:
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://", 1))
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
 
 
 def _data_files() -> set[str]:
@@ -66,7 +94,8 @@ def _build_wheel(tmp_path: Path) -> Path:
     return wheel
 
 
-def test_the_wheel_renders_and_migrates_without_the_source_tree(tmp_path: Path) -> None:
+def test_the_wheel_renders_and_migrates_without_the_source_tree(tmp_path: Path,
+                                                                scratch_url: str) -> None:
     wheel = _build_wheel(tmp_path)
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
@@ -76,7 +105,7 @@ def test_the_wheel_renders_and_migrates_without_the_source_tree(tmp_path: Path) 
     missing = _data_files() - names
     assert not missing, f"not in the wheel: {sorted(missing)}"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {
-        "PYTHONPATH": str(site)}
+        "PYTHONPATH": str(site), "DATABASE_URL": scratch_url}
     run = subprocess.run([sys.executable, "-P", "-c", CHECK, str(site)], cwd=tmp_path,
                          env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
@@ -85,3 +114,4 @@ def test_the_wheel_renders_and_migrates_without_the_source_tree(tmp_path: Path) 
     assert html_ok == "True"
     assert head == max(path.stem.split("_")[0] for path in
                        (ROOT / "ingest/migrations/versions").glob("0*.py"))
+    assert set(Base.metadata.tables) <= _tables(scratch_url)  # `ingest db upgrade` ran
