@@ -1,62 +1,53 @@
-"""A local SMTP server that accepts every message and keeps it as an ``.eml`` file.
+"""A capturing SMTP server on ``aiosmtpd.controller.Controller``, for the tests and the demo.
 
-For development only (``make demo``, trying templates by hand): nothing is relayed, no
-authentication or TLS is offered. Each accepted message is written to the mail directory
-as ``<n>-<recipient>.eml`` (the bytes as received, ``n`` counting from 1); when it has a
-``text/html`` part, that part is also written as ``<n>-<recipient>.html`` so it can be
-opened in a browser. In a program::
+``with SmtpSink() as sink:`` listens on 127.0.0.1 on a free port (``sink.port``) and keeps
+every accepted message: ``sink.messages`` (parsed with ``email.policy.default``) and
+``sink.received`` (the same with its envelope, arrival time and files). Nothing is relayed.
+With ``directory``, each message is also written there as ``<n>-<recipient>.eml`` and, when
+it has an HTML part, ``<n>-<recipient>.html`` to open in a browser.
 
-    with MailSink(Path(".demo/mail")) as sink:  # listens on 127.0.0.1, a free port
-        ...  # point SMTP_SERVER / SMTP_PORT at sink.host / sink.port
-        sink.wait_for(1, timeout=30)
-        print(sink.messages[0].path)
-
-or on its own::
-
-    python -m devtools.smtp_sink [--host 127.0.0.1] [--port 1025] [--dir .demo/mail]
+Faults for the tests apply to the next connections or commands, then wear off:
+``refuse_connections(n)`` / ``refuse_for(seconds)`` (closed before the greeting, or after a
+``421`` greeting), ``reject_rcpt(code)``, ``drop_after_data()`` (captured, then the connection
+is cut before the reply), ``delay_data_reply(seconds)``; ``after_capture(callback)`` runs
+once between a capture and its ``250``.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import email
 import email.policy
 import logging
 import re
-import signal
-import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
-from types import FrameType
+from typing import Any
 
+from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-log = logging.getLogger(__name__)
-
-DEFAULT_HOST = "127.0.0.1"
-IDENT = "kb-ingest smtp sink"
-MAX_MESSAGE_BYTES = 25 * 1024 * 1024
-START_TIMEOUT = 10.0
-STOP_TIMEOUT = 5.0
+logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command
 _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]+")
 
 
 @dataclass(frozen=True)
 class ReceivedMessage:
-    """One accepted message: its envelope, when it arrived, where it was written."""
+    """One accepted message: its envelope, when it arrived, and where it was written."""
 
     number: int
     mail_from: str
     recipients: tuple[str, ...]
-    received_at: datetime  # UTC, when the end of DATA was received
-    path: Path  # the .eml file
-    html_path: Path | None  # its text/html part, if it has one
-    message: EmailMessage  # parsed with email.policy.default
+    raw: bytes
+    received_at: datetime  # UTC, at the end of DATA
+    message: EmailMessage
+    path: Path | None = None  # the .eml file (with a directory)
+    html_path: Path | None = None  # its text/html part, if it has one
 
     @property
     def header(self) -> dict[str, str]:
@@ -65,212 +56,257 @@ class ReceivedMessage:
                 ("Subject", "From", "To", "Message-ID", "X-Batch-ID") if name in self.message}
 
 
-def file_stem(number: int, recipients: tuple[str, ...]) -> str:
-    """``<n>-<first recipient>``, with anything unusual in the address replaced by ``_``."""
-    recipient = _UNSAFE.sub("_", recipients[0] if recipients else "nobody")[:100]
-    return f"{number}-{recipient}"
+class _Refuser(asyncio.Protocol):
+    """Closes the connection at once, after one greeting line if given."""
 
+    def __init__(self, reply: str) -> None:
+        self.reply = reply
 
-def html_part(message: EmailMessage) -> str | None:
-    """The message's ``text/html`` body, if it has one."""
-    part = message.get_body(preferencelist=("html",))
-    return None if part is None else str(part.get_content())  # type: ignore[attr-defined]
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.reply:
+            transport.write(self.reply.encode() + b"\r\n")  # type: ignore[attr-defined]
+        transport.close()  # flushes the greeting first
 
 
 class _Handler:
-    """aiosmtpd handler: every RCPT is accepted, every DATA stored by the sink."""
-
-    def __init__(self, sink: MailSink) -> None:
+    def __init__(self, sink: SmtpSink) -> None:
         self.sink = sink
 
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        reply = self.sink._take("rcpt")
+        if reply is not None:
+            return reply
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 OK"
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        received = self.sink._store(envelope)
-        return f"250 2.0.0 Ok: queued as M{received.number}"
+        number = self.sink._capture(envelope)
+        fault = self.sink._take("data")
+        if fault == "drop":
+            assert server.transport is not None
+            server.transport.abort()  # no reply at all: the client sees a reset or EOF
+        elif fault is not None:
+            await asyncio.sleep(float(fault))
+        return f"250 2.0.0 Ok: queued as M{number}"
 
 
-class MailSink:
-    """The capturing SMTP server, run on an event loop in a background thread."""
+class _Controller(Controller):
+    def __init__(self, sink: SmtpSink, **kwargs: Any) -> None:
+        super().__init__(_Handler(sink), hostname=sink.host, port=sink.port, **kwargs)
+        self.sink = sink
 
-    def __init__(self, directory: Path, host: str = DEFAULT_HOST, port: int = 0) -> None:
-        """``port`` 0 lets the system pick a free port (read ``port`` after ``start``)."""
-        self.directory = directory
-        self.host = host
-        self.port = port
-        self._lock = threading.Condition()
-        self._messages: list[ReceivedMessage] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: asyncio.AbstractServer | None = None
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
+    def factory(self) -> asyncio.Protocol:  # type: ignore[override]
+        refusal = self.sink._on_connect()
+        return super().factory() if refusal is None else _Refuser(refusal)
 
-    # -- lifecycle ------------------------------------------------------------------------
+    def _trigger_server(self) -> None:
+        if self.port == 0:  # learn the port the OS chose before aiosmtpd's self-test
+            assert self.server is not None
+            self.port = self.server.sockets[0].getsockname()[1]
+        super()._trigger_server()
 
-    def start(self) -> MailSink:
-        """Listen; raises OSError if the address cannot be bound."""
-        if self._thread is not None:
+
+class SmtpSink:
+    """A local SMTP server that records messages; see the module docstring."""
+
+    def __init__(self, port: int = 0, *, host: str = "127.0.0.1",
+                 directory: Path | None = None, **smtp_kwargs: Any) -> None:
+        """``port`` 0 picks a free port. ``smtp_kwargs`` go to aiosmtpd's ``Controller``
+        (``ssl_context`` for implicit TLS) and ``SMTP`` (``tls_context`` for STARTTLS,
+        ``auth_callback``, …)."""
+        self.host, self.port, self.directory = host, port, directory
+        self._smtp_kwargs = {"enable_SMTPUTF8": True} | smtp_kwargs
+        self._cond = threading.Condition()
+        self._controller: _Controller | None = None
+        self._starting = False
+        self._faults: dict[str, list[str]] = {"connect": [], "rcpt": [], "data": []}
+        self._refuse_until = 0.0
+        self._after_capture: Callable[[], object] | None = None
+        self.connections = 0
+        self.received: list[ReceivedMessage] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> SmtpSink:
+        """Listen (OSError if the address cannot be bound)."""
+        if self._controller is not None:
             raise RuntimeError("the SMTP sink is already running")
-        self.directory.mkdir(parents=True, exist_ok=True)
-        ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._serve, args=(ready,), name="smtp-sink",
-                                        daemon=True)
-        self._thread.start()
-        if not ready.wait(START_TIMEOUT):
-            raise RuntimeError(f"the SMTP sink did not start within {START_TIMEOUT:.0f}s")
-        if self._error is not None:
-            self._thread.join(STOP_TIMEOUT)
-            self._thread = self._loop = None
-            raise self._error
-        log.info("SMTP sink listening on %s:%d, writing to %s", self.host, self.port,
-                 self.directory)
+        if self.directory is not None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        controller = _Controller(self, **self._smtp_kwargs)
+        self._starting = True
+        try:
+            controller.start()
+        finally:
+            self._starting = False
+        self._controller, self.port = controller, controller.port
         return self
 
     def stop(self) -> None:
-        """Stop listening (idempotent); the stored messages stay readable."""
-        thread, loop = self._thread, self._loop
-        if thread is None or loop is None:
-            return
-        if loop.is_running():
-            loop.call_soon_threadsafe(loop.stop)
-        thread.join(STOP_TIMEOUT)
-        self._thread = self._loop = self._server = None
+        """Stop listening (idempotent); the captured messages stay readable."""
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
 
     @property
     def running(self) -> bool:
-        """Whether the server thread is alive."""
-        return self._thread is not None and self._thread.is_alive()
+        """Whether the server is listening."""
+        return self._controller is not None
 
-    def __enter__(self) -> MailSink:
+    def __enter__(self) -> SmtpSink:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def _serve(self, ready: threading.Event) -> None:
-        """The server thread: bind, report readiness, run until stopped, clean up."""
-        loop = self._loop
-        assert loop is not None
-        asyncio.set_event_loop(loop)
-        try:
-            self._server = loop.run_until_complete(
-                loop.create_server(self._protocol, self.host, self.port))
-            self.port = int(self._server.sockets[0].getsockname()[1])
-        except BaseException as exc:  # reported to start()
-            self._error = exc
-            ready.set()
-            loop.close()
-            return
-        ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            self._server.close()
-            pending = asyncio.all_tasks(loop)
-            for task in pending:  # open SMTP sessions
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.run_until_complete(self._server.wait_closed())
-            loop.close()
+    # -- messages ----------------------------------------------------------------------------
 
-    def _protocol(self) -> SMTP:
-        return SMTP(_Handler(self), hostname="smtp-sink.local", ident=IDENT,
-                    data_size_limit=MAX_MESSAGE_BYTES, enable_SMTPUTF8=True)
-
-    # -- messages -------------------------------------------------------------------------
+    @property
+    def messages(self) -> list[EmailMessage]:
+        """The accepted messages, oldest first (a copy)."""
+        with self._cond:
+            return [r.message for r in self.received]
 
     @property
     def count(self) -> int:
         """How many messages were accepted."""
-        with self._lock:
-            return len(self._messages)
+        with self._cond:
+            return len(self.received)
 
-    @property
-    def messages(self) -> list[ReceivedMessage]:
-        """The accepted messages, oldest first (a copy)."""
-        with self._lock:
-            return list(self._messages)
-
-    def wait_for(self, count: int, timeout: float) -> list[ReceivedMessage]:
-        """Wait until at least ``count`` messages arrived; TimeoutError if they do not."""
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[EmailMessage]:
+        """Wait until at least ``count`` messages arrived; return them (TimeoutError if not)."""
         deadline = time.monotonic() + timeout
-        with self._lock:
-            while len(self._messages) < count:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"{len(self._messages)} of {count} messages arrived "
-                                       f"within {timeout:.0f}s")
-                self._lock.wait(left)
-            return list(self._messages)
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self.received) >= count,
+                                       max(deadline - time.monotonic(), 0)):
+                raise TimeoutError(f"{len(self.received)} of {count} messages arrived within "
+                                   f"{timeout:g}s")
+            return [r.message for r in self.received]
 
-    def _store(self, envelope: Envelope) -> ReceivedMessage:
-        """Write one accepted message to disk and remember it (called on the server loop)."""
-        received_at = datetime.now(UTC)
+    def reset(self) -> None:
+        """Forget captured messages, the connection count and pending faults."""
+        with self._cond:
+            self.received.clear()
+            self.connections = 0
+            for queue in self._faults.values():
+                queue.clear()
+            self._refuse_until = 0.0
+            self._after_capture = None
+
+    # -- faults ------------------------------------------------------------------------------
+
+    def refuse_connections(self, n: int, reply: str | None = None) -> None:
+        """Close the next ``n`` connections before the greeting, or after ``reply``."""
+        with self._cond:
+            self._faults["connect"].extend([reply or ""] * n)
+
+    def refuse_for(self, seconds: float) -> None:
+        """Close every connection before the greeting for the next ``seconds`` (an outage)."""
+        with self._cond:
+            self._refuse_until = time.monotonic() + seconds
+
+    def after_capture(self, callback: Callable[[], object]) -> None:
+        """Run ``callback()`` once, after the next message is captured and before its 250."""
+        with self._cond:
+            self._after_capture = callback
+
+    def reject_rcpt(self, code: int = 550, times: int = 1, reply: str | None = None) -> None:
+        """Answer the next ``times`` RCPT TO commands with ``code`` (or ``reply``)."""
+        if reply is None:
+            reply = f"{code} 5.1.1 no such user" if code >= 500 else f"{code} 4.3.0 try later"
+        with self._cond:
+            self._faults["rcpt"].extend([reply] * times)
+
+    def drop_after_data(self, times: int = 1) -> None:
+        """Capture the next ``times`` messages, then cut the connection without a reply."""
+        with self._cond:
+            self._faults["data"].extend(["drop"] * times)
+
+    def delay_data_reply(self, seconds: float, times: int = 1) -> None:
+        """Capture the next ``times`` messages, then wait ``seconds`` before replying."""
+        with self._cond:
+            self._faults["data"].extend([str(seconds)] * times)
+
+    # -- called from the server thread -------------------------------------------------------
+
+    def _on_connect(self) -> str | None:
+        """None: serve normally; else a refusal ("" = close before the greeting)."""
+        with self._cond:
+            if self._starting:  # aiosmtpd's own start-up probe: not counted, no faults
+                return None
+            self.connections += 1
+            if time.monotonic() < self._refuse_until:
+                return ""
+            queue = self._faults["connect"]
+            return queue.pop(0) if queue else None
+
+    def _take(self, kind: str) -> str | None:
+        with self._cond:
+            queue = self._faults[kind]
+            return queue.pop(0) if queue else None
+
+    def _capture(self, envelope: Envelope) -> int:
         raw = envelope.original_content or envelope.content or b""
         if isinstance(raw, str):
             raw = raw.encode("utf-8", "surrogateescape")
         message = email.message_from_bytes(raw, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         recipients = tuple(str(r) for r in envelope.rcpt_tos)
-        with self._lock:
-            number = len(self._messages) + 1
-            stem = file_stem(number, recipients)
-            path = self.directory / f"{stem}.eml"
-            path.write_bytes(raw)
-            html = html_part(message)
-            html_path = None
-            if html is not None:
-                html_path = self.directory / f"{stem}.html"
-                html_path.write_text(html, encoding="utf-8")
-            received = ReceivedMessage(number, str(envelope.mail_from), recipients,
-                                       received_at, path, html_path, message)
-            self._messages.append(received)
-            self._lock.notify_all()
-        log.info("message %d from %s to %s: %s (%s)", number, received.mail_from,
-                 ", ".join(recipients), received.header.get("Subject", "(no subject)"), path)
-        return received
+        with self._cond:
+            number = len(self.received) + 1
+            path, html_path = self._write(number, recipients, raw, message)
+            self.received.append(ReceivedMessage(number, str(envelope.mail_from), recipients,
+                                                 raw, datetime.now(UTC), message, path,
+                                                 html_path))
+            self._cond.notify_all()
+            callback, self._after_capture = self._after_capture, None
+        if callback is not None:
+            callback()
+        return number
 
-
-# -------------------------------------------------------------------------------------------
-# Command line
-# -------------------------------------------------------------------------------------------
-
-
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m devtools.smtp_sink",
-                                     description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--host", default=DEFAULT_HOST)
-    parser.add_argument("--port", type=int, default=1025, help="0: a free port (printed)")
-    parser.add_argument("--dir", type=Path, default=Path(".demo/mail"),
-                        help="where the .eml files go (default .demo/mail)")
-    return parser.parse_args(argv)
-
-
-def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+    def _write(self, number: int, recipients: tuple[str, ...], raw: bytes,
+               message: EmailMessage) -> tuple[Path | None, Path | None]:
+        if self.directory is None:
+            return None, None
+        stem = f"{number}-{_UNSAFE.sub('_', recipients[0] if recipients else 'nobody')[:100]}"
+        path = self.directory / f"{stem}.eml"
+        path.write_bytes(raw)
+        html = message.get_body(preferencelist=("html",))
+        if html is None:
+            return path, None
+        html_path = self.directory / f"{stem}.html"
+        html_path.write_text(str(html.get_content()), encoding="utf-8")  # type: ignore[attr-defined]
+        return path, html_path
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the sink in the foreground until Ctrl-C or SIGTERM."""
-    args = _parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    """``python -m devtools.smtp_sink --port P --dir D``: run in the foreground until SIGTERM."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(prog="devtools.smtp_sink", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=1025)
+    parser.add_argument("--dir", type=Path, default=None, help="write each message here")
+    args = parser.parse_args(argv)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     try:
-        sink = MailSink(args.dir, args.host, args.port).start()
+        sink = SmtpSink(args.port, host=args.host, directory=args.dir).start()
     except OSError as exc:
-        print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        print(f"cannot listen on {args.host}:{args.port}: {exc}")
         return 1
     try:
-        while sink.running:
-            time.sleep(0.5)
+        stopped.wait()
     except KeyboardInterrupt:
         pass
     finally:
         sink.stop()
-    log.info("stopped after %d message(s)", sink.count)
+    print(f"stopped after {len(sink.received)} message(s)")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -4,10 +4,16 @@ A received file event is stored before anything is published: the row is the out
 dedupe key ``{kind}:{documentId}:{updatedAt}`` (DESIGN §7) makes a duplicate delivery, the
 draft-then-publish pair of a draft & publish CMS and a reconciled CMS entry meet on the
 same row, so each version of a document is processed once.
+
+Publishing follows one idiom, :func:`publish_then_mark_enqueued`: the row is committed
+first, then published, then marked ``enqueued``; a publish that fails leaves the row for
+the outbox relay (:func:`events_to_relay`), so nothing is lost when the broker is down.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -19,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from ingest.models import FileEvent
 
+log = logging.getLogger(__name__)
 FILE_MODEL = "file"
 PREFERENCE_MODEL = "user-notification-preference"
 UPSERT_EVENTS = frozenset({"entry.create", "entry.update", "entry.publish"})
@@ -157,13 +164,36 @@ def store_file_event(
     return Stored(existing, False)
 
 
-def mark_enqueued(session: Session, event_id: int) -> None:
-    """received → enqueued, after a successful publish (a no-op if a worker got there first)."""
-    session.execute(
-        update(FileEvent)
-        .where(FileEvent.id == event_id, FileEvent.status == "received")
-        .values(status="enqueued", updated_at=text("now()"))
-    )
+def publish_then_mark_enqueued(
+    session: Session, event_ids: Sequence[int], publish: Callable[[int], object], *,
+    relayed: bool = False,
+) -> list[int]:
+    """Publish each (committed) event with ``publish``, then mark the published ones
+    ``enqueued`` in ``session``; return their ids.
+
+    ``publish`` raises when the broker cannot take the message: the first failure stops the
+    loop and the rest stay as they are, for the outbox relay. Without ``relayed`` only
+    ``received`` rows move (a worker may already have claimed the event); the relay, which
+    holds its rows locked, passes ``relayed=True`` to re-drive any unfinished row and
+    restart its clock.
+    """
+    published: list[int] = []
+    for event_id in event_ids:
+        try:
+            publish(event_id)
+        except Exception as exc:  # any failure: the row is committed, the relay publishes it
+            log.warning("publishing event %s failed (%s); %d left for the outbox relay",
+                        event_id, type(exc).__name__, len(event_ids) - len(published))
+            break
+        published.append(event_id)
+    if published:
+        from_statuses = ("received", "enqueued", "processing") if relayed else ("received",)
+        session.execute(
+            update(FileEvent)
+            .where(FileEvent.id.in_(published), FileEvent.status.in_(from_statuses))
+            .values(status="enqueued", updated_at=text("now()"))
+        )
+    return published
 
 
 def events_to_relay(
@@ -201,17 +231,6 @@ def events_to_relay(
         .with_for_update(skip_locked=True)
     ).scalars()
     return list(rows)
-
-
-def touch_relayed(session: Session, event_ids: list[int]) -> None:
-    """Mark relayed events enqueued and reset their clock, so they are not relayed again."""
-    if event_ids:
-        session.execute(
-            update(FileEvent)
-            .where(FileEvent.id.in_(event_ids), FileEvent.status.in_(("received", "enqueued",
-                                                                       "processing")))
-            .values(status="enqueued", updated_at=text("now()"))
-        )
 
 
 def relay_cutoffs(now: datetime, after_seconds: float, visibility_timeout: int) -> tuple[

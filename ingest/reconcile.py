@@ -35,10 +35,10 @@ its webhook had arrived. The rules:
 - **CMS failures** (connection, timeout, 5xx, a malformed answer) end the run with the
   pages committed so far; the result carries ``error``, the checkpoint stays where the last
   committed page left it, and the next scheduled run tries again.
-- **One run at a time.** A session-level PostgreSQL advisory lock
-  (``pg_try_advisory_lock``), held on a dedicated connection for the whole run, keeps two
-  runs (two beat instances, a manual run) from overlapping; a second run returns at once
-  with ``skipped=True`` and zero results.
+- **One run at a time.** The advisory lock ``LOCK_NAME``, held for the whole run without
+  waiting for it (:func:`ingest.db.held_lock`), keeps two runs (two beat instances, a manual
+  run) from overlapping; a second run returns at once with ``skipped=True`` and zero
+  results.
 
 Limitation: a deletion whose webhook was lost cannot be found by polling, since the entry
 is gone from the CMS; its chunks stay until the document is deleted again or cleaned up by
@@ -55,12 +55,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import BigInteger, cast, func, select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from ingest.adapters.cms import CmsClient
-from ingest.db import get_engine, session_scope
+from ingest.db import held_lock, session_scope
 from ingest.errors import IngestError, TransientError
 from ingest.events import FILE_MODEL, FileEntry, Stored, store_file_event
 from ingest.models import ReconciliationCheckpoint
@@ -69,8 +69,7 @@ from ingest.settings import Settings
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "cms-files"
-# A fixed key of the session-level advisory lock that serialises runs ("kbrecncl").
-LOCK_KEY = 0x6B62_7265_636E_636C
+LOCK_NAME = "kb-ingest:reconcile"  # the advisory lock that serialises runs
 MAX_PAGES_PER_RUN = 1000
 EVENT = "entry.update"
 SOURCE = "reconciliation"
@@ -303,23 +302,12 @@ def reconcile(
     """
     now = _utc(now or datetime.now(UTC))
     result = ReconcileResult()
-    conn = get_engine().connect().execution_options(isolation_level="AUTOCOMMIT")
-    locked = False
-    try:
-        try_lock = select(func.pg_try_advisory_lock(cast(LOCK_KEY, BigInteger)))
-        locked = bool(conn.execute(try_lock).scalar_one())
+    with held_lock(LOCK_NAME, wait=False) as locked:
         if not locked:
             log.info("reconciliation already running elsewhere; skipped")
             result.skipped = True
             return result
         _run(cms, settings, now, max_pages, result, since)
-    finally:
-        try:
-            if locked:
-                conn.execute(select(func.pg_advisory_unlock(cast(LOCK_KEY, BigInteger))))
-        except Exception:
-            conn.invalidate()  # never pool a connection that may still hold the lock
-        conn.close()
     log.info(
         "reconciliation: %d page(s), %d entries, %d new event(s), %d invalid, checkpoint %s",
         result.pages, result.entries_seen, result.events_created, result.invalid,

@@ -131,24 +131,15 @@ def _admin_exec(sql: str) -> None:
     admin_exec(ADMIN_URL, sql)
 
 
-def alembic_config(database_url: str) -> Any:
-    """An Alembic config for the project's migrations against ``database_url``."""
-    from alembic.config import Config
-
-    root = Path(__file__).resolve().parent.parent
-    cfg = Config(str(root / "alembic.ini"))
-    cfg.set_main_option("script_location", str(root / "alembic"))
-    cfg.attributes["configure_logger"] = False
-    return cfg
-
-
 @pytest.fixture(scope="session", autouse=True)
 def database() -> Iterator[str]:
     """A throwaway database migrated to head."""
     from alembic import command
 
     _admin_exec(f'CREATE DATABASE "{DB_NAME}"')
-    command.upgrade(alembic_config(os.environ["DATABASE_URL"]), "head")
+    from ingest.db import alembic_config
+
+    command.upgrade(alembic_config(), "head")
     yield os.environ["DATABASE_URL"]
     from ingest.db import reset_engine
 
@@ -256,7 +247,7 @@ def cms() -> Iterator[Any]:
 @pytest.fixture(scope="session", autouse=True)
 def smtp_sink() -> Iterator[Any]:
     """A capturing SMTP server (aiosmtpd) on SMTP_PORT for the whole run."""
-    from tests.smtp_sink import SmtpSink
+    from devtools.smtp_sink import SmtpSink
 
     with SmtpSink(port=SMTP_PORT) as sink:
         yield sink

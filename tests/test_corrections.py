@@ -240,8 +240,13 @@ def test_exhausted_correction_fails_and_alerts_the_operator(
     alert = wait_until(lambda: [m for m in smtp_sink.messages
                                 if m["To"] == "ops@kb-ingest.test"
                                 and m["X-Batch-ID"] == str(task.batch_id)], 10)[0]
-    assert "stuck.pdf" not in alert["Subject"]
+    # Rendered through the e-mail registry (templates/email/operator_alert/): ids only in
+    # the subject, the details and the footer in the text.
+    assert alert["Subject"] == f"kb-ingest: auto-correction failed (correction {task.id})"
+    assert (alert["X-Alert-Kind"], alert["Auto-Submitted"]) == ("correction_failed",
+                                                                 "auto-generated")
     assert entry["documentId"] in alert.get_content()
+    assert "kb-ingest operator alert (correction_failed)" in alert.get_content()
 
 
 @pytest.mark.parametrize("category", ["infrastructure_error", "resource_limit",

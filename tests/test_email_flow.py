@@ -114,8 +114,8 @@ def test_hostile_file_names_are_escaped_and_never_reach_a_header(
     assert "<img src=x" not in html
     text = message.get_body(("plain",)).get_content()
     assert "evil Bcc: attacker@evil.test X-Injected: 1.txt" in " ".join(text.split())
-    envelope_ = [e for e in smtp_sink.envelopes if email in e.rcpt_tos]
-    assert list(envelope_[0].rcpt_tos) == [email]
+    envelope_ = [e for e in smtp_sink.received if email in e.recipients]
+    assert list(envelope_[0].recipients) == [email]
 
 
 def test_text_only_user_gets_text_plain(web: str, s3_server: Any, cms: Any,

@@ -15,15 +15,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, select, update
 
 from devtools.samples import make_txt
 from ingest.adapters.cms import CmsClient
-from ingest.db import get_engine, session_scope
+from ingest.db import held_lock, session_scope
 from ingest.models import FileEvent, ReconciliationCheckpoint
 from ingest.reconcile import (
     CHECKPOINT_NAME,
-    LOCK_KEY,
+    LOCK_NAME,
     ReconcileResult,
     advance_checkpoint,
     reconcile,
@@ -314,15 +314,10 @@ def test_cms_503_ends_the_run_without_moving_the_checkpoint(
 
 def test_a_second_concurrent_run_returns_at_once(cms: Any) -> None:
     calls = cms.state.calls["GET files"]
-    with get_engine().connect() as holder:
-        holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": LOCK_KEY})
-        try:
-            result = reconcile(_client(), get_settings())
-        finally:
-            holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
-            holder.commit()
+    with held_lock(LOCK_NAME) as held:
+        result = reconcile(_client(), get_settings())
 
-    assert result == ReconcileResult(skipped=True)
+    assert held and result == ReconcileResult(skipped=True)
     assert cms.state.calls["GET files"] == calls
     set_checkpoint(_window())
     assert reconcile(_client(), get_settings()).skipped is False  # the lock was released

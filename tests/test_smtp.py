@@ -11,9 +11,9 @@ from email.message import EmailMessage
 
 import pytest
 
+from devtools.smtp_sink import SmtpSink
 from ingest.mail.smtp import SmtpPermanent, SmtpTransient, deliver, recipients_of
 from ingest.settings import Settings
-from tests.smtp_sink import SmtpSink
 
 SENDER = "noreply@kb-ingest.test"
 PASSWORD = "s3cret-Pa55word"
@@ -52,9 +52,9 @@ def test_delivers_one_message_with_the_right_envelope(sink: SmtpSink) -> None:
 
     assert response.startswith("250 ") and "queued as M1" in response
     assert len(sink.wait_for(1)) == 1
-    env = sink.envelopes[0]
+    env = sink.received[0]
     assert env.mail_from == SENDER
-    assert env.rcpt_tos == ("alice@example.com",)
+    assert env.recipients == ("alice@example.com",)
     got = sink.messages[0]
     assert got["Message-ID"] == "<batch-1@kb-ingest.test>"
     assert got.get_content().replace("\r\n", "\n") == body  # CRLF on the wire
@@ -67,8 +67,8 @@ def test_multiple_to_addresses_and_bcc_is_not_leaked(sink: SmtpSink) -> None:
     msg["Bcc"] = "secret@example.com"
     deliver(msg, settings_for(sink.port), timeout=5)
     sink.wait_for(1)
-    assert sink.envelopes[0].rcpt_tos == ("a@example.com", "b@example.com")
-    assert b"secret@example.com" not in sink.envelopes[0].raw
+    assert sink.received[0].recipients == ("a@example.com", "b@example.com")
+    assert b"secret@example.com" not in sink.received[0].raw
     assert msg["Bcc"] == "secret@example.com"  # the caller's message is untouched
 
 
@@ -174,7 +174,7 @@ def test_sink_reset_clears_messages_and_faults(sink: SmtpSink) -> None:
     sink.wait_for(1)
     sink.reject_rcpt(550)
     sink.reset()
-    assert sink.messages == [] and sink.envelopes == [] and sink.connections == 0
+    assert sink.messages == [] and sink.received == [] and sink.connections == 0
     deliver(make_message(), settings_for(sink.port), timeout=5)  # fault is gone
     assert len(sink.wait_for(1)) == 1
 
@@ -250,7 +250,7 @@ def test_implicit_tls_delivers(cert_files: tuple[str, str],
         settings = settings_for(s.port, smtp_use_ssl=True)
         assert deliver(make_message(), settings, timeout=5).startswith("250")
         assert len(s.wait_for(1)) == 1
-        assert s.envelopes[0].rcpt_tos == ("alice@example.com",)
+        assert s.received[0].recipients == ("alice@example.com",)
 
 
 # -- AUTH over plain text (aiosmtpd needs auth_require_tls=False for that) -----------------

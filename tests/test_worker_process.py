@@ -65,7 +65,7 @@ def test_a_killed_worker_process_loses_no_file(
     """SIGKILL the child mid-task: acks_late + reject_on_worker_lost redeliver the message."""
     proc, _log = subprocess_worker
     entry, event_id = stored_big_file(s3_server, "big.txt")
-    assert Publisher(BROKER).publish_file_event(event_id)
+    Publisher(BROKER).publish_file_event(event_id)
     wait_until(lambda: event_row(event_id).status == "processing", 60, 0.02)
     time.sleep(0.3)
     victims = [pid for pid in children(proc.pid)]
@@ -118,7 +118,7 @@ def test_s3_access_denied_deletes_nothing_and_alerts_the_operator(
                                                           "updatedAt", "publishedAt")})
         upload(s3_server, entry, make_txt("Readable with the right key only."))
         event_id = store_event(entry)
-        assert Publisher(BROKER).publish_file_event(event_id)
+        Publisher(BROKER).publish_file_event(event_id)
         row = wait_terminal(event_id, 60)
     finally:
         stop(proc)
@@ -144,7 +144,7 @@ def test_a_file_that_kills_its_worker_every_time_fails_and_never_loops(
     file fails as resource_limit, with no correction, instead of killing worker after worker."""
     proc, _log = subprocess_worker
     entry, event_id = stored_big_file(s3_server, "poison.txt")
-    assert Publisher(BROKER).publish_file_event(event_id)
+    Publisher(BROKER).publish_file_event(event_id)
     kills = 0
 
     def kill_each_attempt() -> bool:
@@ -235,7 +235,7 @@ def test_an_exception_before_the_claim_fails_the_event_within_seconds(
     try:
         wait_until(lambda: ready(log), 60, 0.2)
         entry, event_id = stored_big_file(s3_server, "early.txt", 10)
-        assert Publisher(BROKER).publish_file_event(event_id)
+        Publisher(BROKER).publish_file_event(event_id)
         row = wait_terminal(event_id, 30)
     finally:
         stop(proc)

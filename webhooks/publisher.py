@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-
 from celery import Celery
 
 from ingest.names import TASK_PROCESS_FILE_EVENT
-
-log = logging.getLogger(__name__)
 
 
 class Publisher:
@@ -22,15 +18,10 @@ class Publisher:
             # not broker_write_url: an explicit URL given here must win.
             self.celery.conf.broker_write_url = broker_url
 
-    def publish_file_event(self, event_id: int) -> bool:
-        """Send ``process_file_event``; False (logged) if the broker is unreachable."""
-        try:
-            self.celery.send_task(TASK_PROCESS_FILE_EVENT, args=[event_id])
-        except Exception as exc:  # the outbox row is committed; the relay will publish it
-            log.warning("publish of event %s failed (%s); left for the relay", event_id,
-                        type(exc).__name__)
-            return False
-        return True
+    def publish_file_event(self, event_id: int) -> None:
+        """Send ``process_file_event``; raises if the broker is unreachable (see
+        :func:`ingest.events.publish_then_mark_enqueued`)."""
+        self.celery.send_task(TASK_PROCESS_FILE_EVENT, args=[event_id])
 
     def broker_ok(self, timeout: float = 2.0) -> bool:
         """Whether the broker accepts a connection now."""

@@ -26,7 +26,7 @@ from ingest.events import (
     PreferenceUpdate,
     WebhookEnvelope,
     event_kind,
-    mark_enqueued,
+    publish_then_mark_enqueued,
     store_file_event,
 )
 from ingest.metrics import WEBHOOKS
@@ -118,9 +118,9 @@ def _accept_file_event(envelope: WebhookEnvelope, body: dict[str, Any]) -> tuple
     if not stored.created:
         WEBHOOKS.labels("duplicate").inc()
         return jsonify({"status": "duplicate", "event_id": stored.event_id}), 200
-    if current_app.extensions["kb_publisher"].publish_file_event(stored.event_id):
-        with session_scope() as s:
-            mark_enqueued(s, stored.event_id)
+    with session_scope() as s:
+        publish_then_mark_enqueued(s, [stored.event_id],
+                                   current_app.extensions["kb_publisher"].publish_file_event)
     WEBHOOKS.labels("accepted").inc()
     return jsonify({"status": "accepted", "event_id": stored.event_id}), 202
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from rich.table import Table
 
@@ -37,15 +36,11 @@ Command = Callable[[argparse.Namespace], int]
 
 def _alembic(args: argparse.Namespace) -> int:
     from alembic import command
-    from alembic.config import Config
 
-    root = Path(__file__).resolve().parents[2]
-    ini = root / "alembic.ini"
-    if not ini.exists():
-        return fail(f"alembic.ini not found next to the package ({root})")
-    cfg = Config(str(ini))
-    cfg.set_main_option("script_location", str(root / "alembic"))
-    getattr(command, args.action)(cfg, "head" if args.action == "upgrade" else args.revision)
+    from ingest.db import alembic_config
+
+    getattr(command, args.action)(alembic_config(),
+                                  "head" if args.action == "upgrade" else args.revision)
     return 0
 
 

@@ -7,14 +7,19 @@ happen once however often the cause is seen. :func:`send_pending_alerts` (called
 sweeper) mails the pending rows; a transient SMTP failure leaves the row pending for the next
 sweep, up to ``ALERT_MAX_ATTEMPTS``. The subject names only the kind and an id, never user
 text; every alert is also logged at ERROR level when raised.
+
+An alert is an e-mail type of the registry (:class:`~ingest.mail.render.EmailType`
+``OPERATOR_ALERT``, folder ``templates/email/operator_alert/``): its subject and text are
+rendered when it is raised (so the row holds what will be sent) and the message is built
+by the same :func:`~ingest.mail.render.build_message` as the batch summary.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.utils import formataddr, formatdate, make_msgid
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -22,6 +27,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from ingest.db import session_scope
+from ingest.mail.render import EmailType, build_message, render_templates
 from ingest.mail.smtp import SmtpError, SmtpTransient, deliver
 from ingest.models import OperatorAlert
 from ingest.settings import Settings
@@ -34,22 +40,30 @@ BREAKER_TRIPPED = "breaker_tripped"
 FILE_NEEDS_OPERATOR = "file_needs_operator"
 EMAIL_FAILED = "email_failed"
 
-#: Alert kind → subject line (ids only: no user text reaches a header).
-SUBJECTS: dict[str, str] = {
-    CORRECTION_FAILED: "kb-ingest: auto-correction failed ({ref})",
-    BREAKER_TRIPPED: "kb-ingest: corrections held by the circuit breaker ({ref})",
-    FILE_NEEDS_OPERATOR: "kb-ingest: a file failed for a reason on our side ({ref})",
-    EMAIL_FAILED: "kb-ingest: a summary e-mail could not be delivered ({ref})",
+#: Alert kind → what happened, for the subject (``operator_alert/subject.txt``).
+HEADLINES: dict[str, str] = {
+    CORRECTION_FAILED: "auto-correction failed",
+    BREAKER_TRIPPED: "corrections held by the circuit breaker",
+    FILE_NEEDS_OPERATOR: "a file failed for a reason on our side",
+    EMAIL_FAILED: "a summary e-mail could not be delivered",
 }
 
 
 def raise_alert(s: Session, kind: str, key: str, ref: str, body: str, *,
                 batch_id: uuid.UUID | None = None, document_id: str | None = None) -> bool:
-    """Record an alert once per ``key`` in the caller's transaction; True if it is new."""
+    """Record an alert once per ``key`` in the caller's transaction; True if it is new.
+
+    ``ref`` (ids only) goes into the subject, ``body`` (the details) into the text.
+    """
+    subject, text, _ = render_templates(
+        EmailType.OPERATOR_ALERT,
+        {"kind": kind, "headline": HEADLINES[kind], "ref": ref, "details": body.rstrip()},
+        html=False,
+    )
     new = s.execute(
         insert(OperatorAlert)
-        .values(kind=kind, dedupe_key=f"{kind}:{key}", subject=SUBJECTS[kind].format(ref=ref),
-                body=body, batch_id=batch_id, document_id=document_id)
+        .values(kind=kind, dedupe_key=f"{kind}:{key}", subject=subject, body=text,
+                batch_id=batch_id, document_id=document_id)
         .on_conflict_do_nothing(constraint="uq_alert_dedupe_key")
         .returning(OperatorAlert.id)
     ).scalar_one_or_none()
@@ -86,19 +100,17 @@ def alert_correction_failed(task: Any) -> bool:
                            document_id=task.file_document_id)
 
 
-def _message(alert: OperatorAlert, settings: Settings) -> EmailMessage:
-    message = EmailMessage()
-    message["From"] = formataddr((settings.from_name, settings.from_email))
-    message["To"] = settings.admin_email
-    message["Subject"] = alert.subject
-    message["Date"] = formatdate(localtime=False)
-    message["Message-ID"] = make_msgid(f"alert-{alert.id}", settings.from_email.split("@")[-1])
-    message["Auto-Submitted"] = "auto-generated"
-    message["X-Alert-Kind"] = alert.kind
+def alert_message(alert: OperatorAlert, settings: Settings) -> EmailMessage:
+    """The e-mail of an alert row (text only), to ``ADMIN_EMAIL``."""
+    headers = {"Auto-Submitted": "auto-generated", "X-Alert-Kind": alert.kind}
     if alert.batch_id is not None:
-        message["X-Batch-ID"] = str(alert.batch_id)
-    message.set_content(alert.body)
-    return message
+        headers["X-Batch-ID"] = str(alert.batch_id)
+    domain = settings.from_email.rsplit("@", 1)[-1]
+    return build_message(subject=alert.subject, text=alert.body, html=None,
+                         to=settings.admin_email or "", from_email=settings.from_email,
+                         from_name=settings.from_name,
+                         message_id=f"<alert-{alert.id}@{domain}>",
+                         date=datetime.now(UTC), extra_headers=headers)
 
 
 def send_pending_alerts(settings: Settings, limit: int = 50) -> int:
@@ -123,11 +135,11 @@ def send_pending_alerts(settings: Settings, limit: int = 50) -> int:
                 break
             values: dict[str, Any] = {"attempts": alert.attempts + 1}
             try:
-                deliver(_message(alert, settings), settings,
+                deliver(alert_message(alert, settings), settings,
                         timeout=settings.smtp_timeout_seconds)
                 values.update(status="sent", sent_at=func.now(), error=None)
                 sent += 1
-            except SmtpError as exc:
+            except (SmtpError, ValueError) as exc:  # ValueError: ADMIN_EMAIL is not one address
                 last = not isinstance(exc, SmtpTransient) or alert.attempts + 1 >= (
                     ALERT_MAX_ATTEMPTS)
                 values.update(status="failed" if last else "pending", error=str(exc))

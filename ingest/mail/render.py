@@ -15,15 +15,15 @@ Pure functions: no database, no Flask, no Celery. The invariants this module kee
 - ``email_format="text"`` → one text/plain part; ``"html"`` → multipart/alternative with the
   text part first and the HTML part (CSS inlined by ``css_inline``) second.
 
-Adding an e-mail type is adding a folder ``templates/email/<folder>/`` (``subject.txt``,
-``body.txt``, ``body.html`` extending ``email/base.html``) and one :class:`EmailType`
-entry in ``TEMPLATE_FOLDERS``.
+Adding an e-mail type is adding a folder ``ingest/templates/email/<folder>/``
+(``subject.txt``, ``body.txt``, ``body.html`` extending ``email/base.html``) and one
+:class:`EmailType` entry in ``TEMPLATE_FOLDERS``. The templates are package data: loaded
+through the package, so an installed wheel needs no source tree.
 """
 
 from __future__ import annotations
 
 import enum
-import os
 import re
 import unicodedata
 import uuid
@@ -33,11 +33,11 @@ from datetime import UTC, datetime, timedelta
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
-from pathlib import Path
+from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
 import css_inline
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from ingest.errors import (
     FILE_NOT_FOUND,
@@ -54,9 +54,7 @@ from ingest.errors import (
 if TYPE_CHECKING:
     from ingest.preferences import Preferences
 
-TEMPLATES_DIR = Path(
-    os.environ.get("TEMPLATES_DIR") or Path(__file__).resolve().parents[2] / "templates"
-)
+TEMPLATES_DIR = files("ingest") / "templates"
 
 NAME_MAX_CHARS = 200
 ERROR_MAX_CHARS = 300
@@ -64,9 +62,11 @@ CORRECTION_MAX_CHARS = 500
 
 
 class EmailType(enum.StrEnum):
-    """E-mail types; values are ``email_notification_log.email_type`` values."""
+    """E-mail types: ``email_notification_log.email_type`` values, and the operator alert
+    (whose rows are ``operator_alerts``)."""
 
     BATCH_COMPLETION = "batch_completion"
+    OPERATOR_ALERT = "operator_alert"
 
     @property
     def folder(self) -> str:
@@ -77,6 +77,7 @@ class EmailType(enum.StrEnum):
 #: The registry: e-mail type → its template folder (``subject.txt``, ``body.txt``, ``body.html``).
 TEMPLATE_FOLDERS: dict[EmailType, str] = {
     EmailType.BATCH_COMPLETION: "batch_summary",
+    EmailType.OPERATOR_ALERT: "operator_alert",
 }
 
 #: What the user should do about a failed file, by error category (``ingest.errors``).
@@ -196,7 +197,7 @@ class RenderedEmail:
 # --- templates -------------------------------------------------------------------------
 
 _env = Environment(
-    loader=FileSystemLoader(str(TEMPLATES_DIR)),
+    loader=PackageLoader("ingest", "templates"),
     autoescape=select_autoescape(
         enabled_extensions=("html",), default_for_string=False, default=False
     ),

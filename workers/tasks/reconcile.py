@@ -14,31 +14,14 @@ from typing import Any
 from ingest.adapters.cms import CmsClient
 from ingest.db import session_scope
 from ingest.errors import TransientError
-from ingest.events import mark_enqueued
-from ingest.names import TASK_PROCESS_FILE_EVENT, TASK_RECONCILE_CMS
+from ingest.events import publish_then_mark_enqueued
+from ingest.names import TASK_RECONCILE_CMS
 from ingest.reconcile import reconcile
 from ingest.settings import get_settings
 from workers.app import app
+from workers.tasks.sweepers import publish_file_event
 
 log = logging.getLogger(__name__)
-
-
-def _publish(event_ids: list[int]) -> int:
-    """Publish each event and mark the published ones enqueued; return how many."""
-    published: list[int] = []
-    for event_id in event_ids:
-        try:
-            app.send_task(TASK_PROCESS_FILE_EVENT, args=[event_id])
-        except Exception as exc:  # the broker is down: the relay publishes the rest
-            log.warning("publishing reconciled event %s failed (%s); %d left for the relay",
-                        event_id, type(exc).__name__, len(event_ids) - len(published))
-            break
-        published.append(event_id)
-    if published:
-        with session_scope() as s:
-            for event_id in published:
-                mark_enqueued(s, event_id)
-    return len(published)
 
 
 @app.task(name=TASK_RECONCILE_CMS)
@@ -55,7 +38,8 @@ def reconcile_cms() -> dict[str, Any]:
         cms.session.close()
     if result.error:
         log.warning("reconciliation ended early: %s; the next run retries", result.error)
-    published = _publish(result.event_ids)
+    with session_scope() as s:
+        published = len(publish_then_mark_enqueued(s, result.event_ids, publish_file_event))
     return {
         "skipped": result.skipped,
         "pages": result.pages,

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from redis.exceptions import RedisError
 
 from ingest.db import session_scope
-from ingest.events import events_to_relay, relay_cutoffs, touch_relayed
+from ingest.events import events_to_relay, publish_then_mark_enqueued, relay_cutoffs
 from ingest.names import TASK_PROCESS_FILE_EVENT, TASK_RELAY_OUTBOX
 from ingest.redis_client import broker_was_emptied
 from ingest.settings import get_settings
@@ -34,7 +34,10 @@ def relay_outbox() -> int:
         log.warning("the broker's data is new or was lost: re-publishing every queued event")
     with session_scope() as s:
         ids = events_to_relay(s, received_before, stuck_before, broker_emptied=emptied)
-        for event_id in ids:
-            app.send_task(TASK_PROCESS_FILE_EVENT, args=[event_id])
-        touch_relayed(s, ids)
-    return len(ids)
+        published = publish_then_mark_enqueued(s, ids, publish_file_event, relayed=True)
+    return len(published)
+
+
+def publish_file_event(event_id: int) -> None:
+    """Send ``process_file_event`` from a worker or beat (raises if the broker is down)."""
+    app.send_task(TASK_PROCESS_FILE_EVENT, args=[event_id])
