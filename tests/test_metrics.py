@@ -281,7 +281,7 @@ def test_prefork_children_show_in_the_web_metrics_and_leave_when_they_exit(
         entry = file_entry("metrics-prefork.txt", "text/plain")
         upload(s3_server, entry, make_txt("Processed by a pool child."))
         event_id = store_event(entry)
-        assert Publisher(BROKER).publish_file_event(event_id)
+        Publisher(BROKER).publish_file_event(event_id)
         assert wait_terminal(event_id, 60).status == "done"
         done = {"outcome": "done", "category": "none"}
         # counted just after the commit that wait_terminal sees

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from ingest.cli.output import console, emit_json, fail
 from ingest.db import session_scope
-from ingest.events import mark_enqueued
+from ingest.events import publish_then_mark_enqueued
 from ingest.rerun import (
     UNFINISHED,
     DocumentDeleted,
@@ -29,12 +29,8 @@ def publish(event_ids: list[int]) -> int:
     from webhooks.publisher import Publisher  # a send-only Celery client, no task code
 
     publisher = Publisher(get_settings().broker_url)
-    published = [i for i in event_ids if publisher.publish_file_event(i)]
-    if published:
-        with session_scope() as s:
-            for event_id in published:
-                mark_enqueued(s, event_id)
-    return len(published)
+    with session_scope() as s:
+        return len(publish_then_mark_enqueued(s, event_ids, publisher.publish_file_event))
 
 
 def reprocess(args: argparse.Namespace) -> int:

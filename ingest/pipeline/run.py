@@ -226,8 +226,23 @@ def end_attempt(event_id: int) -> None:
                   .values(**ATTEMPT_ENDED))
 
 
+@dataclass
+class StageRow:
+    """The ``file_processing_status`` row of a running stage."""
+
+    row_id: int
+    ended: bool = False
+
+    def succeed_in(self, s: Session) -> None:
+        """End the stage as a success inside ``s``, so it commits with the outcome it led to
+        (no reader sees a finished event whose last stage still runs)."""
+        s.execute(update(FileProcessingStatus).where(FileProcessingStatus.id == self.row_id)
+                  .values(status="success", stage_end_time=func.now(), updated_at=_now()))
+        self.ended = True
+
+
 @contextmanager
-def stage(ev: ClaimedEvent, name: str) -> Iterator[None]:
+def stage(ev: ClaimedEvent, name: str) -> Iterator[StageRow]:
     """Record a stage in ``file_processing_status``: processing → success | failed."""
     with session_scope() as s:
         row = FileProcessingStatus(
@@ -236,15 +251,16 @@ def stage(ev: ClaimedEvent, name: str) -> Iterator[None]:
         )
         s.add(row)
         s.flush()
-        row_id = row.id
+        current = StageRow(row.id)
     try:
-        yield
+        yield current
     except Exception as exc:
         if isinstance(exc, IngestError) and not hasattr(exc, "stage"):
             exc.stage = name  # type: ignore[attr-defined]
-        _end_stage(row_id, "failed", exc)
+        _end_stage(current.row_id, "failed", exc)  # also after succeed_in: it rolled back
         raise
-    _end_stage(row_id, "success", None)
+    if not current.ended:
+        _end_stage(current.row_id, "success", None)
 
 
 def _end_stage(row_id: int, status: str, exc: BaseException | None) -> None:
@@ -413,7 +429,7 @@ def _process_upsert(ev: ClaimedEvent, svc: Services) -> Outcome:
         chunks = _extract_chunks(data, entry, svc.settings)
         with metrics.timed("embed"):
             embeddings = svc.embedder.embed(chunks)
-    with stage(ev, "storage"), session_scope() as s:
+    with stage(ev, "storage") as storage, session_scope() as s:
         lock_xact(s, ev.document_id)
         if is_stale(s, ev):
             finish(s, ev.id, "ignored", "superseded while processing")
@@ -426,7 +442,10 @@ def _process_upsert(ev: ClaimedEvent, svc: Services) -> Outcome:
             )
         finish(s, ev.id, "done")
         record_file_outcome(s, ev.id, succeeded=True, chunks=stored)
-    _record_stage(ev, "completed", "success")
+        storage.succeed_in(s)
+        s.add(FileProcessingStatus(file_event_id=ev.id, file_document_id=ev.document_id,
+                                   processing_stage="completed", status="success",
+                                   stage_end_time=func.now()))
     return Outcome("done", chunks=stored, batch_id=batch_id)
 
 
@@ -463,16 +482,6 @@ def _process_delete(ev: ClaimedEvent, svc: Services) -> Outcome:
         removed = svc.vectors.delete_document(ev.document_id)
         finish(s, ev.id, "done")
     return Outcome("done", detail=f"removed {removed} chunks")
-
-
-def _record_stage(ev: ClaimedEvent, name: str, status: str, error: str | None = None) -> None:
-    with session_scope() as s:
-        s.add(
-            FileProcessingStatus(
-                file_event_id=ev.id, file_document_id=ev.document_id, processing_stage=name,
-                status=status, stage_end_time=func.now(), error_message=error,
-            )
-        )
 
 
 @binds(event_id="event_id")
