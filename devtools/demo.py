@@ -126,8 +126,9 @@ def ingest(env: dict[str, str], *argv: str, capture: bool = False) -> subprocess
 
 
 def show_status(env: dict[str, str], batch_id: str) -> None:
-    """``ingest status --batch ID`` (the status command of the operator CLI)."""
-    ingest(env, "status", "--batch", batch_id)
+    """``ingest status --batch ID`` (the status command of the operator CLI), wide enough to
+    read when the output is not a terminal."""
+    ingest({"COLUMNS": "160", **env}, "status", "--batch", batch_id)
 
 
 def query(env: dict[str, str], sql: str) -> list[tuple[Any, ...]]:

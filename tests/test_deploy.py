@@ -80,8 +80,9 @@ def role(command: list[str]) -> str:
         return "web"
     if command[:2] == ["ingest", "db"]:
         return "migrate"
-    if command[0] == "celery":
-        return command[command.index("-A") + 2]
+    if command[0] == "celery":  # celery -A workers [-q] ROLE …: the first word that is no option
+        rest = command[command.index("-A") + 2:]
+        return next(word for word in rest if not word.startswith("-"))
     raise AssertionError(f"unknown kb-ingest command {command}")
 
 
