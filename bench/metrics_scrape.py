@@ -90,7 +90,6 @@ def main() -> None:
         "PROMETHEUS_MULTIPROC_DIR": str(tmp / "prometheus"),
     })
     from alembic import command
-    from alembic.config import Config
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.core import GaugeMetricFamily
     from sqlalchemy import func, select, text
@@ -102,10 +101,9 @@ def main() -> None:
          "--appendonly", "no"], stdout=subprocess.DEVNULL)
     admin_exec(admin, f'CREATE DATABASE "{db}"')
     try:
-        cfg = Config(str(ROOT / "alembic.ini"))
-        cfg.set_main_option("script_location", str(ROOT / "alembic"))
-        cfg.attributes["configure_logger"] = False
-        command.upgrade(cfg, "head")
+        from ingest.db import alembic_config
+
+        command.upgrade(alembic_config(), "head")
 
         from ingest.db import reset_engine, session_scope
         from ingest.metrics import ROW_COUNTS, write_snapshot
