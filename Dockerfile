@@ -21,6 +21,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
+# Tesseract for OCR of images and scanned PDF pages (OCR_LANGUAGES: add tesseract-ocr-<lang>).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tesseract-ocr \
+    && rm -rf /var/lib/apt/lists/*
+
 # torch first, in a layer of its own that depends on the build args only.
 RUN case ",${EXTRAS}," in \
         *,minilm,*) pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}" ;; \

@@ -14,11 +14,12 @@ TORCH_SPEC ?= torch==2.13.0
 
 install: $(STAMP) system-deps
 
-# Debian packages the tests drive: chromium (status page, via Playwright's executable_path)
-# and promtool (package prometheus; checks deploy/prometheus/alerts.yml).
-SYSTEM_PACKAGES := chromium prometheus
+# Debian packages kb-ingest and its tests need: tesseract-ocr (OCR of images and scanned
+# PDF pages), chromium (status page tests, via Playwright's executable_path) and promtool
+# (package prometheus; checks deploy/prometheus/alerts.yml).
+SYSTEM_PACKAGES := tesseract-ocr chromium prometheus
 system-deps:
-	@command -v chromium >/dev/null && command -v promtool >/dev/null || { \
+	@command -v tesseract >/dev/null && command -v chromium >/dev/null && command -v promtool >/dev/null || { \
 	  echo "installing $(SYSTEM_PACKAGES) (apt-get)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); }
 

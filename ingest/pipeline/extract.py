@@ -1,7 +1,10 @@
 """Text extraction per file type.
 
-``extract_text`` picks an extractor by file extension, falling back to the MIME type, and
-returns normalised plain text. Corrupt, encrypted, empty or unsupported input raises
+``extract_blocks`` picks an extractor by file extension, falling back to the MIME type, and
+returns the normalised text as :class:`~ingest.pipeline.formats.base.Block` s (text, section,
+page); ``extract_text`` joins them. Format families with more than a few lines live in
+``ingest/pipeline/formats/``; what they share (limits, zip checks) is in its ``base``.
+Corrupt, encrypted, empty or unsupported input raises
 :class:`~ingest.errors.ProcessingError` (permanent: retrying cannot help).
 
 Limits (:class:`ExtractLimits`, one value per call; ``limits=None`` means the defaults):
@@ -28,7 +31,6 @@ exception that is not a known library error on bad input propagate unchanged.
 
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import json
@@ -37,11 +39,9 @@ import signal
 import struct
 import threading
 import time
-import zipfile
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import PurePosixPath
 from types import FrameType
 from typing import Any
@@ -57,25 +57,18 @@ from pypdf import PasswordType, PdfReader
 from pypdf.errors import LimitReachedError, PyPdfError
 
 from ingest.errors import ProcessingError, ResourceLimit
-
-_MIB = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class ExtractLimits:
-    """Resource limits of one extraction (see the module docstring for what each raises).
-
-    ``timeout_seconds <= 0`` runs without a deadline.
-    """
-
-    max_unzipped_bytes: int = 100 * _MIB  # zip-based formats (docx): checked before parsing
-    max_chars: int = 10_000_000  # extracted characters
-    timeout_seconds: float = 120.0  # wall time of one extraction
-
-
-DEFAULT_LIMITS = ExtractLimits()
-
-Extractor = Callable[[bytes, ExtractLimits], str]
+from ingest.pipeline.formats.base import (
+    DEFAULT_LIMITS,
+    ZIP_ERRORS,
+    Block,
+    ExtractLimits,
+    Extractor,
+    check_chars,
+    check_zip_package,
+    decode,
+    join_capped,
+    too_much_text,
+)
 
 SUPPORTED_EXTENSIONS: tuple[str, ...] = (
     ".txt",
@@ -109,9 +102,6 @@ _MIME_KINDS: dict[str, str] = {
     "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
 }
 
-# Encodings tried in order for text formats; latin-1 maps every byte, so it never fails.
-_TEXT_ENCODINGS = ("utf-8-sig", "cp1252", "latin-1")
-
 _HTML_DROPPED_TAGS = ("script", "style", "noscript", "template")
 _HTML_BLOCK_TAGS = (
     "address", "article", "aside", "blockquote", "br", "dd", "div", "dl", "dt", "figcaption",
@@ -144,18 +134,8 @@ _PDF_ERRORS: tuple[type[Exception], ...] = (
     struct.error,
     zlib.error,
 )
-# What zipfile raises on a broken archive (our own reads and python-docx's).
-_ZIP_ERRORS: tuple[type[Exception], ...] = (
-    zipfile.BadZipFile,  # not a zip, bad CRC, overlapping entries, ...
-    zlib.error,  # corrupt deflate data
-    EOFError,  # truncated compressed data
-    ValueError,
-    KeyError,  # a member the directory names is missing
-    NotImplementedError,  # unsupported compression method
-    struct.error,
-)
 _DOCX_ERRORS: tuple[type[Exception], ...] = (
-    *_ZIP_ERRORS,
+    *ZIP_ERRORS,
     OpcError,  # PackageNotFoundError: not a zip package at all
     PythonDocxError,  # InvalidXmlError: a required element is missing
     etree.LxmlError,  # XMLSyntaxError and the other lxml errors on malformed XML
@@ -165,20 +145,14 @@ _DOCX_ERRORS: tuple[type[Exception], ...] = (
     RecursionError,
 )
 
-# Compression methods Office documents use; zipfile decompresses the others (bzip2, lzma)
-# without an output cap, so they cannot be read safely.
-_ZIP_SAFE_METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED})
-_ZIP_READ_CHUNK = _MIB
-
-
-def extract_text(
+def extract_blocks(
     data: bytes,
     file_name: str,
     mime_type: str | None = None,
     *,
     limits: ExtractLimits | None = None,
-) -> str:
-    """Return the normalised text of a document.
+) -> list[Block]:
+    """Return the document's normalised text as blocks in reading order (none empty).
 
     The type is decided by ``file_name``'s extension, then by ``mime_type``. Raises
     ``ProcessingError`` for unsupported, corrupt, text-less or too large input and
@@ -193,12 +167,27 @@ def extract_text(
             f"supported extensions: {', '.join(SUPPORTED_EXTENSIONS)}"
         )
     with _deadline(limits.timeout_seconds):
-        text = normalise_text(_EXTRACTORS[kind](data, limits))
-    if len(text) > limits.max_chars:  # already enforced during extraction; kept as a backstop
-        raise _too_much_text(_KIND_LABELS[kind], limits)
-    if not text.strip():
+        raw = _EXTRACTORS[kind](data, limits)
+    pieces = [Block(raw)] if isinstance(raw, str) else raw
+    blocks = [Block(text, b.section, b.page) for b in pieces if (text := normalise_text(b.text))]
+    # Already enforced during extraction; kept as a backstop.
+    if sum(len(b.text) for b in blocks) > limits.max_chars:
+        raise too_much_text(_KIND_LABELS[kind], limits)
+    if not blocks:
         raise ProcessingError(f"no text could be extracted from {file_name!r} ({kind})")
-    return text
+    return blocks
+
+
+def extract_text(
+    data: bytes,
+    file_name: str,
+    mime_type: str | None = None,
+    *,
+    limits: ExtractLimits | None = None,
+) -> str:
+    """The document's normalised plain text: :func:`extract_blocks` joined by blank lines."""
+    return "\n\n".join(b.text for b in extract_blocks(data, file_name, mime_type,
+                                                       limits=limits))
 
 
 def normalise_text(text: str) -> str:
@@ -219,44 +208,7 @@ def _detect_kind(file_name: str, mime_type: str | None) -> str | None:
     return None
 
 
-def _decode(data: bytes) -> str:
-    """Decode text bytes: UTF-8 (BOM allowed), else cp1252, else latin-1."""
-    for encoding in _TEXT_ENCODINGS:
-        try:
-            return data.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-    raise AssertionError("unreachable: latin-1 decodes any byte string")
-
-
 # --- limits -------------------------------------------------------------------------------
-
-
-def _too_much_text(label: str, limits: ExtractLimits) -> ProcessingError:
-    return ProcessingError(
-        f"{label} is too large: it has more than {limits.max_chars:,} characters of text "
-        f"(MAX_EXTRACTED_CHARS)"
-    )
-
-
-def _check_chars(count: int, label: str, limits: ExtractLimits) -> None:
-    if count > limits.max_chars:
-        raise _too_much_text(label, limits)
-
-
-def _join_capped(pieces: Iterable[str], separator: str, label: str, limits: ExtractLimits) -> str:
-    """``separator.join(pieces)``, failing as soon as the text passes ``limits.max_chars``."""
-    kept: list[str] = []
-    total = -len(separator)
-    for piece in pieces:
-        total += len(separator) + len(piece)
-        _check_chars(total, label, limits)
-        kept.append(piece)
-    return separator.join(kept)
-
-
-def _format_bytes(count: int) -> str:
-    return f"{count // _MIB} MB" if count % _MIB == 0 else f"{count:,} bytes"
 
 
 _REPEAT_SECONDS = 0.25
@@ -326,15 +278,15 @@ def _deadline(seconds: float) -> Iterator[None]:
 
 
 def _extract_plain(data: bytes, limits: ExtractLimits) -> str:
-    text = _decode(data)
-    _check_chars(len(text), "text file", limits)
+    text = decode(data)
+    check_chars(len(text), "text file", limits)
     return text
 
 
 def _extract_csv(data: bytes, limits: ExtractLimits) -> str:
     """One line per data row: ``header: value, ...`` (plain joined cells without a header)."""
     try:
-        rows = [row for row in csv.reader(io.StringIO(_decode(data), newline="")) if any(row)]
+        rows = [row for row in csv.reader(io.StringIO(decode(data), newline="")) if any(row)]
     except csv.Error as exc:
         raise ProcessingError(f"malformed CSV: {exc}") from exc
     if len(rows) < 2:
@@ -343,7 +295,7 @@ def _extract_csv(data: bytes, limits: ExtractLimits) -> str:
         header, *records = rows
         lines = (_csv_line(header, record) for record in records)
     # Checked while joining: header labels repeat on every row, so the text can outgrow the file.
-    return _join_capped(lines, "\n", "CSV", limits)
+    return join_capped(lines, "\n", "CSV", limits)
 
 
 def _csv_line(header: list[str], record: list[str]) -> str:
@@ -360,12 +312,12 @@ def _csv_line(header: list[str], record: list[str]) -> str:
 def _extract_json(data: bytes, limits: ExtractLimits) -> str:
     """Parse JSON and flatten it to ``path: value`` lines of its string and number leaves."""
     try:
-        document = json.loads(_decode(data))
+        document = json.loads(decode(data))
     except (ValueError, RecursionError) as exc:
         raise ProcessingError(f"invalid JSON: {exc}") from exc
     lines = (f"{path}: {value}" if path else str(value) for path, value in _leaves(document))
     # Checked while joining: paths repeat on every leaf, so the text can outgrow the file.
-    return _join_capped(lines, "\n", "JSON", limits)
+    return join_capped(lines, "\n", "JSON", limits)
 
 
 def _leaves(document: Any) -> Iterator[tuple[str, Any]]:
@@ -389,7 +341,7 @@ def _leaves(document: Any) -> Iterator[tuple[str, Any]]:
 
 def _extract_html(data: bytes, limits: ExtractLimits) -> str:
     """Visible text of an HTML page, one block element per paragraph."""
-    soup = BeautifulSoup(_decode(data), "html.parser")
+    soup = BeautifulSoup(decode(data), "html.parser")
     for tag in soup.find_all(_HTML_DROPPED_TAGS):
         tag.decompose()
     for tag in soup.find_all(_HTML_BLOCK_TAGS):
@@ -398,7 +350,7 @@ def _extract_html(data: bytes, limits: ExtractLimits) -> str:
     for tag in soup.find_all(_HTML_CELL_TAGS):
         tag.insert_after(" ")
     text = soup.get_text()
-    _check_chars(len(text), "HTML", limits)
+    check_chars(len(text), "HTML", limits)
     return "\n".join(_INLINE_SPACE.sub(" ", line).strip() for line in text.split("\n"))
 
 
@@ -411,7 +363,7 @@ def _extract_pdf(data: bytes, limits: ExtractLimits) -> str:
         reader = PdfReader(io.BytesIO(data))
         _unlock_pdf(reader)
         pages = (page.extract_text() or "" for page in reader.pages)
-        return _join_capped(pages, "\n\n", "PDF", limits)
+        return join_capped(pages, "\n\n", "PDF", limits)
     except LimitReachedError as exc:  # a pypdf safety limit, e.g. a decompression bomb
         raise ProcessingError(
             f"PDF is too large or too complex: it exceeds a pypdf safety limit "
@@ -432,10 +384,10 @@ def _unlock_pdf(reader: PdfReader) -> None:
 
 def _extract_docx(data: bytes, limits: ExtractLimits) -> str:
     """Paragraphs and table cell text of a Word document, in document order."""
-    _check_zip_package(data, "DOCX", limits)
+    check_zip_package(data, "DOCX", limits)
     try:
         document = Document(io.BytesIO(data))
-        return _join_capped(_docx_blocks(document.iter_inner_content()), "\n\n", "DOCX", limits)
+        return join_capped(_docx_blocks(document.iter_inner_content()), "\n\n", "DOCX", limits)
     except etree.XMLSyntaxError as exc:
         if exc.code == etree.ErrorTypes.ERR_RESOURCE_LIMIT:  # e.g. a text node over 10 MB
             raise ProcessingError(
@@ -469,59 +421,6 @@ def _docx_table(table: Table) -> Iterator[str]:
         yield " | ".join(text for text in texts if text)
         for inner in nested:
             yield from _docx_table(inner)
-
-
-# --- zip-based formats (DOCX; PPTX, XLSX and ODT can reuse this) ----------------------------
-
-
-def _check_zip_package(data: bytes, label: str, limits: ExtractLimits) -> None:
-    """Check a zip-based document before a library parses it; raise ``ProcessingError``.
-
-    The members' declared uncompressed sizes must add up to at most
-    ``limits.max_unzipped_bytes``. Declared sizes can lie, and zipfile's ``read()`` (which
-    python-docx uses) inflates a member's real data in one call before it notices, so every
-    member is also read once here in capped chunks: one holding more than it declares fails
-    after at most one chunk. Only stored and deflated members are accepted (zipfile inflates
-    bzip2 and lzma members without an output cap).
-    """
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            members = archive.infolist()
-            declared = sum(member.file_size for member in members)
-            if declared > limits.max_unzipped_bytes:
-                raise ProcessingError(
-                    f"{label} is too large: it unpacks to {declared:,} bytes, above the "
-                    f"{_format_bytes(limits.max_unzipped_bytes)} limit (MAX_UNZIPPED_BYTES)"
-                )
-            for member in members:
-                _check_zip_member(archive, member, label)
-    except _ZIP_ERRORS as exc:
-        message = f"corrupt or unreadable {label}: {type(exc).__name__}: {exc}"
-        raise ProcessingError(message) from exc
-
-
-def _check_zip_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, label: str) -> None:
-    """Read one member in capped chunks; fail if it holds more than its declared size."""
-    if member.flag_bits & 0x1:
-        raise ProcessingError(f"encrypted {label}: zip member {member.filename!r} is encrypted")
-    if member.compress_type not in _ZIP_SAFE_METHODS:
-        raise ProcessingError(
-            f"unsupported {label}: zip member {member.filename!r} uses compression method "
-            f"{member.compress_type}"
-        )
-    # One byte of headroom: a member that holds more than it declares yields that extra
-    # byte (or fails its CRC check) instead of being cut off silently at the declared size.
-    probe = copy.copy(member)
-    probe.file_size = member.file_size + 1
-    size = 0
-    with archive.open(probe) as stream:
-        while chunk := stream.read(_ZIP_READ_CHUNK):
-            size += len(chunk)
-            if size > member.file_size:
-                raise ProcessingError(
-                    f"corrupt or unreadable {label}: zip member {member.filename!r} holds more "
-                    f"than the {member.file_size:,} bytes its header declares"
-                )
 
 
 _KIND_LABELS: dict[str, str] = {

@@ -1,0 +1,1 @@
+"""Text extraction by format family; :mod:`ingest.pipeline.extract` registers them."""
