@@ -209,7 +209,8 @@ def test_no_token_chunk_exceeds_the_window_with_specials_and_heading(
 
 def test_the_model_reads_every_chunk_whole(tok: ModelTokenizer) -> None:
     """Embedding a chunk with the model's window equals embedding it with a window raised to
-    2048: nothing was truncated. Today's character chunks of the same text fail this check."""
+    512 (its position limit): nothing was truncated. Today's character chunks of the same
+    text fail this check."""
     from ingest.pipeline.embedding import get_embedder
 
     model = get_embedder("minilm").model  # type: ignore[attr-defined]
@@ -221,7 +222,7 @@ def test_the_model_reads_every_chunk_whole(tok: ModelTokenizer) -> None:
         window = model.max_seq_length
         try:
             short = model.encode(chunks, normalize_embeddings=True)
-            model.max_seq_length = 2048
+            model.max_seq_length = 512  # its position embeddings
             whole = model.encode(chunks, normalize_embeddings=True)
         finally:
             model.max_seq_length = window
