@@ -399,9 +399,11 @@ def _download(ev: ClaimedEvent, entry: FileEntry, svc: Services) -> bytes:
     return obj.read(svc.settings.max_file_bytes)
 
 
-def _extract_chunks(data: bytes, entry: FileEntry, settings: Settings) -> list[Chunk]:
-    """Extract the file's blocks and cut them into chunks: by the model's tokens for
-    ``minilm``, by characters for ``hashing`` (which has no tokenizer)."""
+def _extract_chunks(data: bytes, entry: FileEntry, settings: Settings,
+                    backend: str) -> list[Chunk]:
+    """Extract the file's blocks and cut them into chunks: by the model's tokens for the
+    ``minilm`` backend (the embedder in use, set by EMBEDDING_BACKEND), by characters for
+    ``hashing`` (which has no tokenizer)."""
     assert entry.name is not None
     limits = ExtractLimits(max_unzipped_bytes=settings.max_unzipped_bytes,
                            max_chars=settings.max_extracted_chars,
@@ -409,7 +411,7 @@ def _extract_chunks(data: bytes, entry: FileEntry, settings: Settings) -> list[C
     with metrics.timed("extract"):
         blocks = extract_blocks(data, entry.name, entry.mime_type, limits=limits)
     with metrics.timed("chunk"):
-        if settings.embedding_backend == "minilm":
+        if backend == "minilm":
             from ingest.pipeline.tokens import minilm_tokenizer
 
             chunks = chunk_blocks(blocks, minilm_tokenizer(), settings.chunk_tokens,
@@ -440,7 +442,7 @@ def _process_upsert(ev: ClaimedEvent, svc: Services) -> Outcome:
     except Superseded as exc:
         return _ignore(ev, f"superseded: {exc}")
     with stage(ev, "processing"):
-        chunks = _extract_chunks(data, entry, svc.settings)
+        chunks = _extract_chunks(data, entry, svc.settings, svc.embedder.name)
         with metrics.timed("embed"):
             embeddings = svc.embedder.embed([chunk.text for chunk in chunks])
     with stage(ev, "storage") as storage, session_scope() as s:
