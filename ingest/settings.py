@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     # model's window, its max_seq_length; never more) and the overlap of consecutive chunks
     chunk_tokens: int = Field(0, ge=0, le=8192)
     chunk_overlap_tokens: int = Field(32, ge=0)
+    # Records (CSV rows, JSON objects) are packed whole, up to this many tokens a chunk
+    # (0: one record per chunk, so a one-row fact is not diluted among other rows)
+    chunk_record_tokens: int = Field(0, ge=0, le=8192)
     ingest_max_retries: int = Field(5, ge=0, le=20)
     # Resource caps per file (DESIGN §8): over a cap, the file fails as processing_error.
     max_unzipped_bytes: int = Field(100 * 1024 * 1024, ge=1024)

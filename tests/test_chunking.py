@@ -372,3 +372,39 @@ def test_docx_heading_styles_become_sections() -> None:
         ("Travel policy", "Book trains over flights.\n\nBudget | 120 EUR"),
         ("Expenses", "Submit receipts monthly."),
     ]
+
+
+# --- records (CSV rows, JSON objects) -----------------------------------------------------
+
+
+def test_csv_rows_are_chunked_one_row_each(tok: ModelTokenizer) -> None:
+    rows = [["project", "attribute", "value"]] + [[f"P{n}", "room", f"R{n:03d}"]
+                                                  for n in range(40)]
+    blocks = extract_blocks(samples.make_csv(rows), "register.csv")
+    chunks = chunk_blocks(blocks, tok)
+    assert [c.text for c in chunks] == [f"project: P{n}, attribute: room, value: R{n:03d}"
+                                        for n in range(40)]
+
+
+def test_records_pack_whole_up_to_record_tokens(tok: ModelTokenizer) -> None:
+    rows = [["project", "attribute", "value"]] + [[f"P{n}", "room", f"R{n:03d}"]
+                                                  for n in range(40)]
+    blocks = extract_blocks(samples.make_csv(rows), "register.csv")
+    chunks = chunk_blocks(blocks, tok, record_tokens=64)
+    assert 1 < len(chunks) < 40
+    assert all(len(tok.encode(c.text).ids) <= 64 for c in chunks)
+    lines = [line for c in chunks for line in c.text.split("\n")]
+    assert lines == blocks[0].text.split("\n")  # whole rows, in order, no overlap
+
+
+def test_json_leaves_of_one_object_form_one_record(tok: ModelTokenizer) -> None:
+    data = samples.make_json({"staff": [{"name": f"N{n}", "desk": f"D{n}"} for n in range(5)]})
+    chunks = chunk_blocks(extract_blocks(data, "staff.json"), tok)
+    assert [c.text for c in chunks] == [f"staff[{n}].name: N{n}\nstaff[{n}].desk: D{n}"
+                                        for n in range(5)]
+
+
+def test_prose_with_colons_is_not_taken_for_records(tok: ModelTokenizer) -> None:
+    text = "Note: the deadline moved.\n\nTip: ask early.\n\nWarning: " + _prose(400)
+    chunks = chunk_blocks([Block(text)], tok)
+    assert chunks[0].text.startswith("Note: the deadline moved.\n\nTip: ask early.")

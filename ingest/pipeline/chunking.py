@@ -132,10 +132,14 @@ def chunk_blocks(
     tokenizer: ModelTokenizer,
     max_tokens: int = 0,
     overlap: int = 32,
+    record_tokens: int = 0,
 ) -> list[Chunk]:
     """Token-aware chunks of ``blocks``; each fits ``max_tokens`` (0: the model's window;
     never more than it), specials and heading included.
 
+    Records (a block of ``key: value`` lines, as CSV rows and JSON leaves are extracted)
+    are kept whole and packed, without overlap, into chunks of at most ``record_tokens``
+    (0: one record per chunk), so a one-row fact is not diluted among other rows.
     Raises ``ValueError`` unless ``0 <= overlap < max_tokens // 2``.
     """
     limit = min(max_tokens or tokenizer.window, tokenizer.window)
@@ -148,7 +152,11 @@ def chunk_blocks(
         heading = _heading(section, tokenizer, limit // _HEADING_SHARE)
         prefix = f"{heading}\n\n" if heading else ""
         budget = limit - tokenizer.specials - (len(tokenizer.encode(heading).ids) if heading else 0)
-        for body in _token_pieces(text, tokenizer, budget, min(overlap, budget // 2)):
+        records = _records(text)
+        pieces = (_pack_records(records, tokenizer, min(record_tokens, budget), budget,
+                                min(overlap, budget // 2)) if records
+                  else _token_pieces(text, tokenizer, budget, min(overlap, budget // 2)))
+        for body in pieces:
             chunk = prefix + body
             while tokenizer.count(chunk) > limit:  # re-tokenising a cut word can add a piece
                 body = _shorten(body, tokenizer, tokenizer.count(chunk) - limit)
@@ -178,6 +186,57 @@ def _groups(blocks: Sequence[Block]) -> Iterator[tuple[str | None, int | None, s
         text = "\n\n".join(b.text.strip() for b in run if b.text.strip())
         if text:
             yield section, page, text
+
+
+_RECORD_LINE = re.compile(r"^([^\s:][^:\n]{0,120}): \S")
+_MIN_RECORD_LINES = 3
+
+
+def _records(text: str) -> list[str]:
+    """``text`` as records when it is a run of ``key: value`` lines (else ``[]``).
+
+    A line is a record (a CSV row: ``name: Ana, team: Payroll``), except that lines whose
+    keys are paths sharing a parent (JSON leaves ``items[3].name: ...``,
+    ``items[3].team: ...``) form one record together.
+    """
+    lines = text.split("\n")
+    if len(lines) < _MIN_RECORD_LINES or "" in lines:
+        return []
+    records: list[str] = []
+    parent: str | None = None
+    for line in lines:
+        match = _RECORD_LINE.match(line)
+        if match is None:
+            return []
+        key = match.group(1)
+        cut = max(key.rfind("."), key.rfind("["))
+        line_parent = key[:cut] if cut > 0 else None
+        if line_parent is not None and line_parent == parent and records:
+            records[-1] += "\n" + line
+        else:
+            records.append(line)
+        parent = line_parent
+    return records
+
+
+def _pack_records(records: list[str], tokenizer: ModelTokenizer, record_tokens: int,
+                  budget: int, overlap: int) -> Iterator[str]:
+    """Whole records packed into pieces of at most ``record_tokens`` tokens (0: one record
+    a piece); a record longer than ``budget`` is cut as text."""
+    pending: list[str] = []
+    used = 0
+    for record in records:
+        size = len(tokenizer.encode(record).ids)
+        if pending and (not record_tokens or used + size > record_tokens):
+            yield "\n".join(pending)
+            pending, used = [], 0
+        if size > budget:
+            yield from _token_pieces(record, tokenizer, budget, overlap)
+            continue
+        pending.append(record)
+        used += size
+    if pending:
+        yield "\n".join(pending)
 
 
 def _heading(section: str | None, tokenizer: ModelTokenizer, max_tokens: int) -> str:

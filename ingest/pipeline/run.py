@@ -415,7 +415,7 @@ def _extract_chunks(data: bytes, entry: FileEntry, settings: Settings,
             from ingest.pipeline.tokens import minilm_tokenizer
 
             chunks = chunk_blocks(blocks, minilm_tokenizer(), settings.chunk_tokens,
-                                  settings.chunk_overlap_tokens)
+                                  settings.chunk_overlap_tokens, settings.chunk_record_tokens)
         else:
             chunks = chunk_blocks_by_chars(blocks, settings.chunk_size, settings.chunk_overlap)
     if not chunks:
