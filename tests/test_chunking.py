@@ -408,3 +408,19 @@ def test_prose_with_colons_is_not_taken_for_records(tok: ModelTokenizer) -> None
     text = "Note: the deadline moved.\n\nTip: ask early.\n\nWarning: " + _prose(400)
     chunks = chunk_blocks([Block(text)], tok)
     assert chunks[0].text.startswith("Note: the deadline moved.\n\nTip: ask early.")
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"CHUNK_TOKENS": "20"}, "CHUNK_TOKENS"),
+    ({"CHUNK_TOKENS": "128", "CHUNK_OVERLAP_TOKENS": "64"}, "CHUNK_OVERLAP_TOKENS"),
+    ({"CHUNK_OVERLAP_TOKENS": "-1"}, "CHUNK_OVERLAP_TOKENS"),
+    ({"CHUNK_RECORD_TOKENS": "-5"}, "CHUNK_RECORD_TOKENS"),
+])
+def test_bad_token_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch,
+                                              env: dict[str, str], named: str) -> None:
+    from ingest.settings import SettingsError, load_settings
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SettingsError, match=named):
+        load_settings()
