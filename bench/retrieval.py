@@ -381,7 +381,8 @@ def main() -> None:
     model = get_embedder("minilm").model  # type: ignore[attr-defined]
     tokenizer = minilm_tokenizer()
     makers = {label: (extension, maker) for label, extension, maker in available}
-    variants = {"new 256 tok": (0, 0), "new 128 tok": (128, 0), "new 96 tok": (96, 0)}
+    variants = {"new 256 tok": (0, 0), "new 128 tok (default)": (128, 0),
+                "new 96 tok": (96, 0)}
     old: list[tuple[str, str]] = []
     new: dict[str, list[tuple[str, str]]] = {v: [] for v in variants}
     facts: list[Fact] = []
@@ -408,10 +409,10 @@ def main() -> None:
     results = {"old 1000/200 chars": evaluate(old, facts, model, "old", tokenizer)}
     for number, (variant, chunks) in enumerate(new.items()):
         results[variant] = evaluate(chunks, facts, model, f"new{number}", tokenizer)
-    print(f"\n{'chunking':<24}{'chunks':>7}{'hit@1':>7}{'hit@3':>7}{'MRR':>7}"
+    print(f"\n{'chunking':<26}{'chunks':>7}{'hit@1':>7}{'hit@3':>7}{'MRR':>7}"
           f"{'max tok':>8}{'median':>7}{'> window':>9}")
     for name, r in results.items():
-        print(f"{name:<24}{r['chunks']:>7}{r['hit@1']:>7.3f}{r['hit@3']:>7.3f}{r['mrr']:>7.3f}"
+        print(f"{name:<26}{r['chunks']:>7}{r['hit@1']:>7.3f}{r['hit@3']:>7.3f}{r['mrr']:>7.3f}"
               f"{r['max_tokens']:>8}{r['median_tokens']:>7.0f}{r['truncated']:>9.1%}")
     print(f"\nhit@3 per format ({' | '.join(results)}), {len(facts)} questions:")
     per: dict[str, list[int]] = defaultdict(list)

@@ -303,7 +303,7 @@ def test_chunks_carry_their_section_and_fit_the_models_window(
         assert text.startswith(f"{meta['section']}\n\n")
         assert ("Parking rule" in text) == (meta["section"] == "Parking")
         assert "page" not in meta  # Markdown has no pages: left out, never None
-        assert tokenizer.count(text) <= tokenizer.window
+        assert tokenizer.count(text) <= get_settings().chunk_tokens <= tokenizer.window
 
 
 def test_hashing_backend_chunks_by_characters(s3_server: Any, vectors: VectorStore) -> None:
