@@ -1,7 +1,7 @@
 """Retrieval quality of the old chunking (characters) against the new (tokens, headings).
 
 Generates a corpus of documents in every format ``devtools.samples`` can make (one entry per
-format in :data:`FORMATS`; a format whose sample maker or extractor is missing is skipped
+format in :func:`_formats`; a format whose sample maker or extractor is missing is skipped
 with a note). Each document buries known, unique facts ("The access code for the Falcon
 project is 4821-QX.") in filler prose of varied length that names the same projects and
 attributes; tabular documents (CSV, JSON, XLSX, XML) hold them as rows among rows of the

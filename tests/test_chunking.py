@@ -424,3 +424,12 @@ def test_bad_token_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch,
         monkeypatch.setenv(key, value)
     with pytest.raises(SettingsError, match=named):
         load_settings()
+
+
+def test_a_heading_without_a_body_is_not_repeated(tok: ModelTokenizer) -> None:
+    blocks = extract_blocks(b"# Title\n\n## Parking\n\nShow the permit.\n", "h.md")
+    chunks = chunk_blocks(blocks, tok)
+    assert [(c.section, c.text) for c in chunks] == [
+        ("Title", "Title"), ("Parking", "Parking\n\nShow the permit.")]
+    assert [c.text for c in chunk_blocks_by_chars(blocks)] == ["Title",
+                                                               "Parking\n\nShow the permit."]

@@ -150,6 +150,8 @@ def chunk_blocks(
     chunks: list[Chunk] = []
     for section, page, text in _groups(blocks):
         heading = _heading(section, tokenizer, limit // _HEADING_SHARE)
+        if text == heading:  # a heading without a body is its own text
+            heading = ""
         prefix = f"{heading}\n\n" if heading else ""
         budget = limit - tokenizer.specials - (len(tokenizer.encode(heading).ids) if heading else 0)
         records = _records(text)
@@ -173,6 +175,7 @@ def chunk_blocks_by_chars(blocks: Sequence[Block], chunk_size: int = 1000,
     chunks: list[Chunk] = []
     for section, page, text in _groups(blocks):
         heading = " ".join(section.split())[: chunk_size // _HEADING_SHARE] if section else ""
+        heading = "" if text == heading else heading
         prefix = f"{heading}\n\n" if heading else ""
         size = chunk_size - len(prefix)
         for body in chunk_text(text, size, min(overlap, size - 1)):
