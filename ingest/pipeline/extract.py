@@ -57,6 +57,7 @@ from pypdf import PasswordType, PdfReader
 from pypdf.errors import LimitReachedError, PyPdfError
 
 from ingest.errors import ProcessingError, ResourceLimit
+from ingest.pipeline.formats import epub, mail, office, text_formats
 from ingest.pipeline.formats.base import (
     DEFAULT_LIMITS,
     ZIP_ERRORS,
@@ -79,6 +80,14 @@ SUPPORTED_EXTENSIONS: tuple[str, ...] = (
     ".htm",
     ".pdf",
     ".docx",
+    ".pptx",
+    ".xlsx",
+    ".odt",
+    ".rtf",
+    ".epub",
+    ".eml",
+    ".msg",
+    ".xml",
 )
 
 _EXTENSION_KINDS: dict[str, str] = {
@@ -90,6 +99,14 @@ _EXTENSION_KINDS: dict[str, str] = {
     ".htm": "html",
     ".pdf": "pdf",
     ".docx": "docx",
+    ".pptx": "pptx",
+    ".xlsx": "xlsx",
+    ".odt": "odt",
+    ".rtf": "rtf",
+    ".epub": "epub",
+    ".eml": "eml",
+    ".msg": "msg",
+    ".xml": "xml",
 }
 
 _MIME_KINDS: dict[str, str] = {
@@ -100,6 +117,16 @@ _MIME_KINDS: dict[str, str] = {
     "text/html": "html",
     "application/pdf": "pdf",
     "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation": "pptx",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx",
+    "application/vnd.oasis.opendocument.text": "odt",
+    "application/rtf": "rtf",
+    "text/rtf": "rtf",
+    "application/epub+zip": "epub",
+    "message/rfc822": "eml",
+    "application/vnd.ms-outlook": "msg",
+    "application/xml": "xml",
+    "text/xml": "xml",
 }
 
 _HTML_DROPPED_TAGS = ("script", "style", "noscript", "template")
@@ -430,6 +457,14 @@ _KIND_LABELS: dict[str, str] = {
     "html": "HTML",
     "pdf": "PDF",
     "docx": "DOCX",
+    "pptx": "PPTX",
+    "xlsx": "XLSX",
+    "odt": "ODT",
+    "rtf": "RTF",
+    "epub": "EPUB",
+    "eml": "EML",
+    "msg": "MSG",
+    "xml": "XML",
 }
 
 _EXTRACTORS: dict[str, Extractor] = {
@@ -439,4 +474,12 @@ _EXTRACTORS: dict[str, Extractor] = {
     "html": _extract_html,
     "pdf": _extract_pdf,
     "docx": _extract_docx,
+    "pptx": office.extract_pptx,
+    "xlsx": office.extract_xlsx,
+    "odt": office.extract_odt,
+    "rtf": text_formats.extract_rtf,
+    "epub": epub.extract_epub,
+    "eml": mail.extract_eml,
+    "msg": mail.extract_msg,
+    "xml": text_formats.extract_xml,
 }
