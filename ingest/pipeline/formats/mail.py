@@ -53,7 +53,7 @@ def extract_eml(data: bytes, limits: ExtractLimits) -> list[Block]:
     """Headers, body and attachments of an RFC 5322 message."""
     message = email.message_from_bytes(data, policy=email.policy.default)
     if not isinstance(message, EmailMessage) or not any(
-            key.lower() in _KNOWN_HEADERS for key in message.keys()):
+            key.lower() in _KNOWN_HEADERS for key in message):
         raise ProcessingError("corrupt or unreadable EML: it has no mail headers")
     headers = [(name, _header(message, name)) for name in ("From", "To", "Cc", "Date",
                                                            "Subject")]

@@ -55,7 +55,8 @@ def extract_pptx(data: bytes, limits: ExtractLimits) -> list[Block]:
         for number, slide in enumerate(Presentation(io.BytesIO(data)).slides, start=1):
             title_shape = slide.shapes.title
             title = title_shape.text_frame.text.strip() if title_shape is not None else ""
-            body = [text for shape in slide.shapes if shape is not title_shape
+            title_id = title_shape.shape_id if title_shape is not None else None
+            body = [text for shape in slide.shapes if shape.shape_id != title_id
                     for text in _shape_texts(shape)]
             # The title is the section (the chunker prefixes it); a title-only slide keeps it.
             out.add("\n".join(body) or title, title or None, number)
@@ -102,14 +103,15 @@ def extract_xlsx(data: bytes, limits: ExtractLimits) -> list[Block]:
                     cells = [_cell_text(value) for value in row]
                     if not any(cells):
                         continue
-                    if header is None:
+                    if header is None:  # its labels go into every line below
                         header = cells
-                        line = "; ".join(cell for cell in cells if cell)
-                    else:
-                        line = _row_line(header, cells)
+                        continue
+                    line = _row_line(header, cells)
                     chars += len(line) + 1
                     out.check(chars)
                     lines.append(line)
+                if header is not None and not lines:  # a header-only sheet: keep its labels
+                    lines.append("; ".join(cell for cell in header if cell))
                 out.add("\n".join(lines), sheet.title, index)
         finally:
             workbook.close()

@@ -83,26 +83,37 @@ def _xml_lines(root: etree._Element) -> Iterator[str]:
 # --- HTML with sections -------------------------------------------------------------------
 
 _HEADINGS = ("h1", "h2", "h3", "h4", "h5", "h6")
-_MARK = "\x1e"  # record separator: never in real text, kept by html.parser and get_text
+_MARK = "\ue000"  # a private-use character: kept by the HTML extractor (C0 controls are not)
 _SPLIT = re.compile(f"{_MARK}(.*?){_MARK}", re.S)
 
 
 def html_sections(markup: bytes, limits: ExtractLimits, page: int | None = None) -> list[Block]:
-    """An HTML page's text as blocks, one per heading (h1-h6) it falls under.
+    """The visible text of an HTML page as blocks, one per heading (h1-h6) it falls under.
 
-    Each heading is swapped for a marked line, the page goes through the HTML extractor of
+    A block's section is its heading path ("Growth > Going abroad"). A heading with no text
+    of its own before a deeper heading lives on only in that path. Each heading is swapped
+    for a marked line, the page goes through the HTML extractor of
     :mod:`ingest.pipeline.extract`, and its text is split at the marks.
     """
     from ingest.pipeline.extract import _extract_html  # extract imports this module
 
     soup = BeautifulSoup(markup, "html.parser")
+    for head in soup.find_all("head"):  # its <title> repeats the first heading
+        head.decompose()
+    for mark in soup.find_all(string=lambda text: _MARK in text):  # the page's own marks
+        mark.replace_with(mark.replace(_MARK, " "))
     for heading in soup.find_all(_HEADINGS):
-        title = " ".join(heading.get_text(" ").replace(_MARK, " ").split())
-        heading.replace_with(f"\n{_MARK}{title}{_MARK}\n")
+        title = " ".join(heading.get_text(" ").split())
+        heading.replace_with(f"\n{_MARK}{heading.name[1]}{title}{_MARK}\n")
     pieces = _SPLIT.split(_extract_html(str(soup).encode("utf-8"), limits))
     blocks = [Block(pieces[0], None, page)]
+    path: list[tuple[int, str]] = []
     for index in range(1, len(pieces), 2):
-        title, text = pieces[index].strip(), pieces[index + 1]
-        # A heading with nothing under it still counts: it is text the reader sees.
-        blocks.append(Block(text if text.strip() else title, title or None, page))
+        level, title = int(pieces[index][0]), pieces[index][1:].strip()
+        path = [(lvl, t) for lvl, t in path if lvl < level] + ([(level, title)] if title else [])
+        text = pieces[index + 1]
+        deeper = index + 2 < len(pieces) and int(pieces[index + 2][0]) > level
+        if not text.strip() and not deeper:  # a lone heading is still text the reader sees
+            text = title
+        blocks.append(Block(text, " > ".join(t for _, t in path) or None, page))
     return [block for block in blocks if block.text.strip()]
