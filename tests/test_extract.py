@@ -229,7 +229,7 @@ def test_pdf_encrypted_with_empty_password_is_opened() -> None:
         ("diagram.xyz", None, b"some bytes", "unsupported file type"),
         ("diagram.exe", "application/octet-stream", b"MZ\x90\x00", "unsupported file type"),
         ("no-extension", None, b"some bytes", "unsupported file type"),
-        ("slides.pptx", "application/zip", b"PK\x03\x04", "unsupported file type"),
+        ("slides.key", "application/zip", b"PK\x03\x04", "unsupported file type"),
         ("empty.txt", "text/plain", b"", "no text could be extracted"),
         ("blank.md", None, b"  \n\t\r\n\x00 ", "no text could be extracted"),
         ("empty.json", None, b"{}", "no text could be extracted"),

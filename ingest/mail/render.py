@@ -50,6 +50,7 @@ from ingest.errors import (
     STORAGE_ERROR,
     TIMEOUT,
 )
+from ingest.pipeline.formats.supported import SUPPORTED_EXTENSIONS
 
 if TYPE_CHECKING:
     from ingest.preferences import Preferences
@@ -92,7 +93,7 @@ SUGGESTIONS: dict[str, str] = {
     ),
     PROCESSING_ERROR: (
         "We could not read text from this file: check it opens, is not password-protected or "
-        "scanned without text, and is one of .txt .md .csv .json .html .pdf .docx, then "
+        "scanned without text, and is one of " + " ".join(SUPPORTED_EXTENSIONS) + ", then "
         "upload it again."
     ),
     STORAGE_ERROR: (

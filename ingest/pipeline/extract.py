@@ -70,25 +70,7 @@ from ingest.pipeline.formats.base import (
     join_capped,
     too_much_text,
 )
-
-SUPPORTED_EXTENSIONS: tuple[str, ...] = (
-    ".txt",
-    ".md",
-    ".csv",
-    ".json",
-    ".html",
-    ".htm",
-    ".pdf",
-    ".docx",
-    ".pptx",
-    ".xlsx",
-    ".odt",
-    ".rtf",
-    ".epub",
-    ".eml",
-    ".msg",
-    ".xml",
-)
+from ingest.pipeline.formats.supported import SUPPORTED_EXTENSIONS
 
 _EXTENSION_KINDS: dict[str, str] = {
     ".txt": "text",

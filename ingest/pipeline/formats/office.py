@@ -34,6 +34,7 @@ _PPTX_ERRORS: tuple[type[Exception], ...] = (
 _XLSX_ERRORS: tuple[type[Exception], ...] = (
     *ZIP_ERRORS, InvalidFileException, ElementTree.ParseError, etree.LxmlError, TypeError,
     AttributeError, IndexError,
+    OSError,  # "File contains no valid workbook part": a zip that is no workbook
 )  # fmt: skip
 _ODT_ERRORS: tuple[type[Exception], ...] = (
     *ZIP_ERRORS, xml.sax.SAXException, TypeError, AttributeError, IndexError, RecursionError,
