@@ -9,9 +9,10 @@ read as the text it literally holds, never expanded. :func:`html_sections` reuse
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterator
 
-from bs4 import BeautifulSoup
+from bs4 import BeautifulSoup, XMLParsedAsHTMLWarning
 from lxml import etree
 from striprtf.striprtf import rtf_to_text
 
@@ -95,6 +96,13 @@ def html_sections(markup: bytes, limits: ExtractLimits, page: int | None = None)
     for a marked line, the page goes through the HTML extractor of
     :mod:`ingest.pipeline.extract`, and its text is split at the marks.
     """
+
+    with warnings.catch_warnings():  # XHTML (EPUB) is read leniently as HTML, on purpose
+        warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
+        return _html_sections(markup, limits, page)
+
+
+def _html_sections(markup: bytes, limits: ExtractLimits, page: int | None) -> list[Block]:
     from ingest.pipeline.extract import _extract_html  # extract imports this module
 
     soup = BeautifulSoup(markup, "html.parser")
