@@ -100,6 +100,9 @@ def extract_xlsx(data: bytes, limits: ExtractLimits) -> list[Block]:
                 lines: list[str] = []
                 chars = out.chars
                 header: list[str] | None = None
+                # Rows are padded to the sheet's declared size; a file claiming A1:XFD1048576
+                # would pad each row to 16,384 cells. Undeclared, rows hold what they hold.
+                sheet.reset_dimensions()
                 for row in sheet.iter_rows(values_only=True):
                     cells = [_cell_text(value) for value in row]
                     if not any(cells):
