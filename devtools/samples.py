@@ -17,9 +17,12 @@ from typing import Any, NamedTuple
 
 from docx import Document
 from fpdf import FPDF
+from PIL import Image, ImageDraw, ImageFont
 
 PDF_MIME = "application/pdf"
 DOCX_MIME = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+# A TrueType font for images of text (Debian fonts-dejavu-core, in SYSTEM_PACKAGES).
+TEXT_FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 
 
 class SampleDocument(NamedTuple):
@@ -116,6 +119,81 @@ def make_docx(paragraphs: list[str], table_rows: list[list[str]] | None = None) 
                 cell.text = value
     buffer = io.BytesIO()
     document.save(buffer)
+    return buffer.getvalue()
+
+
+def text_image(text: str, *, font_size: int = 40, width: int = 1700) -> Image.Image:
+    """A white grayscale page with ``text`` in black (DejaVu Sans), wrapped to ``width``.
+
+    At the defaults it looks like an A4 line of 12 pt text scanned at about 200 dpi, which
+    Tesseract reads word for word. Blank lines separate paragraphs.
+    """
+    font = ImageFont.truetype(TEXT_FONT, font_size)
+    margin, line_height = font_size * 2, int(font_size * 1.5)
+    lines: list[str] = []
+    for paragraph in text.split("\n\n"):
+        line = ""
+        for word in paragraph.split():
+            candidate = f"{line} {word}".strip()
+            if line and font.getlength(candidate) > width - 2 * margin:
+                lines.append(line)
+                line = word
+            else:
+                line = candidate
+        lines += [line, ""]
+    image = Image.new("L", (width, 2 * margin + line_height * len(lines)), 255)
+    draw = ImageDraw.Draw(image)
+    for number, line in enumerate(lines):
+        draw.text((margin, margin + number * line_height), line, font=font, fill=0)
+    return image
+
+
+def make_png_of_text(text: str) -> bytes:
+    """A PNG image of ``text`` (no text layer: only OCR reads it)."""
+    return _image_bytes(text_image(text), "PNG")
+
+
+def make_jpeg_of_text(text: str) -> bytes:
+    """A JPEG photo-like image of ``text``."""
+    return _image_bytes(text_image(text).convert("RGB"), "JPEG", quality=85)
+
+
+def make_tiff_of_pages(pages: list[str]) -> bytes:
+    """A multi-page TIFF (one frame per page), as a fax or a document scanner makes."""
+    first, *rest = [text_image(page) for page in pages]
+    return _image_bytes(first, "TIFF", save_all=True, append_images=rest,
+                        compression="tiff_deflate")
+
+
+def make_scanned_pdf(pages: list[str], dpi: int = 200) -> bytes:
+    """An image-only PDF, one scanned page per item of ``pages``: it has no text layer."""
+    first, *rest = [text_image(page) for page in pages]
+    return _image_bytes(first, "PDF", save_all=True, append_images=rest, resolution=dpi)
+
+
+def make_mixed_pdf(pages: list[str], scanned: set[int]) -> bytes:
+    """A PDF whose pages (0-based) in ``scanned`` are images of their text, the others text."""
+    pdf = FPDF(format="A4")
+    pdf.set_auto_page_break(auto=False)
+    for index, text in enumerate(pages):
+        pdf.add_page()
+        if index in scanned:
+            pdf.image(text_image(text), x=0, y=0, w=pdf.w)
+        else:
+            pdf.set_font("Helvetica", size=11)
+            pdf.multi_cell(0, 6, text, new_x="LMARGIN", new_y="NEXT")
+    return bytes(pdf.output())
+
+
+def make_image_bomb(pixels: int = 100_000_000) -> bytes:
+    """A PNG that is tiny on disk but declares ``pixels`` pixels (a decompression bomb)."""
+    side = int(pixels**0.5) + 1
+    return _image_bytes(Image.new("1", (side, side), 1), "PNG", optimize=True)
+
+
+def _image_bytes(image: Image.Image, image_format: str, **options: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, image_format, **options)
     return buffer.getvalue()
 
 

@@ -49,6 +49,7 @@ from ingest.errors import (
     S3_ERROR,
     STORAGE_ERROR,
     TIMEOUT,
+    UNSUPPORTED,
 )
 
 if TYPE_CHECKING:
@@ -119,6 +120,11 @@ SUGGESTIONS: dict[str, str] = {
         "It was not deleted; our operators have been alerted. Upload it again through the "
         "usual upload form."
     ),
+    UNSUPPORTED: (
+        "Our service cannot read this kind of file at the moment (for example, text "
+        "recognition for images and scanned pages is not set up). Your file was kept, not "
+        "deleted, and our operators have been alerted; you do not need to upload it again."
+    ),
     INTERNAL_ERROR: (
         "An unexpected error on our side stopped this file. It was kept and our operators "
         "have been alerted; if it keeps failing after you upload it again, contact support."
@@ -140,6 +146,7 @@ CATEGORY_LABELS: dict[str, str] = {
     RESOURCE_LIMIT: "Too demanding to process",
     INVALID_KEY: "Storage location not allowed",
     INTERNAL_ERROR: "Unexpected error on our side",
+    UNSUPPORTED: "Cannot be read here yet",
 }
 DEFAULT_CATEGORY_LABEL = "Processing failed"
 

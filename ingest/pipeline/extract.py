@@ -36,10 +36,8 @@ import io
 import json
 import re
 import signal
-import struct
 import threading
 import time
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import PurePosixPath
@@ -53,8 +51,6 @@ from docx.opc.exceptions import OpcError
 from docx.table import Table
 from docx.text.paragraph import Paragraph
 from lxml import etree
-from pypdf import PasswordType, PdfReader
-from pypdf.errors import LimitReachedError, PyPdfError
 
 from ingest.errors import ProcessingError, ResourceLimit
 from ingest.pipeline.formats.base import (
@@ -69,6 +65,8 @@ from ingest.pipeline.formats.base import (
     join_capped,
     too_much_text,
 )
+from ingest.pipeline.formats.ocr import extract_image
+from ingest.pipeline.formats.pdf import extract_pdf
 
 SUPPORTED_EXTENSIONS: tuple[str, ...] = (
     ".txt",
@@ -79,6 +77,11 @@ SUPPORTED_EXTENSIONS: tuple[str, ...] = (
     ".htm",
     ".pdf",
     ".docx",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".tiff",
+    ".tif",
 )
 
 _EXTENSION_KINDS: dict[str, str] = {
@@ -90,6 +93,11 @@ _EXTENSION_KINDS: dict[str, str] = {
     ".htm": "html",
     ".pdf": "pdf",
     ".docx": "docx",
+    ".png": "image",
+    ".jpg": "image",
+    ".jpeg": "image",
+    ".tiff": "image",
+    ".tif": "image",
 }
 
 _MIME_KINDS: dict[str, str] = {
@@ -100,6 +108,9 @@ _MIME_KINDS: dict[str, str] = {
     "text/html": "html",
     "application/pdf": "pdf",
     "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
+    "image/png": "image",
+    "image/jpeg": "image",
+    "image/tiff": "image",
 }
 
 _HTML_DROPPED_TAGS = ("script", "style", "noscript", "template")
@@ -115,25 +126,11 @@ _INLINE_SPACE = re.compile(r"[ \t\xa0]+")
 
 
 # Exceptions the libraries raise on malformed input: properties of the file, reported as
-# ProcessingError. Deliberately narrow and never Exception, BaseException or MemoryError:
+# ProcessingError (PDF: formats/pdf.py PDF_ERRORS). Deliberately narrow and never Exception,
+# BaseException or MemoryError:
 # Celery's SoftTimeLimitExceeded is a plain Exception subclass, and a time limit or a memory
 # error is not a property of the file. Caught as "corrupt" they would get a good file deleted.
 # Anything not listed (pypdf's DependencyError, a bug of ours, ...) propagates unchanged.
-_PDF_ERRORS: tuple[type[Exception], ...] = (
-    PyPdfError,  # PdfReadError, PdfStreamError, ParseError, LimitReachedError, ...
-    # Built-ins pypdf is known to leak on malformed files:
-    ValueError,  # also UnicodeDecodeError, binascii.Error
-    LookupError,  # KeyError, IndexError, unknown codec names
-    TypeError,
-    AttributeError,
-    AssertionError,
-    ArithmeticError,  # ZeroDivisionError, OverflowError
-    EOFError,
-    NotImplementedError,  # unsupported filter or encryption method
-    RecursionError,  # pathologically nested objects
-    struct.error,
-    zlib.error,
-)
 _DOCX_ERRORS: tuple[type[Exception], ...] = (
     *ZIP_ERRORS,
     OpcError,  # PackageNotFoundError: not a zip package at all
@@ -354,31 +351,6 @@ def _extract_html(data: bytes, limits: ExtractLimits) -> str:
     return "\n".join(_INLINE_SPACE.sub(" ", line).strip() for line in text.split("\n"))
 
 
-# --- PDF ----------------------------------------------------------------------------------
-
-
-def _extract_pdf(data: bytes, limits: ExtractLimits) -> str:
-    """Join the text of every page; pypdf's errors on bad input become ProcessingError."""
-    try:
-        reader = PdfReader(io.BytesIO(data))
-        _unlock_pdf(reader)
-        pages = (page.extract_text() or "" for page in reader.pages)
-        return join_capped(pages, "\n\n", "PDF", limits)
-    except LimitReachedError as exc:  # a pypdf safety limit, e.g. a decompression bomb
-        raise ProcessingError(
-            f"PDF is too large or too complex: it exceeds a pypdf safety limit "
-            f"({type(exc).__name__}: {exc})"
-        ) from exc
-    except _PDF_ERRORS as exc:  # not Exception: see _PDF_ERRORS
-        raise ProcessingError(f"corrupt or unreadable PDF: {type(exc).__name__}: {exc}") from exc
-
-
-def _unlock_pdf(reader: PdfReader) -> None:
-    """Open an encrypted PDF with the empty password, or fail permanently."""
-    if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
-        raise ProcessingError("encrypted PDF: it cannot be opened without a password")
-
-
 # --- DOCX ---------------------------------------------------------------------------------
 
 
@@ -394,7 +366,7 @@ def _extract_docx(data: bytes, limits: ExtractLimits) -> str:
                 f"DOCX is too large: a part exceeds the XML parser's limits ({exc})"
             ) from exc
         raise ProcessingError(f"corrupt or unreadable DOCX: {type(exc).__name__}: {exc}") from exc
-    except _DOCX_ERRORS as exc:  # not Exception: see _PDF_ERRORS
+    except _DOCX_ERRORS as exc:  # not Exception: see the comment above
         raise ProcessingError(f"corrupt or unreadable DOCX: {type(exc).__name__}: {exc}") from exc
 
 
@@ -430,6 +402,7 @@ _KIND_LABELS: dict[str, str] = {
     "html": "HTML",
     "pdf": "PDF",
     "docx": "DOCX",
+    "image": "image",
 }
 
 _EXTRACTORS: dict[str, Extractor] = {
@@ -437,6 +410,7 @@ _EXTRACTORS: dict[str, Extractor] = {
     "csv": _extract_csv,
     "json": _extract_json,
     "html": _extract_html,
-    "pdf": _extract_pdf,
+    "pdf": extract_pdf,
     "docx": _extract_docx,
+    "image": extract_image,
 }
