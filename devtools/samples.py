@@ -437,6 +437,20 @@ Visitors park on level -1 in the bays marked "Guest"; reception issues a day pas
 """
 
 
+LEASE_SENTENCE = "The office lease for the Harbour Street building ends on 30 June 2031."
+LEASE_PAGES = [
+    f"Lease agreement (scanned copy)\n\n{LEASE_SENTENCE} The tenant may extend it once by "
+    "five years with six months notice.",
+    "The monthly rent is 18,400 euros, due on the first working day of each month.",
+]
+RELEASE_SENTENCE = "The mobile app release train leaves every second Thursday at noon."
+GARDEN_SENTENCE = "The rooftop garden is watered by the facilities team every Tuesday morning."
+WAREHOUSE_PAGES = [
+    "The Rotterdam warehouse accepts pallet deliveries between 06:00 and 14:00 only.",
+    "Drivers must book a loading dock slot through the logistics portal a day ahead.",
+]
+
+
 def sample_documents() -> list[SampleDocument]:
     """Good documents on clearly different topics (the PDF is long enough to chunk)."""
     return [
@@ -455,6 +469,15 @@ def sample_documents() -> list[SampleDocument]:
                        FAQ_SENTENCE),
         SampleDocument("parking-permits.txt", "text/plain", make_txt(PARKING_NOTE),
                        PARKING_SENTENCE),
+        # No text layer: these are read by OCR.
+        SampleDocument("office-lease-scan.pdf", PDF_MIME, make_scanned_pdf(LEASE_PAGES),
+                       LEASE_SENTENCE),
+        SampleDocument("release-whiteboard.png", "image/png", make_png_of_text(
+            f"Release planning\n\n{RELEASE_SENTENCE} Hotfixes ship any day."), RELEASE_SENTENCE),
+        SampleDocument("rooftop-garden-notice.jpg", "image/jpeg", make_jpeg_of_text(
+            f"Notice\n\n{GARDEN_SENTENCE} Please leave the gate closed."), GARDEN_SENTENCE),
+        SampleDocument("warehouse-deliveries-fax.tiff", "image/tiff",
+                       make_tiff_of_pages(WAREHOUSE_PAGES), WAREHOUSE_PAGES[0]),
     ]  # fmt: skip
 
 

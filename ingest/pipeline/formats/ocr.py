@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import struct
 import subprocess
+import warnings
 import zlib
 from collections.abc import Callable
 from typing import TypeVar
@@ -123,7 +124,9 @@ def check_page_count(count: int, what: str, limits: ExtractLimits) -> None:
 def extract_image(data: bytes, limits: ExtractLimits) -> list[Block]:
     """OCR an image file: one block per frame (a multi-page TIFF), ``page`` 1-based."""
     # Image.open reads the header only: sizes are checked before any pixel is decoded.
-    image = _pillow(lambda: Image.open(io.BytesIO(data)))
+    with warnings.catch_warnings():  # its DecompressionBombWarning: our own cap is stricter
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = _pillow(lambda: Image.open(io.BytesIO(data)))
     with image:
         frames = _pillow(lambda: getattr(image, "n_frames", 1))
         check_page_count(frames, "image", limits)
