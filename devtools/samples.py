@@ -150,25 +150,25 @@ def text_image(text: str, *, font_size: int = 40, width: int = 1700) -> Image.Im
 
 def make_png_of_text(text: str) -> bytes:
     """A PNG image of ``text`` (no text layer: only OCR reads it)."""
-    return _image_bytes(text_image(text), "PNG")
+    return image_bytes(text_image(text), "PNG")
 
 
 def make_jpeg_of_text(text: str) -> bytes:
     """A JPEG photo-like image of ``text``."""
-    return _image_bytes(text_image(text).convert("RGB"), "JPEG", quality=85)
+    return image_bytes(text_image(text).convert("RGB"), "JPEG", quality=85)
 
 
 def make_tiff_of_pages(pages: list[str]) -> bytes:
     """A multi-page TIFF (one frame per page), as a fax or a document scanner makes."""
     first, *rest = [text_image(page) for page in pages]
-    return _image_bytes(first, "TIFF", save_all=True, append_images=rest,
+    return image_bytes(first, "TIFF", save_all=True, append_images=rest,
                         compression="tiff_deflate")
 
 
 def make_scanned_pdf(pages: list[str], dpi: int = 200) -> bytes:
     """An image-only PDF, one scanned page per item of ``pages``: it has no text layer."""
     first, *rest = [text_image(page) for page in pages]
-    return _image_bytes(first, "PDF", save_all=True, append_images=rest, resolution=dpi)
+    return image_bytes(first, "PDF", save_all=True, append_images=rest, resolution=dpi)
 
 
 def make_mixed_pdf(pages: list[str], scanned: set[int]) -> bytes:
@@ -188,10 +188,10 @@ def make_mixed_pdf(pages: list[str], scanned: set[int]) -> bytes:
 def make_image_bomb(pixels: int = 100_000_000) -> bytes:
     """A PNG that is tiny on disk but declares ``pixels`` pixels (a decompression bomb)."""
     side = int(pixels**0.5) + 1
-    return _image_bytes(Image.new("1", (side, side), 1), "PNG", optimize=True)
+    return image_bytes(Image.new("1", (side, side), 1), "PNG", optimize=True)
 
 
-def _image_bytes(image: Image.Image, image_format: str, **options: Any) -> bytes:
+def image_bytes(image: Image.Image, image_format: str, **options: Any) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, image_format, **options)
     return buffer.getvalue()
