@@ -18,6 +18,7 @@ from ingest.mail.render import CATEGORY_LABELS, SUGGESTIONS
 from ingest.models import AutoCorrectionTask, OperatorAlert
 from ingest.pipeline.embedding import get_embedder
 from ingest.pipeline.extract import ExtractLimits, extract_blocks
+from ingest.pipeline.run import default_services
 from ingest.settings import SettingsError, get_settings, load_settings
 from tests.helpers import (
     cms_file,
@@ -83,7 +84,8 @@ def test_a_transparent_png_is_read_on_white() -> None:
 def test_a_decompression_bomb_image_is_too_large_before_it_is_decoded() -> None:
     bomb = samples.make_image_bomb(60_000_000)  # ~20 KB on disk
     assert len(bomb) < 100_000
-    with pytest.raises(ProcessingError, match=r"image is too large: 7746x7746 pixels, above the 40,000,000-pixel limit"):
+    with pytest.raises(ProcessingError, match=r"image is too large: 7746x7746 pixels, above "
+                                              r"the 40,000,000-pixel limit"):
         extract_blocks(bomb, "bomb.png")
 
 
@@ -201,9 +203,11 @@ def no_tesseract(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The worker's settings point TESSERACT_CMD at a binary that does not exist."""
     monkeypatch.setenv("TESSERACT_CMD", NO_TESSERACT)
     get_settings.cache_clear()
+    default_services.cache_clear()  # the worker's adapters and settings, built on first use
     yield
     monkeypatch.undo()
     get_settings.cache_clear()
+    default_services.cache_clear()
 
 
 @pytest.mark.usefixtures("worker")
@@ -243,7 +247,9 @@ def test_without_tesseract_a_scan_fails_as_unsupported_and_nothing_is_deleted(
             AutoCorrectionTask.file_document_id == entry["documentId"])).first() is None
         alerts = s.execute(select(OperatorAlert).where(
             OperatorAlert.document_id == entry["documentId"])).scalars().all()
-    assert [alert.dedupe_key.split(":")[0] for alert in alerts] == ["unsupported"]
+    (alert,) = alerts
+    assert alert.kind == "file_needs_operator"
+    assert "A file failed with unsupported" in alert.body
     assert s3_exists(s3_server, entry["storage_key"])
     assert cms.state.get_file(entry["documentId"]) is not None
 
