@@ -174,6 +174,18 @@ def test_missing_tesseract_is_unsupported_with_a_clear_message(file_name: str,
         extract_blocks(data, file_name, limits=ExtractLimits(tesseract_cmd=NO_TESSERACT))
 
 
+def test_tesseract_runs_with_one_openmp_thread_through_tesseract_cmd(tmp_path: Any) -> None:
+    """A wrapper as TESSERACT_CMD records the environment tesseract gets, then runs it."""
+    seen = tmp_path / "omp.txt"
+    wrapper = tmp_path / "tesseract"
+    wrapper.write_text(f'#!/bin/sh\necho "$OMP_THREAD_LIMIT" >> {seen}\nexec tesseract "$@"\n')
+    wrapper.chmod(0o755)
+    limits = ExtractLimits(tesseract_cmd=str(wrapper))
+    (block,) = extract_blocks(samples.make_png_of_text(SENTENCE), "scan.png", limits=limits)
+    assert _flat(block.text) == SENTENCE
+    assert seen.read_text().split()[-1] == "1"  # the OCR run (--list-langs may be cached)
+
+
 def test_missing_language_data_is_unsupported_and_names_the_package() -> None:
     limits = ExtractLimits(ocr_languages="eng+xqz")
     with pytest.raises(Unsupported, match=r"no language data for xqz \(OCR_LANGUAGES=eng\+xqz\)"
