@@ -4,6 +4,10 @@
 returns the normalised text as :class:`~ingest.pipeline.formats.base.Block` s (text, section,
 page); ``extract_text`` joins them. Format families with more than a few lines live in
 ``ingest/pipeline/formats/``; what they share (limits, zip checks) is in its ``base``.
+PDF: ``formats/pdf.py`` (PDFium for the text, 2-4x the pages/s of pypdf, which stays as
+the gate for encryption and capped inflation); images and scanned PDF pages: OCR with
+Tesseract, ``formats/ocr.py`` (caps ``OCR_MAX_PAGES`` and a pixel cap: "too large"; no
+tesseract: ``Unsupported``, never deleted).
 Corrupt, encrypted, empty or unsupported input raises
 :class:`~ingest.errors.ProcessingError` (permanent: retrying cannot help).
 

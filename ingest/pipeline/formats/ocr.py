@@ -78,6 +78,7 @@ def check_ocr_available(limits: ExtractLimits) -> None:
     have = installed_languages(limits.tesseract_cmd)
     missing = [lang for lang in limits.ocr_languages.split("+") if lang not in have]
     if missing:
+        _installed.pop(limits.tesseract_cmd, None)  # a pack installed meanwhile is seen next time
         packages = " ".join(f"tesseract-ocr-{lang.lower()}" for lang in missing)
         raise Unsupported(
             f"OCR unavailable: tesseract has no language data for {'+'.join(missing)} "
