@@ -13,7 +13,13 @@ from sqlalchemy import select
 from devtools import samples
 from ingest.adapters.vectors import VectorStore
 from ingest.db import session_scope
-from ingest.errors import CORRECTABLE, OPERATOR_CATEGORIES, ProcessingError, Unsupported
+from ingest.errors import (
+    CORRECTABLE,
+    OPERATOR_CATEGORIES,
+    ProcessingError,
+    ResourceLimit,
+    Unsupported,
+)
 from ingest.mail.render import CATEGORY_LABELS, SUGGESTIONS
 from ingest.models import AutoCorrectionTask, OperatorAlert
 from ingest.pipeline.embedding import get_embedder
@@ -158,6 +164,16 @@ def test_a_huge_scanned_page_is_rendered_down_to_the_pixel_cap_and_read() -> Non
     limits = ExtractLimits(ocr_max_pixels=9_000_000)
     (block,) = extract_blocks(data, "banner.pdf", limits=limits)
     assert _flat(block.text) == SENTENCE
+
+
+def test_ocr_past_the_extraction_deadline_is_a_resource_limit() -> None:
+    """Our time limit stopped the OCR: not a property of the file, so never "corrupt"."""
+    dense = "\n\n".join([f"{SENTENCE} {OTHER}"] * 12)
+    page = samples.text_image(dense, font_size=42, width=2480)
+    scan = samples.image_bytes(page, "PDF", save_all=True, append_images=[page, page],
+                               resolution=300)
+    with pytest.raises(ResourceLimit, match="EXTRACT_TIMEOUT_SECONDS"):
+        extract_blocks(scan, "long-scan.pdf", limits=ExtractLimits(timeout_seconds=0.5))
 
 
 # --- tesseract missing --------------------------------------------------------------------
