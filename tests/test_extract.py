@@ -32,6 +32,7 @@ from ingest.pipeline.extract import (
     SUPPORTED_EXTENSIONS,
     ExtractLimits,
     _deadline,
+    extract_blocks,
     extract_text,
 )
 from ingest.pipeline.formats import ocr as ocr_format
@@ -207,6 +208,13 @@ def test_docx_includes_table_cells() -> None:
     text = extract_text(data, "rota.docx")
     assert "Rota" in text
     assert "W1 | Dana Okafor" in text
+
+
+def test_pdf_with_a_wrong_page_count_is_read_by_pypdf() -> None:
+    """PDFium trusts /Count (3 pages, two of them missing); pypdf walks the page tree."""
+    data = samples.make_pdf(SENTENCE).replace(b"/Count 1", b"/Count 3")
+    (block,) = extract_blocks(data, "miscounted.pdf")
+    assert SENTENCE in _flat(block.text) and block.page == 1
 
 
 def test_pdf_encrypted_with_empty_password_is_opened() -> None:

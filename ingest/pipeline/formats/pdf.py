@@ -8,6 +8,8 @@ parses lazily, stays as the gate in front of PDFium:
 
 - it opens the file first: what it cannot parse is "corrupt", and an encrypted file that
   the empty password does not open is "encrypted" (both ``ProcessingError``), as before;
+- when the two disagree on the page count (a wrong ``/Count``, which PDFium trusts), the
+  text comes from pypdf, as before PDFium, instead of failing a readable file;
 - it inflates each page's content streams and form XObjects under its
   ``zlib_maximum_output_length`` cap (75 MB): a decompression bomb trips
   ``LimitReachedError`` ("too large") before PDFium sees it. Inflating is C code; parsing
@@ -83,9 +85,11 @@ def extract_pdf(data: bytes, limits: ExtractLimits) -> list[Block]:
     password = _reading(lambda: _unlock(reader))
     with closing(_reading(lambda: pdfium.PdfDocument(data, password=password))) as document:
         if _reading(lambda: len(reader.pages)) != len(document):
-            # pypdf's page list is the one whose streams were checked (_inflate_capped)
-            raise ProcessingError(f"corrupt or unreadable PDF: pypdf finds {len(reader.pages)} "
-                                  f"pages, PDFium {len(document)}")
+            # E.g. a wrong /Count, which PDFium trusts and pypdf does not: pypdf's text, as
+            # before PDFium (its page list is the one _inflate_capped would check).
+            log.warning("pypdf finds %d PDF pages, PDFium %d: text by pypdf, no OCR",
+                        len(reader.pages), len(document))
+            return _reading(lambda: _pypdf_blocks(reader, limits))
         layers = _reading(lambda: list(_text_layers(reader, document, limits)))
         texts = [text for text, _ in layers]
         scanned = [index for index, (text, has_image) in enumerate(layers)
@@ -128,8 +132,7 @@ def _text_layers(reader: PdfReader, document: pdfium.PdfDocument,
     """(text layer, shows an image) per page, counting characters against the cap."""
     total = 0
     for index in range(len(document)):
-        if index < len(reader.pages):
-            _inflate_capped(reader.pages[index])
+        _inflate_capped(reader.pages[index])
         with closing(document[index]) as page:
             with closing(page.get_textpage()) as textpage:
                 text = textpage.get_text_bounded()
@@ -137,6 +140,17 @@ def _text_layers(reader: PdfReader, document: pdfium.PdfDocument,
         total += len(text)
         check_chars(total, "PDF", limits)
         yield text, has_image is not None
+
+
+def _pypdf_blocks(reader: PdfReader, limits: ExtractLimits) -> list[Block]:
+    """Every page's text by pypdf (its own decompression caps apply)."""
+    blocks, total = [], 0
+    for number, page in enumerate(reader.pages, start=1):
+        text = page.extract_text() or ""
+        total += len(text)
+        check_chars(total, "PDF", limits)
+        blocks.append(Block(text, page=number))
+    return blocks
 
 
 def _inflate_capped(page: PageObject) -> None:
