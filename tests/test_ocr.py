@@ -78,6 +78,28 @@ def test_a_multi_page_tiff_gives_one_block_per_frame_with_its_page() -> None:
     assert [block.page for block in blocks] == [1, 2]
 
 
+@pytest.mark.parametrize(("mode", "image_format"),
+                         [("CMYK", "JPEG"), ("I;16", "PNG"), ("P", "PNG"), ("1", "TIFF"),
+                          ("LA", "PNG"), ("YCbCr", "TIFF")])
+def test_images_in_other_colour_modes_are_read(mode: str, image_format: str) -> None:
+    image = samples.text_image(SENTENCE)
+    image = (image.convert("I").point(lambda v: v * 256).convert("I;16") if mode == "I;16"
+             else image.convert(mode))
+    data = samples.image_bytes(image, image_format)
+    (block,) = extract_blocks(data, f"scan.{image_format.lower()}")
+    assert _flat(block.text) == SENTENCE
+
+
+def test_a_phone_photo_is_turned_upright_by_its_exif_orientation() -> None:
+    """Stored sideways with orientation 6 ("rotate 90° clockwise to view"), as phones do."""
+    sideways = samples.text_image(SENTENCE).transpose(samples.Image.Transpose.ROTATE_90)
+    exif = samples.Image.Exif()
+    exif[0x0112] = 6  # Orientation
+    data = samples.image_bytes(sideways, "JPEG", exif=exif, quality=90)
+    (block,) = extract_blocks(data, "photo.jpg")
+    assert _flat(block.text) == SENTENCE
+
+
 def test_a_transparent_png_is_read_on_white() -> None:
     """Text drawn on a transparent background: its raw colour is black on black."""
     mask = samples.text_image(SENTENCE)

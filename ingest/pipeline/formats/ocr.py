@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import pytesseract
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ingest.errors import ProcessingError, ResourceLimit, Unsupported
 from ingest.pipeline.formats.base import Block, ExtractLimits, check_chars
@@ -47,6 +47,7 @@ _IMAGE_ERRORS: tuple[type[Exception], ...] = (
     struct.error,
     zlib.error,
 )
+_PNG_MODES = frozenset({"1", "L", "P", "RGB", "I", "I;16"})
 _LIST_LANGS_TIMEOUT_SECONDS = 30
 _T = TypeVar("_T")
 _installed: dict[str, frozenset[str]] = {}  # tesseract binary -> its languages (success only)
@@ -92,6 +93,8 @@ def ocr_image(image: Image.Image, limits: ExtractLimits) -> str:
         # Transparent pixels are black in the raw data; put them on white paper first.
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
+    elif image.mode not in _PNG_MODES:  # CMYK JPEGs, YCbCr or LAB TIFFs, ...
+        image = image.convert("RGB")  # pytesseract hands tesseract a PNG
     pytesseract.pytesseract.tesseract_cmd = limits.tesseract_cmd
     pytesseract.pytesseract.environ = tesseract_environment()
     try:
@@ -161,7 +164,7 @@ def _decoded_frame(image: Image.Image, index: int, limits: ExtractLimits) -> Ima
     image.seek(index)
     check_pixels(image.width, image.height, "image", limits)
     image.load()
-    return image.copy()
+    return ImageOps.exif_transpose(image)  # a copy, upright as a phone camera meant it
 
 
 def _pillow(call: Callable[[], _T]) -> _T:
