@@ -19,9 +19,12 @@ from typing import Any, NamedTuple
 
 from docx import Document
 from fpdf import FPDF
+from PIL import Image, ImageDraw, ImageFont
 
 PDF_MIME = "application/pdf"
 DOCX_MIME = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+# A TrueType font for images of text (Debian fonts-dejavu-core, in SYSTEM_PACKAGES).
+TEXT_FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 
 
 class SampleDocument(NamedTuple):
@@ -321,6 +324,79 @@ def make_xml(root: str, records: list[dict[str, str]], record: str = "record") -
         f'  <{record} id="{n}">' + "".join(f"<{k}>{html.escape(v)}</{k}>" for k, v in r.items())
         + f"</{record}>\n" for n, r in enumerate(records, start=1))
     return f'<?xml version="1.0" encoding="utf-8"?>\n<{root}>\n{rows}</{root}>\n'.encode()
+def text_image(text: str, *, font_size: int = 40, width: int = 1700) -> Image.Image:
+    """A white grayscale page with ``text`` in black (DejaVu Sans), wrapped to ``width``.
+
+    At the defaults it looks like an A4 line of 12 pt text scanned at about 200 dpi, which
+    Tesseract reads word for word. Blank lines separate paragraphs.
+    """
+    font = ImageFont.truetype(TEXT_FONT, font_size)
+    margin, line_height = font_size * 2, int(font_size * 1.5)
+    lines: list[str] = []
+    for paragraph in text.split("\n\n"):
+        line = ""
+        for word in paragraph.split():
+            candidate = f"{line} {word}".strip()
+            if line and font.getlength(candidate) > width - 2 * margin:
+                lines.append(line)
+                line = word
+            else:
+                line = candidate
+        lines += [line, ""]
+    image = Image.new("L", (width, 2 * margin + line_height * len(lines)), 255)
+    draw = ImageDraw.Draw(image)
+    for number, line in enumerate(lines):
+        draw.text((margin, margin + number * line_height), line, font=font, fill=0)
+    return image
+
+
+def make_png_of_text(text: str) -> bytes:
+    """A PNG image of ``text`` (no text layer: only OCR reads it)."""
+    return image_bytes(text_image(text), "PNG")
+
+
+def make_jpeg_of_text(text: str) -> bytes:
+    """A JPEG photo-like image of ``text``."""
+    return image_bytes(text_image(text).convert("RGB"), "JPEG", quality=85)
+
+
+def make_tiff_of_pages(pages: list[str]) -> bytes:
+    """A multi-page TIFF (one frame per page), as a fax or a document scanner makes."""
+    first, *rest = [text_image(page) for page in pages]
+    return image_bytes(first, "TIFF", save_all=True, append_images=rest,
+                        compression="tiff_deflate")
+
+
+def make_scanned_pdf(pages: list[str], dpi: int = 200) -> bytes:
+    """An image-only PDF, one scanned page per item of ``pages``: it has no text layer."""
+    first, *rest = [text_image(page) for page in pages]
+    return image_bytes(first, "PDF", save_all=True, append_images=rest, resolution=dpi)
+
+
+def make_mixed_pdf(pages: list[str], scanned: set[int]) -> bytes:
+    """A PDF whose pages (0-based) in ``scanned`` are images of their text, the others text."""
+    pdf = FPDF(format="A4")
+    pdf.set_auto_page_break(auto=False)
+    for index, text in enumerate(pages):
+        pdf.add_page()
+        if index in scanned:
+            pdf.image(text_image(text), x=0, y=0, w=pdf.w)
+        else:
+            pdf.set_font("Helvetica", size=11)
+            pdf.multi_cell(0, 6, text, new_x="LMARGIN", new_y="NEXT")
+    return bytes(pdf.output())
+
+
+def make_image_bomb(pixels: int = 100_000_000) -> bytes:
+    """A PNG that is tiny on disk but declares ``pixels`` pixels (a decompression bomb)."""
+    side = int(pixels**0.5) + 1
+    return image_bytes(Image.new("1", (side, side), 1), "PNG", optimize=True)
+
+
+def image_bytes(image: Image.Image, image_format: str, **options: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, image_format, **options)
+    return buffer.getvalue()
 
 
 def make_corrupt_pdf() -> bytes:
@@ -674,6 +750,19 @@ def format_samples() -> list[SampleDocument]:
                        make_xml("fleet", FLEET_RECORDS, "vehicle"), FLEET_SENTENCE),
     ]  # fmt: skip
 
+LEASE_SENTENCE = "The office lease for the Harbour Street building ends on 30 June 2031."
+LEASE_PAGES = [
+    f"Lease agreement (scanned copy)\n\n{LEASE_SENTENCE} The tenant may extend it once by "
+    "five years with six months notice.",
+    "The monthly rent is 18,400 euros, due on the first working day of each month.",
+]
+RELEASE_SENTENCE = "The mobile app release train leaves every second Thursday at noon."
+GARDEN_SENTENCE = "The rooftop garden is watered by the facilities team every Tuesday morning."
+WAREHOUSE_PAGES = [
+    "The Rotterdam warehouse accepts pallet deliveries between 06:00 and 14:00 only.",
+    "Drivers must book a loading dock slot through the logistics portal a day ahead.",
+]
+
 
 def sample_documents() -> list[SampleDocument]:
     """Good documents on clearly different topics (the PDF is long enough to chunk)."""
@@ -694,6 +783,15 @@ def sample_documents() -> list[SampleDocument]:
         SampleDocument("parking-permits.txt", "text/plain", make_txt(PARKING_NOTE),
                        PARKING_SENTENCE),
         *format_samples(),
+        # No text layer: these are read by OCR.
+        SampleDocument("office-lease-scan.pdf", PDF_MIME, make_scanned_pdf(LEASE_PAGES),
+                       LEASE_SENTENCE),
+        SampleDocument("release-whiteboard.png", "image/png", make_png_of_text(
+            f"Release planning\n\n{RELEASE_SENTENCE} Hotfixes ship any day."), RELEASE_SENTENCE),
+        SampleDocument("rooftop-garden-notice.jpg", "image/jpeg", make_jpeg_of_text(
+            f"Notice\n\n{GARDEN_SENTENCE} Please leave the gate closed."), GARDEN_SENTENCE),
+        SampleDocument("warehouse-deliveries-fax.tiff", "image/tiff",
+                       make_tiff_of_pages(WAREHOUSE_PAGES), WAREHOUSE_PAGES[0]),
     ]  # fmt: skip
 
 

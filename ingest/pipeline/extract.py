@@ -4,6 +4,10 @@
 returns the normalised text as :class:`~ingest.pipeline.formats.base.Block` s (text, section,
 page); ``extract_text`` joins them. Format families with more than a few lines live in
 ``ingest/pipeline/formats/``; what they share (limits, zip checks) is in its ``base``.
+PDF: ``formats/pdf.py`` (PDFium for the text, 2-4x the pages/s of pypdf, which stays as
+the gate for encryption and capped inflation); images and scanned PDF pages: OCR with
+Tesseract, ``formats/ocr.py`` (caps ``OCR_MAX_PAGES`` and a pixel cap: "too large"; no
+tesseract: ``Unsupported``, never deleted).
 Corrupt, encrypted, empty or unsupported input raises
 :class:`~ingest.errors.ProcessingError` (permanent: retrying cannot help).
 
@@ -52,10 +56,8 @@ import io
 import json
 import re
 import signal
-import struct
 import threading
 import time
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import PurePosixPath
@@ -69,8 +71,6 @@ from docx.opc.exceptions import OpcError
 from docx.table import Table
 from docx.text.paragraph import Paragraph
 from lxml import etree
-from pypdf import PasswordType, PdfReader
-from pypdf.errors import LimitReachedError, PyPdfError
 
 from ingest.errors import ProcessingError, ResourceLimit
 from ingest.pipeline.formats import epub, mail, office, text_formats
@@ -86,6 +86,8 @@ from ingest.pipeline.formats.base import (
     join_capped,
     too_much_text,
 )
+from ingest.pipeline.formats.ocr import extract_image
+from ingest.pipeline.formats.pdf import extract_pdf
 from ingest.pipeline.formats.supported import SUPPORTED_EXTENSIONS
 
 _EXTENSION_KINDS: dict[str, str] = {
@@ -105,6 +107,11 @@ _EXTENSION_KINDS: dict[str, str] = {
     ".eml": "eml",
     ".msg": "msg",
     ".xml": "xml",
+    ".png": "image",
+    ".jpg": "image",
+    ".jpeg": "image",
+    ".tiff": "image",
+    ".tif": "image",
 }
 
 _MIME_KINDS: dict[str, str] = {
@@ -125,6 +132,9 @@ _MIME_KINDS: dict[str, str] = {
     "application/vnd.ms-outlook": "msg",
     "application/xml": "xml",
     "text/xml": "xml",
+    "image/png": "image",
+    "image/jpeg": "image",
+    "image/tiff": "image",
 }
 
 _HTML_DROPPED_TAGS = ("script", "style", "noscript", "template")
@@ -140,25 +150,11 @@ _INLINE_SPACE = re.compile(r"[ \t\xa0]+")
 
 
 # Exceptions the libraries raise on malformed input: properties of the file, reported as
-# ProcessingError. Deliberately narrow and never Exception, BaseException or MemoryError:
+# ProcessingError (PDF: formats/pdf.py PDF_ERRORS). Deliberately narrow and never Exception,
+# BaseException or MemoryError:
 # Celery's SoftTimeLimitExceeded is a plain Exception subclass, and a time limit or a memory
 # error is not a property of the file. Caught as "corrupt" they would get a good file deleted.
 # Anything not listed (pypdf's DependencyError, a bug of ours, ...) propagates unchanged.
-_PDF_ERRORS: tuple[type[Exception], ...] = (
-    PyPdfError,  # PdfReadError, PdfStreamError, ParseError, LimitReachedError, ...
-    # Built-ins pypdf is known to leak on malformed files:
-    ValueError,  # also UnicodeDecodeError, binascii.Error
-    LookupError,  # KeyError, IndexError, unknown codec names
-    TypeError,
-    AttributeError,
-    AssertionError,
-    ArithmeticError,  # ZeroDivisionError, OverflowError
-    EOFError,
-    NotImplementedError,  # unsupported filter or encryption method
-    RecursionError,  # pathologically nested objects
-    struct.error,
-    zlib.error,
-)
 _DOCX_ERRORS: tuple[type[Exception], ...] = (
     *ZIP_ERRORS,
     OpcError,  # PackageNotFoundError: not a zip package at all
@@ -379,31 +375,6 @@ def _extract_html(data: bytes, limits: ExtractLimits) -> str:
     return "\n".join(_INLINE_SPACE.sub(" ", line).strip() for line in text.split("\n"))
 
 
-# --- PDF ----------------------------------------------------------------------------------
-
-
-def _extract_pdf(data: bytes, limits: ExtractLimits) -> str:
-    """Join the text of every page; pypdf's errors on bad input become ProcessingError."""
-    try:
-        reader = PdfReader(io.BytesIO(data))
-        _unlock_pdf(reader)
-        pages = (page.extract_text() or "" for page in reader.pages)
-        return join_capped(pages, "\n\n", "PDF", limits)
-    except LimitReachedError as exc:  # a pypdf safety limit, e.g. a decompression bomb
-        raise ProcessingError(
-            f"PDF is too large or too complex: it exceeds a pypdf safety limit "
-            f"({type(exc).__name__}: {exc})"
-        ) from exc
-    except _PDF_ERRORS as exc:  # not Exception: see _PDF_ERRORS
-        raise ProcessingError(f"corrupt or unreadable PDF: {type(exc).__name__}: {exc}") from exc
-
-
-def _unlock_pdf(reader: PdfReader) -> None:
-    """Open an encrypted PDF with the empty password, or fail permanently."""
-    if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
-        raise ProcessingError("encrypted PDF: it cannot be opened without a password")
-
-
 # --- DOCX ---------------------------------------------------------------------------------
 
 
@@ -419,7 +390,7 @@ def _extract_docx(data: bytes, limits: ExtractLimits) -> str:
                 f"DOCX is too large: a part exceeds the XML parser's limits ({exc})"
             ) from exc
         raise ProcessingError(f"corrupt or unreadable DOCX: {type(exc).__name__}: {exc}") from exc
-    except _DOCX_ERRORS as exc:  # not Exception: see _PDF_ERRORS
+    except _DOCX_ERRORS as exc:  # not Exception: see the comment above
         raise ProcessingError(f"corrupt or unreadable DOCX: {type(exc).__name__}: {exc}") from exc
 
 
@@ -463,6 +434,7 @@ _KIND_LABELS: dict[str, str] = {
     "eml": "EML",
     "msg": "MSG",
     "xml": "XML",
+    "image": "image",
 }
 
 _EXTRACTORS: dict[str, Extractor] = {
@@ -470,7 +442,7 @@ _EXTRACTORS: dict[str, Extractor] = {
     "csv": _extract_csv,
     "json": _extract_json,
     "html": _extract_html,
-    "pdf": _extract_pdf,
+    "pdf": extract_pdf,
     "docx": _extract_docx,
     "pptx": office.extract_pptx,
     "xlsx": office.extract_xlsx,
@@ -480,4 +452,5 @@ _EXTRACTORS: dict[str, Extractor] = {
     "eml": mail.extract_eml,
     "msg": mail.extract_msg,
     "xml": text_formats.extract_xml,
+    "image": extract_image,
 }

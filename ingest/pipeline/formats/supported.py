@@ -20,4 +20,9 @@ SUPPORTED_EXTENSIONS: tuple[str, ...] = (
     ".eml",
     ".msg",
     ".xml",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".tiff",
+    ".tif",
 )
