@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # --index-url https://download.pytorch.org/whl/cpu (see README).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install system-deps services test demo lint deploy-check run-web run-worker run-beat run-flower clean
+.PHONY: install system-deps services test demo lint deploy-check bench-retrieval run-web run-worker run-beat run-flower clean
 
 install: $(STAMP) system-deps
 
@@ -57,6 +57,11 @@ lint: install
 # kubernetes-validate, the Dockerfile's layers; no container engine needed.
 deploy-check: install services
 	$(BIN)/pytest -q tests/test_deploy.py
+
+# Retrieval quality, old (characters) against new (tokens, headings, rows) chunking, on a
+# generated corpus of 220 documents with the real model (several minutes; not part of test).
+bench-retrieval: install
+	$(BIN)/python bench/retrieval.py
 
 # The four processes of DESIGN §2, for running against your own services (.env).
 run-web: install

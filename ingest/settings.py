@@ -75,6 +75,13 @@ class Settings(BaseSettings):
     embedding_backend: Literal["minilm", "hashing"] = "minilm"
     chunk_size: int = Field(1000, ge=100, le=20_000)
     chunk_overlap: int = Field(200, ge=0)
+    # minilm: chunk length in the model's tokens ([CLS]/[SEP] and heading included; 0 = the
+    # model's window, its max_seq_length; never more) and the overlap of consecutive chunks
+    chunk_tokens: int = Field(0, ge=0, le=8192)
+    chunk_overlap_tokens: int = Field(32, ge=0)
+    # Records (CSV rows, JSON objects) are packed whole, up to this many tokens a chunk
+    # (0: one record per chunk, so a one-row fact is not diluted among other rows)
+    chunk_record_tokens: int = Field(0, ge=0, le=8192)
     ingest_max_retries: int = Field(5, ge=0, le=20)
     # Resource caps per file (DESIGN §8): over a cap, the file fails as processing_error.
     max_unzipped_bytes: int = Field(100 * 1024 * 1024, ge=1024)
@@ -166,6 +173,11 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if self.chunk_overlap >= self.chunk_size:
             raise ValueError("CHUNK_OVERLAP must be smaller than CHUNK_SIZE")
+        if self.chunk_tokens and self.chunk_tokens < 32:
+            raise ValueError("CHUNK_TOKENS must be 0 (the model's window) or at least 32")
+        if self.chunk_overlap_tokens >= (self.chunk_tokens or 256) // 2:
+            raise ValueError("CHUNK_OVERLAP_TOKENS must be less than half of CHUNK_TOKENS "
+                             "(half of 256 when CHUNK_TOKENS=0)")
         if self.s3_key_prefix_template:
             try:
                 self.s3_key_prefix_template.format(company_id=1, bot_id=1)

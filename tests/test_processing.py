@@ -13,6 +13,7 @@ import pytest
 from devtools.samples import (
     bad_documents,
     format_samples,
+    make_md,
     make_pdf,
     make_txt,
     sample_documents,
@@ -23,6 +24,7 @@ from ingest.events import FileEntry, store_file_event
 from ingest.names import TASK_RELAY_OUTBOX
 from ingest.pipeline.embedding import get_embedder
 from ingest.pipeline.run import default_services, process_event
+from ingest.pipeline.tokens import minilm_tokenizer
 from ingest.settings import get_settings
 from tests.helpers import (
     envelope,
@@ -308,3 +310,47 @@ def test_a_duplicate_delivery_is_processed_once(web: str, s3_server: Any) -> Non
     assert process_event(row.id).status == "skipped"
     assert [stage for stage, _ in stages_for(row.id)] == [
         "download", "processing", "storage", "completed"]
+
+
+def _handbook() -> str:
+    """Markdown of two sections, each several chunks long."""
+    parking = " ".join(f"Parking rule {n}: park in bay {n} of level {n % 4}." for n in range(90))
+    travel = " ".join(f"Travel rule {n}: trains under {n + 2} hours, never flights."
+                      for n in range(90))
+    return f"# Parking\n\n{parking}\n\n# Travel\n\n{travel}\n"
+
+
+def _stored(vectors: VectorStore, document_id: str) -> list[tuple[str, dict[str, Any]]]:
+    got = vectors.collection.get(where={"document_id": document_id},
+                                 include=["metadatas", "documents"])
+    return sorted(zip(got["documents"], got["metadatas"], strict=True),
+                  key=lambda pair: pair[1]["chunk_index"])
+
+
+def test_chunks_carry_their_section_and_fit_the_models_window(
+    web: str, s3_server: Any, vectors: VectorStore
+) -> None:
+    entry, row = ingest(web, s3_server, "handbook.md", "text/markdown", make_md(_handbook()))
+    assert row.status == "done", row.last_error
+    stored = _stored(vectors, entry["documentId"])
+    assert [meta["section"] for _, meta in stored].count("Parking") >= 2
+    assert {meta["section"] for _, meta in stored} == {"Parking", "Travel"}
+    tokenizer = minilm_tokenizer()
+    for text, meta in stored:
+        assert text.startswith(f"{meta['section']}\n\n")
+        assert ("Parking rule" in text) == (meta["section"] == "Parking")
+        assert "page" not in meta  # Markdown has no pages: left out, never None
+        assert tokenizer.count(text) <= tokenizer.window
+
+
+def test_hashing_backend_chunks_by_characters(s3_server: Any, vectors: VectorStore) -> None:
+    entry = file_entry("handbook.md", "text/markdown")
+    upload(s3_server, entry, make_md(_handbook()))
+    settings = get_settings().model_copy(update={"embedding_backend": "hashing",
+                                                 "chunk_size": 600, "chunk_overlap": 100})
+    svc = replace(default_services(), settings=settings, embedder=get_embedder("hashing"))
+    assert process_event(store_event(entry), svc).status == "done"
+    stored = _stored(vectors, entry["documentId"])
+    assert {meta["section"] for _, meta in stored} == {"Parking", "Travel"}
+    assert all(len(text) <= 600 for text, _ in stored)
+    assert max(len(text) for text, _ in stored) > 500  # characters, not 256 tokens' worth

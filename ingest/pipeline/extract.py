@@ -92,7 +92,7 @@ from ingest.pipeline.formats.supported import SUPPORTED_EXTENSIONS
 
 _EXTENSION_KINDS: dict[str, str] = {
     ".txt": "text",
-    ".md": "text",
+    ".md": "markdown",
     ".csv": "csv",
     ".json": "json",
     ".html": "html",
@@ -116,7 +116,7 @@ _EXTENSION_KINDS: dict[str, str] = {
 
 _MIME_KINDS: dict[str, str] = {
     "text/plain": "text",
-    "text/markdown": "text",
+    "text/markdown": "markdown",
     "text/csv": "csv",
     "application/json": "json",
     "text/html": "html",
@@ -304,6 +304,45 @@ def _extract_plain(data: bytes, limits: ExtractLimits) -> str:
     return text
 
 
+_MD_ATX_HEADING = re.compile(r"^ {0,3}#{1,6}(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
+_MD_SETEXT_UNDERLINE = re.compile(r"^ {0,3}(?:=+|-+)[ \t]*$")
+_MD_FENCE = re.compile(r"^ {0,3}(```|~~~)")
+
+
+def _extract_markdown(data: bytes, limits: ExtractLimits) -> list[Block]:
+    """Markdown text split at its headings (ATX ``#`` and setext), each part under its
+    heading's ``section``; heading lines inside fenced code blocks are text."""
+    text = decode(data)
+    check_chars(len(text), "Markdown", limits)
+    blocks: list[Block] = []
+    section: str | None = None
+    lines: list[str] = []
+    fence: str | None = None
+
+    def close(next_section: str | None) -> None:
+        nonlocal section, lines
+        body = "\n".join(lines).strip()
+        if body or section:  # a heading without a body still holds its own text
+            blocks.append(Block(body or section or "", section))
+        section, lines = next_section, []
+
+    for line in text.splitlines():
+        marker = _MD_FENCE.match(line)
+        if marker and (fence is None or marker.group(1) == fence):
+            fence = marker.group(1) if fence is None else None
+        elif fence is None and (heading := _MD_ATX_HEADING.match(line)):
+            close((heading.group(1) or "").strip() or None)
+            continue
+        elif (fence is None and _MD_SETEXT_UNDERLINE.match(line) and lines
+              and lines[-1].strip() and not (len(lines) > 1 and lines[-2].strip())):
+            title = lines.pop().strip()
+            close(title)
+            continue
+        lines.append(line)
+    close(None)
+    return blocks
+
+
 def _extract_csv(data: bytes, limits: ExtractLimits) -> str:
     """One line per data row: ``header: value, ...`` (plain joined cells without a header)."""
     try:
@@ -360,11 +399,20 @@ def _leaves(document: Any) -> Iterator[tuple[str, Any]]:
 # --- HTML ---------------------------------------------------------------------------------
 
 
-def _extract_html(data: bytes, limits: ExtractLimits) -> str:
-    """Visible text of an HTML page, one block element per paragraph."""
-    soup = BeautifulSoup(decode(data), "html.parser")
+_HTML_HEADINGS = ("h1", "h2", "h3", "h4", "h5", "h6")
+_HTML_HEADING_MARK = re.compile("\x00([0-9]+)\x00")
+
+
+def _extract_html(data: bytes, limits: ExtractLimits) -> list[Block]:
+    """Visible text of an HTML page, one block element per paragraph, split at its
+    headings (h1–h6): each part under its heading's ``section``."""
+    soup = BeautifulSoup(decode(data).replace("\x00", ""), "html.parser")
     for tag in soup.find_all(_HTML_DROPPED_TAGS):
         tag.decompose()
+    headings: list[str] = []
+    for tag in soup.find_all(_HTML_HEADINGS):  # a NUL-delimited mark stands in for each
+        headings.append(" ".join(tag.get_text(" ").split()))
+        tag.replace_with(f"\n\n\x00{len(headings) - 1}\x00\n\n")
     for tag in soup.find_all(_HTML_BLOCK_TAGS):
         tag.insert_before("\n\n")
         tag.insert_after("\n\n")
@@ -372,18 +420,25 @@ def _extract_html(data: bytes, limits: ExtractLimits) -> str:
         tag.insert_after(" ")
     text = soup.get_text()
     check_chars(len(text), "HTML", limits)
-    return "\n".join(_INLINE_SPACE.sub(" ", line).strip() for line in text.split("\n"))
+    text = "\n".join(_INLINE_SPACE.sub(" ", line).strip() for line in text.split("\n"))
+    parts = _HTML_HEADING_MARK.split(text)  # [before, index, body, index, body, ...]
+    blocks = [Block(parts[0])]
+    for index, body in zip(parts[1::2], parts[2::2], strict=True):
+        heading = headings[int(index)] or None
+        blocks.append(Block(body if body.strip() or not heading else heading, heading))
+    return blocks
 
 
 # --- DOCX ---------------------------------------------------------------------------------
 
 
-def _extract_docx(data: bytes, limits: ExtractLimits) -> str:
-    """Paragraphs and table cell text of a Word document, in document order."""
+def _extract_docx(data: bytes, limits: ExtractLimits) -> list[Block]:
+    """Paragraphs and table cell text of a Word document, in document order, split at its
+    headings (paragraph styles "Heading n" and "Title"): each part under its ``section``."""
     check_zip_package(data, "DOCX", limits)
     try:
         document = Document(io.BytesIO(data))
-        return join_capped(_docx_blocks(document.iter_inner_content()), "\n\n", "DOCX", limits)
+        return _docx_sections(_docx_blocks(document.iter_inner_content()), limits)
     except etree.XMLSyntaxError as exc:
         if exc.code == etree.ErrorTypes.ERR_RESOURCE_LIMIT:  # e.g. a text node over 10 MB
             raise ProcessingError(
@@ -394,12 +449,39 @@ def _extract_docx(data: bytes, limits: ExtractLimits) -> str:
         raise ProcessingError(f"corrupt or unreadable DOCX: {type(exc).__name__}: {exc}") from exc
 
 
-def _docx_blocks(content: Iterator[Paragraph | Table]) -> Iterator[str]:
+def _docx_sections(pieces: Iterator[tuple[str, bool]], limits: ExtractLimits) -> list[Block]:
+    """Group (text, is_heading) pieces into one block per heading, capping the characters."""
+    blocks: list[Block] = []
+    section: str | None = None
+    texts: list[str] = []
+    total = 0
+    for text, is_heading in pieces:
+        total += len(text) + 2
+        check_chars(total, "DOCX", limits)
+        if is_heading:
+            if texts or section:
+                blocks.append(Block("\n\n".join(texts) or section or "", section))
+            section, texts = " ".join(text.split()) or None, []
+        else:
+            texts.append(text)
+    if texts or section:
+        blocks.append(Block("\n\n".join(texts) or section or "", section))
+    return blocks
+
+
+def _docx_blocks(content: Iterator[Paragraph | Table]) -> Iterator[tuple[str, bool]]:
+    """(text, is_heading) of each paragraph and table row, in document order."""
     for block in content:
         if isinstance(block, Paragraph):
-            yield block.text
+            yield block.text, _docx_is_heading(block)
         else:
-            yield from _docx_table(block)
+            yield from ((row, False) for row in _docx_table(block))
+
+
+def _docx_is_heading(paragraph: Paragraph) -> bool:
+    style = paragraph.style
+    name = (style.name or "") if style is not None else ""
+    return bool(paragraph.text.strip()) and (name.startswith("Heading") or name == "Title")
 
 
 def _docx_table(table: Table) -> Iterator[str]:
@@ -421,6 +503,7 @@ def _docx_table(table: Table) -> Iterator[str]:
 
 _KIND_LABELS: dict[str, str] = {
     "text": "text file",
+    "markdown": "Markdown",
     "csv": "CSV",
     "json": "JSON",
     "html": "HTML",
@@ -439,6 +522,7 @@ _KIND_LABELS: dict[str, str] = {
 
 _EXTRACTORS: dict[str, Extractor] = {
     "text": _extract_plain,
+    "markdown": _extract_markdown,
     "csv": _extract_csv,
     "json": _extract_json,
     "html": _extract_html,

@@ -75,9 +75,9 @@ from ingest.log_context import bind, binds
 from ingest.mail.alerts import FILE_NEEDS_OPERATOR, raise_alert
 from ingest.models import FileEvent, FileProcessingStatus
 from ingest.models import ProcessingError as ProcessingErrorRow
-from ingest.pipeline.chunking import chunk_text
+from ingest.pipeline.chunking import Chunk, chunk_blocks, chunk_blocks_by_chars
 from ingest.pipeline.embedding import Embedder, get_embedder
-from ingest.pipeline.extract import ExtractLimits, extract_text
+from ingest.pipeline.extract import ExtractLimits, extract_blocks
 from ingest.preferences import Preferences, PreferenceStore
 from ingest.reconcile import store_current_entry
 from ingest.redis_client import get_redis
@@ -293,14 +293,20 @@ def resolve_entry(ev: ClaimedEvent, cms: CmsClient) -> FileEntry:
     return fetched
 
 
-def _chunk_metadata(entry: FileEntry, index: int) -> dict[str, Any]:
-    return {
+def _chunk_metadata(entry: FileEntry, index: int, chunk: Chunk) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
         "document_id": entry.documentId,
         "company_id": entry.company_id,
         "bot_id": entry.bot_id,
         "file_name": entry.name,
         "chunk_index": index,
     }
+    # Chroma takes str/int/float/bool values only: a missing section or page is left out.
+    if chunk.section is not None:
+        metadata["section"] = chunk.section
+    if chunk.page is not None:
+        metadata["page"] = chunk.page
+    return metadata
 
 
 def _ignore(ev: ClaimedEvent, why: str) -> Outcome:
@@ -393,7 +399,11 @@ def _download(ev: ClaimedEvent, entry: FileEntry, svc: Services) -> bytes:
     return obj.read(svc.settings.max_file_bytes)
 
 
-def _extract_chunks(data: bytes, entry: FileEntry, settings: Settings) -> list[str]:
+def _extract_chunks(data: bytes, entry: FileEntry, settings: Settings,
+                    backend: str) -> list[Chunk]:
+    """Extract the file's blocks and cut them into chunks: by the model's tokens for the
+    ``minilm`` backend (the embedder in use, set by EMBEDDING_BACKEND), by characters for
+    ``hashing`` (which has no tokenizer)."""
     assert entry.name is not None
     limits = ExtractLimits(max_unzipped_bytes=settings.max_unzipped_bytes,
                            max_chars=settings.max_extracted_chars,
@@ -402,9 +412,15 @@ def _extract_chunks(data: bytes, entry: FileEntry, settings: Settings) -> list[s
                            ocr_max_pages=settings.ocr_max_pages, ocr_dpi=settings.ocr_dpi,
                            tesseract_cmd=settings.tesseract_cmd)
     with metrics.timed("extract"):
-        content = extract_text(data, entry.name, entry.mime_type, limits=limits)
+        blocks = extract_blocks(data, entry.name, entry.mime_type, limits=limits)
     with metrics.timed("chunk"):
-        chunks = chunk_text(content, settings.chunk_size, settings.chunk_overlap)
+        if backend == "minilm":
+            from ingest.pipeline.tokens import minilm_tokenizer
+
+            chunks = chunk_blocks(blocks, minilm_tokenizer(), settings.chunk_tokens,
+                                  settings.chunk_overlap_tokens, settings.chunk_record_tokens)
+        else:
+            chunks = chunk_blocks_by_chars(blocks, settings.chunk_size, settings.chunk_overlap)
     if not chunks:
         raise ProcessingError("no text could be extracted")
     if len(chunks) > settings.max_chunks_per_file:
@@ -429,9 +445,9 @@ def _process_upsert(ev: ClaimedEvent, svc: Services) -> Outcome:
     except Superseded as exc:
         return _ignore(ev, f"superseded: {exc}")
     with stage(ev, "processing"):
-        chunks = _extract_chunks(data, entry, svc.settings)
+        chunks = _extract_chunks(data, entry, svc.settings, svc.embedder.name)
         with metrics.timed("embed"):
-            embeddings = svc.embedder.embed(chunks)
+            embeddings = svc.embedder.embed([chunk.text for chunk in chunks])
     with stage(ev, "storage") as storage, session_scope() as s:
         lock_xact(s, ev.document_id)
         if is_stale(s, ev):
@@ -440,8 +456,8 @@ def _process_upsert(ev: ClaimedEvent, svc: Services) -> Outcome:
                            batch_id=leave_batch(s, ev.id))
         with metrics.timed("store"):
             stored = svc.vectors.replace_document(
-                ev.document_id, embeddings, chunks,
-                [_chunk_metadata(entry, n) for n in range(len(chunks))],
+                ev.document_id, embeddings, [chunk.text for chunk in chunks],
+                [_chunk_metadata(entry, n, chunk) for n, chunk in enumerate(chunks)],
             )
         finish(s, ev.id, "done")
         record_file_outcome(s, ev.id, succeeded=True, chunks=stored)
