@@ -405,13 +405,18 @@ _HTML_HEADING_MARK = re.compile("\x00([0-9]+)\x00")
 
 def _extract_html(data: bytes, limits: ExtractLimits) -> list[Block]:
     """Visible text of an HTML page, one block element per paragraph, split at its
-    headings (h1–h6): each part under its heading's ``section``."""
+    headings (h1–h6): each part under its heading path as ``section`` ("Growth > Abroad")."""
     soup = BeautifulSoup(decode(data).replace("\x00", ""), "html.parser")
     for tag in soup.find_all(_HTML_DROPPED_TAGS):
         tag.decompose()
-    headings: list[str] = []
+    headings: list[str] = []  # each heading's path: "Growth > Going abroad"
+    levels: list[int] = []
+    path: list[tuple[int, str]] = []
     for tag in soup.find_all(_HTML_HEADINGS):  # a NUL-delimited mark stands in for each
-        headings.append(" ".join(tag.get_text(" ").split()))
+        level, title = int(tag.name[1]), " ".join(tag.get_text(" ").split())
+        path = [(lvl, t) for lvl, t in path if lvl < level] + ([(level, title)] if title else [])
+        headings.append(" > ".join(t for _, t in path))
+        levels.append(level)
         tag.replace_with(f"\n\n\x00{len(headings) - 1}\x00\n\n")
     for tag in soup.find_all(_HTML_BLOCK_TAGS):
         tag.insert_before("\n\n")
@@ -424,8 +429,14 @@ def _extract_html(data: bytes, limits: ExtractLimits) -> list[Block]:
     parts = _HTML_HEADING_MARK.split(text)  # [before, index, body, index, body, ...]
     blocks = [Block(parts[0])]
     for index, body in zip(parts[1::2], parts[2::2], strict=True):
-        heading = headings[int(index)] or None
-        blocks.append(Block(body if body.strip() or not heading else heading, heading))
+        n = int(index)
+        heading = headings[n] or None
+        title = heading.rsplit(" > ", 1)[-1] if heading else None
+        if not body.strip():
+            if n + 1 < len(levels) and levels[n + 1] > levels[n]:
+                continue  # a heading right above a deeper one lives on in that one's path
+            body = title or ""  # a lone heading is still text the reader sees
+        blocks.append(Block(body, heading))
     return blocks
 
 

@@ -89,39 +89,13 @@ _SPLIT = re.compile(f"{_MARK}(.*?){_MARK}", re.S)
 
 
 def html_sections(markup: bytes, limits: ExtractLimits, page: int | None = None) -> list[Block]:
-    """The visible text of an HTML page as blocks, one per heading (h1-h6) it falls under.
-
-    A block's section is its heading path ("Growth > Going abroad"). A heading with no text
-    of its own before a deeper heading lives on only in that path. Each heading is swapped
-    for a marked line, the page goes through the HTML extractor of
-    :mod:`ingest.pipeline.extract`, and its text is split at the marks.
-    """
+    """The visible text of an (X)HTML page as blocks under their heading paths (the HTML
+    extractor's), without the ``<head>`` (its title repeats the first heading), on ``page``."""
+    from ingest.pipeline.extract import _extract_html  # extract imports this module
 
     with warnings.catch_warnings():  # XHTML (EPUB) is read leniently as HTML, on purpose
         warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
-        return _html_sections(markup, limits, page)
-
-
-def _html_sections(markup: bytes, limits: ExtractLimits, page: int | None) -> list[Block]:
-    from ingest.pipeline.extract import _extract_html  # extract imports this module
-
-    soup = BeautifulSoup(markup, "html.parser")
-    for head in soup.find_all("head"):  # its <title> repeats the first heading
+        soup = BeautifulSoup(markup, "html.parser")
+    for head in soup.find_all("head"):
         head.decompose()
-    for mark in soup.find_all(string=lambda text: _MARK in text):  # the page's own marks
-        mark.replace_with(mark.replace(_MARK, " "))
-    for heading in soup.find_all(_HEADINGS):
-        title = " ".join(heading.get_text(" ").split())
-        heading.replace_with(f"\n{_MARK}{heading.name[1]}{title}{_MARK}\n")
-    pieces = _SPLIT.split(_extract_html(str(soup).encode("utf-8"), limits))
-    blocks = [Block(pieces[0], None, page)]
-    path: list[tuple[int, str]] = []
-    for index in range(1, len(pieces), 2):
-        level, title = int(pieces[index][0]), pieces[index][1:].strip()
-        path = [(lvl, t) for lvl, t in path if lvl < level] + ([(level, title)] if title else [])
-        text = pieces[index + 1]
-        deeper = index + 2 < len(pieces) and int(pieces[index + 2][0]) > level
-        if not text.strip() and not deeper:  # a lone heading is still text the reader sees
-            text = title
-        blocks.append(Block(text, " > ".join(t for _, t in path) or None, page))
-    return [block for block in blocks if block.text.strip()]
+    return [Block(b.text, b.section, page) for b in _extract_html(str(soup).encode(), limits)]
