@@ -21,9 +21,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Tesseract for OCR of images and scanned PDF pages (OCR_LANGUAGES: add tesseract-ocr-<lang>).
+# Tesseract for OCR of images and scanned PDF pages (OCR_LANGUAGES: add tesseract-ocr-<lang>);
+# fonts-dejavu-core for the sample images of text (devtools/samples.py, tests, demo).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends tesseract-ocr \
+    && apt-get install -y --no-install-recommends tesseract-ocr fonts-dejavu-core \
     && rm -rf /var/lib/apt/lists/*
 
 # torch first, in a layer of its own that depends on the build args only.

@@ -15,11 +15,13 @@ TORCH_SPEC ?= torch==2.13.0
 install: $(STAMP) system-deps
 
 # Debian packages kb-ingest and its tests need: tesseract-ocr (OCR of images and scanned
-# PDF pages), chromium (status page tests, via Playwright's executable_path) and promtool
-# (package prometheus; checks deploy/prometheus/alerts.yml).
-SYSTEM_PACKAGES := tesseract-ocr chromium prometheus
+# PDF pages), fonts-dejavu-core (the tests draw images of text in DejaVu Sans), chromium
+# (status page tests, via Playwright's executable_path) and promtool (package prometheus;
+# checks deploy/prometheus/alerts.yml).
+SYSTEM_PACKAGES := tesseract-ocr fonts-dejavu-core chromium prometheus
 system-deps:
-	@command -v tesseract >/dev/null && command -v chromium >/dev/null && command -v promtool >/dev/null || { \
+	@command -v tesseract >/dev/null && command -v chromium >/dev/null && command -v promtool >/dev/null \
+	  && test -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf || { \
 	  echo "installing $(SYSTEM_PACKAGES) (apt-get)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); }
 

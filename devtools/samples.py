@@ -13,13 +13,18 @@ import io
 import json
 import zipfile
 import zlib
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from docx import Document
 from fpdf import FPDF
+from PIL import Image, ImageDraw, ImageFont
 
 PDF_MIME = "application/pdf"
 DOCX_MIME = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+# A TrueType font for images of text (Debian fonts-dejavu-core, in SYSTEM_PACKAGES).
+TEXT_FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 
 
 class SampleDocument(NamedTuple):
@@ -116,6 +121,281 @@ def make_docx(paragraphs: list[str], table_rows: list[list[str]] | None = None) 
                 cell.text = value
     buffer = io.BytesIO()
     document.save(buffer)
+    return buffer.getvalue()
+
+
+def make_pptx(slides: list[dict[str, Any]]) -> bytes:
+    """A PowerPoint deck: per slide a ``title``, ``bullets`` (a body placeholder), optional
+    ``table`` rows, ``group`` texts (text boxes inside one group shape) and ``notes``."""
+    from pptx import Presentation
+    from pptx.util import Inches
+
+    deck = Presentation()
+    for spec in slides:
+        slide = deck.slides.add_slide(deck.slide_layouts[1])  # title and content
+        slide.shapes.title.text = spec["title"]
+        slide.placeholders[1].text_frame.text = "\n".join(spec.get("bullets", []))
+        if rows := spec.get("table"):
+            table = slide.shapes.add_table(len(rows), len(rows[0]), Inches(1), Inches(4),
+                                           Inches(8), Inches(2)).table
+            for r, values in enumerate(rows):
+                for c, value in enumerate(values):
+                    table.cell(r, c).text = value
+        if texts := spec.get("group"):
+            group = slide.shapes.add_group_shape()
+            for n, text in enumerate(texts):
+                box = group.shapes.add_textbox(Inches(1 + 3 * n), Inches(6), Inches(3),
+                                               Inches(1))
+                box.text_frame.text = text
+        if notes := spec.get("notes"):
+            slide.notes_slide.notes_text_frame.text = notes
+    buffer = io.BytesIO()
+    deck.save(buffer)
+    return buffer.getvalue()
+
+
+def make_xlsx(sheets: dict[str, list[list[Any]]]) -> bytes:
+    """An Excel workbook, one sheet per item (rows as given; a str starting with "=" is a
+    formula, saved without a cached value since openpyxl does not compute formulas)."""
+    from openpyxl import Workbook
+
+    workbook = Workbook()
+    workbook.remove(workbook.active)
+    for title, rows in sheets.items():
+        sheet = workbook.create_sheet(title)
+        for row in rows:
+            sheet.append(row)
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()
+
+
+def make_odt(items: list[tuple[str, Any]]) -> bytes:
+    """An OpenDocument text from ("h", heading), ("p", paragraph), ("list", [items]) and
+    ("table", rows) items, in order."""
+    from odf.opendocument import OpenDocumentText
+    from odf.table import Table, TableCell, TableColumn, TableRow
+    from odf.text import H, List, ListItem, P
+
+    document = OpenDocumentText()
+    for kind, value in items:
+        if kind == "h":
+            document.text.addElement(H(outlinelevel=1, text=value))
+        elif kind == "p":
+            document.text.addElement(P(text=value))
+        elif kind == "list":
+            bullets = List()
+            for item in value:
+                entry = ListItem()
+                entry.addElement(P(text=item))
+                bullets.addElement(entry)
+            document.text.addElement(bullets)
+        else:
+            table = Table(name=f"Table{len(document.text.childNodes)}")
+            table.addElement(TableColumn(numbercolumnsrepeated=max(map(len, value))))
+            for values in value:
+                row = TableRow()
+                for text in values:
+                    cell = TableCell()
+                    cell.addElement(P(text=text))
+                    row.addElement(cell)
+                table.addElement(row)
+            document.text.addElement(table)
+    buffer = io.BytesIO()
+    document.write(buffer)
+    return buffer.getvalue()
+
+
+def make_rtf(paragraphs: list[str]) -> bytes:
+    """An RTF document (cp1252; other characters as \\uN escapes), one \\par per paragraph."""
+
+    def escape(text: str) -> str:
+        out = []
+        for char in text:
+            if char in "\\{}":
+                out.append("\\" + char)
+            elif ord(char) < 128:
+                out.append(char)
+            elif char.encode("cp1252", "ignore"):
+                out.append(f"\\'{char.encode('cp1252')[0]:02x}")
+            else:
+                out.append(f"\\u{ord(char) if ord(char) < 32768 else ord(char) - 65536}?")
+        return "".join(out)
+
+    body = "\n".join(f"{{\\pard {escape(p)}\\par}}" for p in paragraphs)
+    return ("{\\rtf1\\ansi\\ansicpg1252\\deff0{\\fonttbl{\\f0\\fswiss Helvetica;}}"
+            f"{{\\info{{\\title metadata not text}}}}\\f0\\fs22\n{body}\n}}").encode("ascii")
+
+
+def make_epub(title: str, chapters: list[tuple[str, str]]) -> bytes:
+    """An EPUB 3 book: one XHTML file per (heading, paragraphs) chapter, blank-line separated
+    paragraphs; a "## " paragraph becomes an <h2>. The manifest lists the chapters in reverse,
+    so only the spine gives the reading order."""
+    files = {}
+    for number, (heading, text) in enumerate(chapters, start=1):
+        parts = []
+        for part in (p.strip() for p in text.split("\n\n") if p.strip()):
+            parts.append(f"<h2>{html.escape(part[3:])}</h2>" if part.startswith("## ")
+                         else f"<p>{html.escape(part)}</p>")
+        files[f"text/chapter{number}.xhtml"] = (
+            '<?xml version="1.0" encoding="utf-8"?>\n<html xmlns="http://www.w3.org/1999/xhtml">'
+            f"<head><title>{html.escape(heading)}</title></head><body>"
+            f"<h1>{html.escape(heading)}</h1>{''.join(parts)}</body></html>"
+        )
+    manifest = "".join(f'<item id="c{n}" href="{name}" media-type="application/xhtml+xml"/>'
+                       for n, name in reversed(list(enumerate(files, start=1))))
+    spine = "".join(f'<itemref idref="c{n}"/>' for n in range(1, len(files) + 1))
+    opf = (
+        '<?xml version="1.0" encoding="utf-8"?>\n<package xmlns="http://www.idpf.org/2007/opf" '
+        'version="3.0" unique-identifier="id"><metadata xmlns:dc="http://purl.org/dc/elements/'
+        f'1.1/"><dc:identifier id="id">sample</dc:identifier><dc:title>{html.escape(title)}'
+        f"</dc:title></metadata><manifest>{manifest}</manifest><spine>{spine}</spine></package>"
+    )
+    container = (
+        '<?xml version="1.0"?>\n<container version="1.0" xmlns="urn:oasis:names:tc:opendocument'
+        ':xmlns:container"><rootfiles><rootfile full-path="OEBPS/content.opf" '
+        'media-type="application/oebps-package+xml"/></rootfiles></container>'
+    )
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as book:
+        book.writestr("mimetype", "application/epub+zip", compress_type=zipfile.ZIP_STORED)
+        book.writestr("META-INF/container.xml", container)
+        book.writestr("OEBPS/content.opf", opf)
+        for name, page in files.items():
+            book.writestr(f"OEBPS/{name}", page)
+    return out.getvalue()
+
+
+def make_eml(subject: str, body: str, attachments: Sequence[tuple[str, str, bytes]] = (),
+             html_body: str | None = None, sender: str = "Dana Office <dana@example.com>",
+             to: str = "all-staff@example.com") -> bytes:
+    """An RFC 5322 message: a text body (plus an HTML alternative when given) and
+    (file name, MIME type, bytes) attachments."""
+    from email.message import EmailMessage
+    from email.utils import format_datetime
+
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = sender, to, subject
+    message["Date"] = format_datetime(datetime(2025, 3, 3, 9, 30, tzinfo=UTC))
+    if body:
+        message.set_content(body)
+    if html_body:
+        if body:
+            message.add_alternative(html_body, subtype="html")
+        else:
+            message.set_content(html_body, subtype="html")
+    for name, mime, data in attachments:
+        maintype, subtype = mime.split("/", 1)
+        message.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+    return bytes(message)
+
+
+def make_msg(subject: str, body: str, attachments: Sequence[tuple[str, bytes]] = (),
+             sender: tuple[str, str] = ("Sam Security", "sam@example.com"),
+             to: str = "IT Operations") -> bytes:
+    """An Outlook .msg (a compound file, see :mod:`devtools.cfb`) with Unicode properties and
+    (file name, bytes) attachments."""
+    from devtools.cfb import write_cfb
+
+    def unicode(text: str) -> bytes:
+        return text.encode("utf-16-le")
+
+    headers = f"Date: Mon, 03 Mar 2025 09:30:00 +0000\r\nSubject: {subject}\r\n\r\n"
+    streams = {
+        "__properties_version1.0": b"\0" * 32,  # the top-level property header
+        "__substg1.0_0037001F": unicode(subject),
+        "__substg1.0_0C1A001F": unicode(sender[0]),
+        "__substg1.0_0C1F001F": unicode(sender[1]),
+        "__substg1.0_0E04001F": unicode(to),
+        "__substg1.0_007D001F": unicode(headers),
+        "__substg1.0_1000001F": unicode(body),
+    }
+    for number, (name, data) in enumerate(attachments):
+        storage = f"__attach_version1.0_#{number:08X}/"
+        streams[storage + "__properties_version1.0"] = b"\0" * 8
+        streams[storage + "__substg1.0_3707001F"] = unicode(name)
+        streams[storage + "__substg1.0_37010102"] = data
+    return write_cfb(streams)
+
+
+def make_xml(root: str, records: list[dict[str, str]], record: str = "record") -> bytes:
+    """``<root><record id="1"><key>value</key>...</record>...</root>`` as UTF-8 XML."""
+    rows = "".join(
+        f'  <{record} id="{n}">' + "".join(f"<{k}>{html.escape(v)}</{k}>" for k, v in r.items())
+        + f"</{record}>\n" for n, r in enumerate(records, start=1))
+    return f'<?xml version="1.0" encoding="utf-8"?>\n<{root}>\n{rows}</{root}>\n'.encode()
+def text_image(text: str, *, font_size: int = 40, width: int = 1700) -> Image.Image:
+    """A white grayscale page with ``text`` in black (DejaVu Sans), wrapped to ``width``.
+
+    At the defaults it looks like an A4 line of 12 pt text scanned at about 200 dpi, which
+    Tesseract reads word for word. Blank lines separate paragraphs.
+    """
+    font = ImageFont.truetype(TEXT_FONT, font_size)
+    margin, line_height = font_size * 2, int(font_size * 1.5)
+    lines: list[str] = []
+    for paragraph in text.split("\n\n"):
+        line = ""
+        for word in paragraph.split():
+            candidate = f"{line} {word}".strip()
+            if line and font.getlength(candidate) > width - 2 * margin:
+                lines.append(line)
+                line = word
+            else:
+                line = candidate
+        lines += [line, ""]
+    image = Image.new("L", (width, 2 * margin + line_height * len(lines)), 255)
+    draw = ImageDraw.Draw(image)
+    for number, line in enumerate(lines):
+        draw.text((margin, margin + number * line_height), line, font=font, fill=0)
+    return image
+
+
+def make_png_of_text(text: str) -> bytes:
+    """A PNG image of ``text`` (no text layer: only OCR reads it)."""
+    return image_bytes(text_image(text), "PNG")
+
+
+def make_jpeg_of_text(text: str) -> bytes:
+    """A JPEG photo-like image of ``text``."""
+    return image_bytes(text_image(text).convert("RGB"), "JPEG", quality=85)
+
+
+def make_tiff_of_pages(pages: list[str]) -> bytes:
+    """A multi-page TIFF (one frame per page), as a fax or a document scanner makes."""
+    first, *rest = [text_image(page) for page in pages]
+    return image_bytes(first, "TIFF", save_all=True, append_images=rest,
+                        compression="tiff_deflate")
+
+
+def make_scanned_pdf(pages: list[str], dpi: int = 200) -> bytes:
+    """An image-only PDF, one scanned page per item of ``pages``: it has no text layer."""
+    first, *rest = [text_image(page) for page in pages]
+    return image_bytes(first, "PDF", save_all=True, append_images=rest, resolution=dpi)
+
+
+def make_mixed_pdf(pages: list[str], scanned: set[int]) -> bytes:
+    """A PDF whose pages (0-based) in ``scanned`` are images of their text, the others text."""
+    pdf = FPDF(format="A4")
+    pdf.set_auto_page_break(auto=False)
+    for index, text in enumerate(pages):
+        pdf.add_page()
+        if index in scanned:
+            pdf.image(text_image(text), x=0, y=0, w=pdf.w)
+        else:
+            pdf.set_font("Helvetica", size=11)
+            pdf.multi_cell(0, 6, text, new_x="LMARGIN", new_y="NEXT")
+    return bytes(pdf.output())
+
+
+def make_image_bomb(pixels: int = 100_000_000) -> bytes:
+    """A PNG that is tiny on disk but declares ``pixels`` pixels (a decompression bomb)."""
+    side = int(pixels**0.5) + 1
+    return image_bytes(Image.new("1", (side, side), 1), "PNG", optimize=True)
+
+
+def image_bytes(image: Image.Image, image_format: str, **options: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, image_format, **options)
     return buffer.getvalue()
 
 
@@ -359,6 +639,131 @@ Visitors park on level -1 in the bays marked "Guest"; reception issues a day pas
 """
 
 
+SALES_SENTENCE = (
+    "The Nordic sales team must close 4.2 million euros of new business in the third quarter."
+)
+SALES_DECK = [
+    {"title": "Q3 Sales Kickoff", "bullets": ["Welcome to the third-quarter kickoff",
+                                               "Agenda: targets, pricing, incentives"]},
+    {"title": "Regional targets", "bullets": [SALES_SENTENCE],
+     "table": [["Region", "Target"], ["Nordics", "4.2 M EUR"], ["Benelux", "3.1 M EUR"]],
+     "notes": "Remind the Benelux team that partner deals count at half value."},
+    {"title": "Incentives", "bullets": ["Accelerators start at 110% of target"],
+     "group": ["President's club trip to Lisbon", "Top seller wins an extra holiday week"]},
+]
+
+PRICE_SENTENCE = "The Orion X2 standing desk costs 649 euros per unit, delivery included."
+PRICE_SHEETS: dict[str, list[list[Any]]] = {
+    "Desks": [
+        ["Product", "Unit price (EUR)", "Notes"],
+        ["Orion X2 standing desk", 649, PRICE_SENTENCE],
+        ["Orion X1 fixed desk", 389, "Oak or white top."],
+        [None, None, None],
+        ["Total", "=SUM(B2:B3)", None],
+    ],
+    "Chairs": [
+        ["Product", "Unit price (EUR)"],
+        ["Vega ergonomic chair", 299],
+    ],
+}
+
+FIRE_SENTENCE = (
+    "Fire wardens check every emergency exit on the first Tuesday of each month."
+)
+FIRE_PROCEDURE: list[tuple[str, Any]] = [
+    ("h", "Fire safety procedure"),
+    ("p", FIRE_SENTENCE),
+    ("h", "When the alarm sounds"),
+    ("list", ["Leave by the nearest marked exit.", "Do not use the lifts.",
+              "Gather at assembly point B in the north car park."]),
+    ("h", "Wardens per floor"),
+    ("table", [["Floor", "Warden"], ["Ground", "Lena Berg"], ["First", "Omar Haddad"]]),
+]
+
+WIFI_SENTENCE = (
+    "The guest Wi-Fi password changes every Sunday night and is printed on the card at the "
+    "reception desk."
+)
+WIFI_NOTE = [
+    "Visitor Wi-Fi at the caf\u00e9 and the offices",
+    WIFI_SENTENCE,
+    "Staff devices use the {corporate} network with their own credentials, never the guest one.",
+]
+
+HISTORY_SENTENCE = (
+    "Northwind was founded in 1987 in a garage in Rotterdam by two marine engineers."
+)
+HISTORY_CHAPTERS = [
+    ("The early years", f"{HISTORY_SENTENCE}\n\nTheir first product was a bilge pump "
+                        "controller sold to fishing cooperatives."),
+    ("Growth", "## Going abroad\n\nThe first foreign office opened in Hamburg in 1995.\n\n"
+               "## Going public\n\nNorthwind listed on the Amsterdam exchange in 2004."),
+]
+
+ALL_HANDS_SENTENCE = (
+    "The quarterly all-hands meeting moves to the Atrium auditorium on 12 March at 16:00."
+)
+AGENDA_SENTENCE = "Agenda item three covers the new parental leave policy of sixteen weeks."
+
+BADGE_SENTENCE = (
+    "Access badges for the server room are reviewed by the security team every quarter."
+)
+BADGE_CHECKLIST = [["step", "owner"], ["Export badge log", "Security"],
+                   ["Revoke badges of leavers within 24 hours", "IT Operations"]]
+
+FLEET_SENTENCE = "Delivery vans get new winter tyres every November at the Eastside depot."
+FLEET_RECORDS = [
+    {"plate": "KB-101-X", "model": "Electric cargo van", "service": FLEET_SENTENCE},
+    {"plate": "KB-204-Y", "model": "Compact hatchback", "service": "Annual inspection in May."},
+]
+
+PPTX_MIME = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
+XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+ODT_MIME = "application/vnd.oasis.opendocument.text"
+
+
+def format_samples() -> list[SampleDocument]:
+    """One document per format added in issue 12 (office, e-book, mail, XML)."""
+    eml_attachments = [
+        ("agenda.txt", "text/plain", make_txt(f"All-hands agenda\n\n{AGENDA_SENTENCE}")),
+        ("floorplan.bin", "application/octet-stream", b"\x00\x01binary"),
+    ]
+    return [
+        SampleDocument("q3-sales-kickoff.pptx", PPTX_MIME, make_pptx(SALES_DECK), SALES_SENTENCE),
+        SampleDocument("furniture-price-list.xlsx", XLSX_MIME, make_xlsx(PRICE_SHEETS),
+                       PRICE_SENTENCE),
+        SampleDocument("fire-safety-procedure.odt", ODT_MIME, make_odt(FIRE_PROCEDURE),
+                       FIRE_SENTENCE),
+        SampleDocument("visitor-wifi.rtf", "application/rtf", make_rtf(WIFI_NOTE),
+                       WIFI_SENTENCE),
+        SampleDocument("northwind-history.epub", "application/epub+zip",
+                       make_epub("Northwind: a history", HISTORY_CHAPTERS), HISTORY_SENTENCE),
+        SampleDocument("all-hands-moved.eml", "message/rfc822",
+                       make_eml("All-hands moves to the Atrium",
+                                f"Hello everyone,\n\n{ALL_HANDS_SENTENCE}\n\nSee the agenda.",
+                                eml_attachments), ALL_HANDS_SENTENCE),
+        SampleDocument("server-room-badges.msg", "application/vnd.ms-outlook",
+                       make_msg("Quarterly badge review", f"Hi all,\n\n{BADGE_SENTENCE}",
+                                [("checklist.csv", make_csv(BADGE_CHECKLIST))]),
+                       BADGE_SENTENCE),
+        SampleDocument("fleet-maintenance.xml", "application/xml",
+                       make_xml("fleet", FLEET_RECORDS, "vehicle"), FLEET_SENTENCE),
+    ]  # fmt: skip
+
+LEASE_SENTENCE = "The office lease for the Harbour Street building ends on 30 June 2031."
+LEASE_PAGES = [
+    f"Lease agreement (scanned copy)\n\n{LEASE_SENTENCE} The tenant may extend it once by "
+    "five years with six months notice.",
+    "The monthly rent is 18,400 euros, due on the first working day of each month.",
+]
+RELEASE_SENTENCE = "The mobile app release train leaves every second Thursday at noon."
+GARDEN_SENTENCE = "The rooftop garden is watered by the facilities team every Tuesday morning."
+WAREHOUSE_PAGES = [
+    "The Rotterdam warehouse accepts pallet deliveries between 06:00 and 14:00 only.",
+    "Drivers must book a loading dock slot through the logistics portal a day ahead.",
+]
+
+
 def sample_documents() -> list[SampleDocument]:
     """Good documents on clearly different topics (the PDF is long enough to chunk)."""
     return [
@@ -377,6 +782,16 @@ def sample_documents() -> list[SampleDocument]:
                        FAQ_SENTENCE),
         SampleDocument("parking-permits.txt", "text/plain", make_txt(PARKING_NOTE),
                        PARKING_SENTENCE),
+        *format_samples(),
+        # No text layer: these are read by OCR.
+        SampleDocument("office-lease-scan.pdf", PDF_MIME, make_scanned_pdf(LEASE_PAGES),
+                       LEASE_SENTENCE),
+        SampleDocument("release-whiteboard.png", "image/png", make_png_of_text(
+            f"Release planning\n\n{RELEASE_SENTENCE} Hotfixes ship any day."), RELEASE_SENTENCE),
+        SampleDocument("rooftop-garden-notice.jpg", "image/jpeg", make_jpeg_of_text(
+            f"Notice\n\n{GARDEN_SENTENCE} Please leave the gate closed."), GARDEN_SENTENCE),
+        SampleDocument("warehouse-deliveries-fax.tiff", "image/tiff",
+                       make_tiff_of_pages(WAREHOUSE_PAGES), WAREHOUSE_PAGES[0]),
     ]  # fmt: skip
 
 

@@ -11,7 +11,9 @@ whether an auto-correction may ever act (DESIGN §8, ``ingest.corrections``):
   errors and 5xx of S3, the CMS or Chroma; AccessDenied, NoSuchBucket and other
   configuration faults), ``resource_limit`` (time limit, memory, worker lost N times),
   ``invalid_key`` (a storage key outside its tenant's prefix), ``internal_error`` (bugs),
-  and ``timeout`` (the batch gave up waiting for the file).
+  ``timeout`` (the batch gave up waiting for the file) and ``unsupported`` (the file is
+  fine but our set-up cannot read it, e.g. OCR is needed and tesseract or its language data
+  is not installed).
 
 ``TransientError``: the same call may succeed later. The task retries it with exponential
 backoff and jitter; when the retries run out the file fails with the error's ``category``.
@@ -27,17 +29,18 @@ RESOURCE_LIMIT = "resource_limit"
 INVALID_KEY = "invalid_key"
 INTERNAL_ERROR = "internal_error"
 TIMEOUT = "timeout"
+UNSUPPORTED = "unsupported"
 # Written by the first slice; kept so that old rows still render in e-mails.
 S3_ERROR = "s3_error"
 STORAGE_ERROR = "storage_error"
 
 CATEGORIES = (FILE_NOT_FOUND, PROCESSING_ERROR, INFRASTRUCTURE_ERROR, RESOURCE_LIMIT,
-              INVALID_KEY, INTERNAL_ERROR, TIMEOUT)
+              INVALID_KEY, INTERNAL_ERROR, TIMEOUT, UNSUPPORTED)
 #: Failures that are a property of the file itself: the only ones a correction may act on.
 CORRECTABLE = frozenset({PROCESSING_ERROR, FILE_NOT_FOUND})
 #: Failures an operator must look at (our set-up, not the user's file).
 OPERATOR_CATEGORIES = frozenset({INFRASTRUCTURE_ERROR, RESOURCE_LIMIT, INVALID_KEY,
-                                 INTERNAL_ERROR})
+                                 INTERNAL_ERROR, UNSUPPORTED})
 
 
 class IngestError(Exception):
@@ -99,3 +102,10 @@ class InternalError(PermanentError):
     """A remote refused a request of ours for a reason that points at a bug."""
 
     category = INTERNAL_ERROR
+
+
+class Unsupported(PermanentError):
+    """The file is fine but this installation cannot read it (e.g. OCR is needed and
+    tesseract is missing): never corrected, reported to the operator."""
+
+    category = UNSUPPORTED

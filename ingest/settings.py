@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     max_extracted_chars: int = Field(10_000_000, ge=1000)
     max_chunks_per_file: int = Field(20_000, ge=1)
     extract_timeout_seconds: float = Field(120, gt=0)
+    # OCR of images and scanned PDF pages (Tesseract): languages in tesseract's -l syntax;
+    # a file with more pages to OCR than OCR_MAX_PAGES fails as processing_error "too large".
+    ocr_languages: str = Field("eng", pattern=r"^[A-Za-z0-9_/]+(\+[A-Za-z0-9_/]+)*$")
+    ocr_max_pages: int = Field(20, ge=1, le=10_000)
+    ocr_dpi: int = Field(300, ge=72, le=600)
+    tesseract_cmd: str = Field("tesseract", min_length=1)
     # After this many deliveries that died with their worker, the file fails as
     # resource_limit (no deletion) instead of killing the next worker process.
     max_worker_losses: int = Field(2, ge=1, le=20)

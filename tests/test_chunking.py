@@ -347,7 +347,7 @@ def test_html_headings_become_sections() -> None:
     assert [(b.section, b.text) for b in blocks] == [
         (None, "Handbook\n\nWelcome."),
         ("Parking rules", "Show the permit.\n\nLevel -2."),
-        ("Bikes", "Racks at the back."),
+        ("Parking rules > Bikes", "Racks at the back."),  # the heading path
     ]
 
 

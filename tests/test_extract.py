@@ -32,8 +32,11 @@ from ingest.pipeline.extract import (
     SUPPORTED_EXTENSIONS,
     ExtractLimits,
     _deadline,
+    extract_blocks,
     extract_text,
 )
+from ingest.pipeline.formats import ocr as ocr_format
+from ingest.pipeline.formats import pdf as pdf_format
 
 SENTENCE = "The quarterly llama census counted 42 llamas in the north paddock."
 
@@ -93,9 +96,9 @@ def test_sample_documents_contain_their_topic_sentence(doc: samples.SampleDocume
     assert doc.topic_sentence in _flat(text)
 
 
-def test_sample_documents_cover_every_supported_type_but_htm() -> None:
+def test_sample_documents_cover_every_supported_type_but_aliases() -> None:
     extensions = {"." + doc.file_name.rsplit(".", 1)[1] for doc in samples.sample_documents()}
-    assert extensions == set(SUPPORTED_EXTENSIONS) - {".htm"}
+    assert extensions == set(SUPPORTED_EXTENSIONS) - {".htm", ".jpeg", ".tif"}
 
 
 def test_long_pdf_spans_multiple_lines_and_keeps_all_paragraphs() -> None:
@@ -207,6 +210,13 @@ def test_docx_includes_table_cells() -> None:
     assert "W1 | Dana Okafor" in text
 
 
+def test_pdf_with_a_wrong_page_count_is_read_by_pypdf() -> None:
+    """PDFium trusts /Count (3 pages, two of them missing); pypdf walks the page tree."""
+    data = samples.make_pdf(SENTENCE).replace(b"/Count 1", b"/Count 3")
+    (block,) = extract_blocks(data, "miscounted.pdf")
+    assert SENTENCE in _flat(block.text) and block.page == 1
+
+
 def test_pdf_encrypted_with_empty_password_is_opened() -> None:
     assert SENTENCE in _flat(extract_text(_encrypted_pdf(""), "open.pdf"))
 
@@ -229,7 +239,7 @@ def test_pdf_encrypted_with_empty_password_is_opened() -> None:
         ("diagram.xyz", None, b"some bytes", "unsupported file type"),
         ("diagram.exe", "application/octet-stream", b"MZ\x90\x00", "unsupported file type"),
         ("no-extension", None, b"some bytes", "unsupported file type"),
-        ("slides.pptx", "application/zip", b"PK\x03\x04", "unsupported file type"),
+        ("slides.key", "application/zip", b"PK\x03\x04", "unsupported file type"),
         ("empty.txt", "text/plain", b"", "no text could be extracted"),
         ("blank.md", None, b"  \n\t\r\n\x00 ", "no text could be extracted"),
         ("empty.json", None, b"{}", "no text could be extracted"),
@@ -513,15 +523,24 @@ def test_deadline_is_skipped_off_the_main_thread() -> None:
     ids=["MemoryError", "SoftTimeLimitExceeded"],
 )
 @pytest.mark.parametrize(
-    ("library_entry_point", "file_name", "data"),
+    ("module", "library_entry_point", "file_name", "data"),
     [
-        ("PdfReader", "census.pdf", samples.make_pdf(SENTENCE)),
-        ("Document", "census.docx", samples.make_docx([SENTENCE])),
+        (pdf_format, "PdfReader", "census.pdf", samples.make_pdf(SENTENCE)),
+        (pdf_format.pdfium, "PdfDocument", "census.pdf", samples.make_pdf(SENTENCE)),
+        (pdf_format.pdfium.PdfTextPage, "get_text_bounded", "census.pdf",
+         samples.make_pdf(SENTENCE)),
+        (ocr_format.Image, "open", "census.png", samples.make_png_of_text(SENTENCE)),
+        (ocr_format.pytesseract, "image_to_string", "census.png",
+         samples.make_png_of_text(SENTENCE)),
+        (extract, "Document", "census.docx", samples.make_docx([SENTENCE])),
     ],
+    ids=["PdfReader", "PdfDocument", "get_text_bounded", "Image.open", "image_to_string",
+         "Document"],
 )
 def test_memory_and_time_limit_errors_propagate_unchanged(
     monkeypatch: pytest.MonkeyPatch,
     make_error: Callable[[], BaseException],
+    module: object,
     library_entry_point: str,
     file_name: str,
     data: bytes,
@@ -531,7 +550,7 @@ def test_memory_and_time_limit_errors_propagate_unchanged(
     def failing_library(*args: object, **kwargs: object) -> None:
         raise error
 
-    monkeypatch.setattr(extract, library_entry_point, failing_library)
+    monkeypatch.setattr(module, library_entry_point, failing_library)
     with pytest.raises(type(error)) as info:
         extract_text(data, file_name)
     assert info.value is error

@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 
-from devtools.samples import bad_documents, make_md, make_pdf, make_txt, sample_documents
+from devtools.samples import (
+    bad_documents,
+    format_samples,
+    make_md,
+    make_pdf,
+    make_txt,
+    sample_documents,
+)
 from ingest.adapters.vectors import VectorStore
 from ingest.db import session_scope
 from ingest.events import FileEntry, store_file_event
@@ -259,6 +266,36 @@ def test_semantic_query_finds_the_right_documents_chunk(
     hits = vectors.query(question, n_results=1,
                          where={"document_id": {"$in": list(ids.values())}})
     assert hits[0].document_id == ids["parking.txt"]
+
+
+FORMAT_QUESTIONS = {  # a question per issue-12 format, answered only by that file
+    "q3-sales-kickoff.pptx": "How much new business must the Nordic team close in Q3?",
+    "furniture-price-list.xlsx": "What is the price of the Orion X2 standing desk?",
+    "fire-safety-procedure.odt": "How often are the emergency exits checked by fire wardens?",
+    "visitor-wifi.rtf": "When does the password of the guest wireless network change?",
+    "northwind-history.epub": "Where and when was Northwind founded?",
+    "all-hands-moved.eml": "Where is the quarterly all-hands meeting held?",
+    "server-room-badges.msg": "Who reviews the server room access badges?",
+    "fleet-maintenance.xml": "When do the delivery vans get winter tyres?",
+}
+
+
+def test_each_new_format_answers_a_question_from_its_own_file(
+    web: str, s3_server: Any, vectors: VectorStore
+) -> None:
+    ids = {}
+    for sample in format_samples():
+        entry, row = ingest(web, s3_server, sample.file_name, sample.mime_type, sample.data)
+        assert row.status == "done", row.last_error
+        ids[sample.file_name] = entry["documentId"]
+    assert set(ids) == set(FORMAT_QUESTIONS)
+    embedder = get_embedder("minilm")
+    names = list(FORMAT_QUESTIONS)
+    questions = embedder.embed([FORMAT_QUESTIONS[name] for name in names])
+    for name, question in zip(names, questions, strict=True):
+        hits = vectors.query(question, n_results=1,
+                             where={"document_id": {"$in": list(ids.values())}})
+        assert hits[0].document_id == ids[name], f"{name}: {hits[0].metadata['file_name']}"
 
 
 def test_a_duplicate_delivery_is_processed_once(web: str, s3_server: Any) -> None:

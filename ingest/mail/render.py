@@ -49,7 +49,9 @@ from ingest.errors import (
     S3_ERROR,
     STORAGE_ERROR,
     TIMEOUT,
+    UNSUPPORTED,
 )
+from ingest.pipeline.formats.supported import SUPPORTED_EXTENSIONS
 
 if TYPE_CHECKING:
     from ingest.preferences import Preferences
@@ -91,9 +93,9 @@ SUGGESTIONS: dict[str, str] = {
         "keeps failing, contact support."
     ),
     PROCESSING_ERROR: (
-        "We could not read text from this file: check it opens, is not password-protected or "
-        "scanned without text, and is one of .txt .md .csv .json .html .pdf .docx, then "
-        "upload it again."
+        "We could not read text from this file: check it opens, is not password-protected, "
+        "and is one of " + " ".join(SUPPORTED_EXTENSIONS) + " (scans and photos of text "
+        "are read by OCR), then upload it again."
     ),
     STORAGE_ERROR: (
         "A temporary problem on our side stopped us saving this file to the knowledge base. "
@@ -119,6 +121,11 @@ SUGGESTIONS: dict[str, str] = {
         "It was not deleted; our operators have been alerted. Upload it again through the "
         "usual upload form."
     ),
+    UNSUPPORTED: (
+        "Our service cannot read this kind of file at the moment (for example, text "
+        "recognition for images and scanned pages is not set up). Your file was kept, not "
+        "deleted, and our operators have been alerted; you do not need to upload it again."
+    ),
     INTERNAL_ERROR: (
         "An unexpected error on our side stopped this file. It was kept and our operators "
         "have been alerted; if it keeps failing after you upload it again, contact support."
@@ -140,6 +147,7 @@ CATEGORY_LABELS: dict[str, str] = {
     RESOURCE_LIMIT: "Too demanding to process",
     INVALID_KEY: "Storage location not allowed",
     INTERNAL_ERROR: "Unexpected error on our side",
+    UNSUPPORTED: "Cannot be read here yet",
 }
 DEFAULT_CATEGORY_LABEL = "Processing failed"
 

@@ -407,7 +407,10 @@ def _extract_chunks(data: bytes, entry: FileEntry, settings: Settings,
     assert entry.name is not None
     limits = ExtractLimits(max_unzipped_bytes=settings.max_unzipped_bytes,
                            max_chars=settings.max_extracted_chars,
-                           timeout_seconds=settings.extract_timeout_seconds)
+                           timeout_seconds=settings.extract_timeout_seconds,
+                           ocr_languages=settings.ocr_languages,
+                           ocr_max_pages=settings.ocr_max_pages, ocr_dpi=settings.ocr_dpi,
+                           tesseract_cmd=settings.tesseract_cmd)
     with metrics.timed("extract"):
         blocks = extract_blocks(data, entry.name, entry.mime_type, limits=limits)
     with metrics.timed("chunk"):

@@ -30,6 +30,12 @@ class ExtractLimits:
     max_unzipped_bytes: int = 100 * _MIB  # zip-based formats (docx): checked before parsing
     max_chars: int = 10_000_000  # extracted characters
     timeout_seconds: float = 120.0  # wall time of one extraction
+    # OCR (ingest.pipeline.formats.ocr): images, and PDF pages without a text layer.
+    ocr_languages: str = "eng"  # tesseract's -l syntax, e.g. eng+deu
+    ocr_max_pages: int = 20  # pages or frames OCRed per file; more fail as "too large"
+    ocr_dpi: int = 300  # resolution PDF pages are rendered at for OCR
+    ocr_max_pixels: int = 40_000_000  # largest image OCRed (A4 at 300 dpi is 8.7 million)
+    tesseract_cmd: str = "tesseract"  # the tesseract binary (name on PATH, or a path)
 
 
 DEFAULT_LIMITS = ExtractLimits()
