@@ -433,3 +433,15 @@ def test_a_heading_without_a_body_is_not_repeated(tok: ModelTokenizer) -> None:
         ("Title", "Title"), ("Parking", "Parking\n\nShow the permit.")]
     assert [c.text for c in chunk_blocks_by_chars(blocks)] == ["Title",
                                                                "Parking\n\nShow the permit."]
+
+
+def test_xml_elements_and_xlsx_rows_are_records(tok: ModelTokenizer) -> None:
+    records = [{"project": f"P{n}", "room": f"R{n}"} for n in range(4)]
+    chunks = chunk_blocks(extract_blocks(samples.make_xml("register", records), "r.xml"), tok)
+    assert [c.text for c in chunks] == [
+        f"register.record@id: {n + 1}\nregister.record.project: P{n}\nregister.record.room: R{n}"
+        for n in range(4)]
+    sheet = [["project", "room"]] + [[f"P{n}", f"R{n}"] for n in range(4)]
+    chunks = chunk_blocks(extract_blocks(samples.make_xlsx({"Rooms": sheet}), "r.xlsx"), tok)
+    assert [(c.text, c.section, c.page) for c in chunks] == [
+        (f"Rooms\n\nproject: P{n}; room: R{n}", "Rooms", 1) for n in range(4)]

@@ -198,26 +198,30 @@ _MIN_RECORD_LINES = 3
 def _records(text: str) -> list[str]:
     """``text`` as records when it is a run of ``key: value`` lines (else ``[]``).
 
-    A line is a record (a CSV row: ``name: Ana, team: Payroll``), except that lines whose
-    keys are paths sharing a parent (JSON leaves ``items[3].name: ...``,
-    ``items[3].team: ...``) form one record together.
+    A line is a record (a CSV row: ``name: Ana, team: Payroll``), except that consecutive
+    lines whose keys are paths sharing a parent (JSON leaves ``items[3].name: ...``,
+    ``items[3].team: ...``; XML ``staff.person@id: 7``, ``staff.person.name: ...``) form one
+    record, until a key repeats (the next XML element of the same name).
     """
     lines = text.split("\n")
     if len(lines) < _MIN_RECORD_LINES or "" in lines:
         return []
     records: list[str] = []
     parent: str | None = None
+    keys: set[str] = set()
     for line in lines:
         match = _RECORD_LINE.match(line)
         if match is None:
             return []
         key = match.group(1)
-        cut = max(key.rfind("."), key.rfind("["))
+        cut = max(key.rfind("."), key.rfind("["), key.rfind("@"))
         line_parent = key[:cut] if cut > 0 else None
-        if line_parent is not None and line_parent == parent and records:
+        if line_parent is not None and line_parent == parent and key not in keys and records:
             records[-1] += "\n" + line
+            keys.add(key)
         else:
             records.append(line)
+            keys = {key}
         parent = line_parent
     return records
 
