@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     # Resource caps per file (DESIGN §8): over a cap, the file fails as processing_error.
     max_unzipped_bytes: int = Field(100 * 1024 * 1024, ge=1024)
     max_extracted_chars: int = Field(10_000_000, ge=1000)
-    max_chunks_per_file: int = Field(20_000, ge=1)
+    max_chunks_per_file: int = Field(100_000, ge=1)
     extract_timeout_seconds: float = Field(120, gt=0)
     # OCR of images and scanned PDF pages (Tesseract): languages in tesseract's -l syntax;
     # a file with more pages to OCR than OCR_MAX_PAGES fails as processing_error "too large".
