@@ -131,6 +131,15 @@ def _admin_exec(sql: str) -> None:
     admin_exec(ADMIN_URL, sql)
 
 
+@pytest.fixture()
+def scratch_url() -> Iterator[str]:
+    """The URL of an empty throwaway database (no schema), dropped afterwards."""
+    name = f"kb_ingest_scratch_{uuid.uuid4().hex[:8]}"
+    _admin_exec(f'CREATE DATABASE "{name}"')
+    yield os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/" + name
+    _admin_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session", autouse=True)
 def database() -> Iterator[str]:
     """A throwaway database migrated to head."""

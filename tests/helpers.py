@@ -12,7 +12,7 @@ from typing import Any
 
 import requests
 from botocore.exceptions import ClientError
-from sqlalchemy import select, text
+from sqlalchemy import create_engine, inspect, select, text
 
 from ingest.batches import join_batch, record_file_outcome
 from ingest.db import session_scope
@@ -198,3 +198,12 @@ def sealed_finished_batch(email: str) -> uuid.UUID:
     with session_scope() as s:
         record_file_outcome(s, event_id, succeeded=True, chunks=1)
     return joined.batch_id
+
+
+def table_names(url: str) -> set[str]:
+    """The tables of the database at ``url`` (a postgresql:// URL)."""
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg2://", 1))
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()

@@ -21,7 +21,6 @@ import requests
 from devtools.samples import make_txt
 from ingest.names import TASK_PROCESS_FILE_EVENT
 from tests.conftest import (
-    ADMIN_URL,
     CMS_TOKEN,
     REDIS_PORT,
     TMP,
@@ -30,7 +29,6 @@ from tests.conftest import (
     _free_port,
     wait_until,
 )
-from tests.conftest import _admin_exec as admin_exec
 from tests.helpers import envelope, file_entry, post, store_event, upload, wait_terminal
 from tests.procs import CELERY, ROOT, stop
 from webhooks.publisher import Publisher
@@ -187,17 +185,11 @@ def _answers(url: str) -> bool:
         return False
 
 
-def test_migrations_log_json(database: str) -> None:
+def test_migrations_log_json(scratch_url: str) -> None:
     """``ingest db upgrade`` on an empty database: alembic's lines are JSON."""
-    name = f"kb_ingest_logs_{uuid.uuid4().hex[:8]}"
-    admin_exec(f'CREATE DATABASE "{name}"')
-    try:
-        done = subprocess.run(
-            [str(BIN / "ingest"), "db", "upgrade"], capture_output=True, text=True, cwd=ROOT,
-            env=_env("json", DATABASE_URL=ADMIN_URL.rsplit("/", 1)[0] + "/" + name),
-            timeout=120)
-    finally:
-        admin_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    done = subprocess.run(
+        [str(BIN / "ingest"), "db", "upgrade"], capture_output=True, text=True, cwd=ROOT,
+        env=_env("json", DATABASE_URL=scratch_url), timeout=120)
     assert done.returncode == 0, done.stderr
     records = _json_lines(done.stdout + done.stderr)
     upgrades = [r for r in records if r["logger"] == "alembic.runtime.migration"

@@ -13,16 +13,11 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-import sqlalchemy as sa
-
 from ingest.models import Base
-from tests.conftest import _admin_exec
+from tests.helpers import table_names
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("pyproject.toml", "README.md", "celeryconfig.py", "ingest", "workers", "webhooks",
@@ -47,22 +42,6 @@ print(ScriptDirectory.from_config(alembic_config()).get_current_head())
 from ingest.cli import main
 sys.exit(main(["db", "upgrade"]))
 """
-
-
-@pytest.fixture()
-def scratch_url() -> Iterator[str]:
-    name = f"kb_ingest_wheel_{uuid.uuid4().hex[:8]}"
-    _admin_exec(f'CREATE DATABASE "{name}"')
-    yield os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/" + name
-    _admin_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _tables(url: str) -> set[str]:
-    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://", 1))
-    try:
-        return set(sa.inspect(engine).get_table_names())
-    finally:
-        engine.dispose()
 
 
 def _data_files() -> set[str]:
@@ -114,4 +93,4 @@ def test_the_wheel_renders_and_migrates_without_the_source_tree(tmp_path: Path,
     assert html_ok == "True"
     assert head == max(path.stem.split("_")[0] for path in
                        (ROOT / "ingest/migrations/versions").glob("0*.py"))
-    assert set(Base.metadata.tables) <= _tables(scratch_url)  # `ingest db upgrade` ran
+    assert set(Base.metadata.tables) <= table_names(scratch_url)  # `ingest db upgrade` ran

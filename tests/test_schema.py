@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -13,27 +12,11 @@ from sqlalchemy.exc import IntegrityError
 
 from ingest.db import alembic_config
 from ingest.models import Base
-from tests.conftest import _admin_exec
-
-
-@pytest.fixture()
-def scratch_url() -> Iterator[str]:
-    name = f"kb_ingest_schema_{uuid.uuid4().hex[:8]}"
-    _admin_exec(f'CREATE DATABASE "{name}"')
-    yield os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/" + name
-    _admin_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+from tests.helpers import table_names
 
 
 def _psycopg2(url: str) -> str:
     return url.replace("postgresql://", "postgresql+psycopg2://", 1)
-
-
-def _tables(url: str) -> set[str]:
-    engine = sa.create_engine(_psycopg2(url))
-    try:
-        return set(sa.inspect(engine).get_table_names())
-    finally:
-        engine.dispose()
 
 
 def test_upgrade_head_then_downgrade_base(scratch_url: str, monkeypatch: pytest.MonkeyPatch
@@ -45,11 +28,11 @@ def test_upgrade_head_then_downgrade_base(scratch_url: str, monkeypatch: pytest.
     try:
         cfg = alembic_config()
         command.upgrade(cfg, "head")
-        assert set(Base.metadata.tables) <= _tables(scratch_url)
+        assert set(Base.metadata.tables) <= table_names(scratch_url)
         command.downgrade(cfg, "base")
-        assert _tables(scratch_url) == {"alembic_version"}
+        assert table_names(scratch_url) == {"alembic_version"}
         command.upgrade(cfg, "head")
-        assert set(Base.metadata.tables) <= _tables(scratch_url)
+        assert set(Base.metadata.tables) <= table_names(scratch_url)
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()
