@@ -140,6 +140,9 @@ def list_batches() -> tuple[Response, int]:
     if not email:
         return jsonify({"status": "rejected", "error": "user_email is required",
                         "field": "user_email"}), 400
+    if "\x00" in email:  # no PostgreSQL text holds one: no batch can match
+        return jsonify({"status": "rejected", "error": "user_email holds a NUL character",
+                        "field": "user_email"}), 400
     try:
         limit = min(MAX_LIST, max(1, int(request.args.get("limit", 20))))
     except ValueError:
