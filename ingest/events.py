@@ -13,12 +13,13 @@ the outbox relay (:func:`events_to_relay`), so nothing is lost when the broker i
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
@@ -34,11 +35,64 @@ DELETE_EVENTS = frozenset({"entry.delete", "entry.unpublish"})
 Kind = Literal["upsert", "delete"]
 
 
+# What the tables can hold: company and bot ids are PostgreSQL ``integer``s, sizes
+# ``bigint``s. A value outside is refused at the door, not by a failing worker.
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+_ISO_DATETIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}")
+_DIGITS = re.compile(r"[0-9]{1,18}")
+
+
 def _relation_id(value: Any) -> Any:
     """Accept a relation given as ``{"id": 42}`` as well as a plain ``42``."""
     if isinstance(value, dict) and "id" in value:
         return value["id"]
     return value
+
+
+def _integer(value: Any) -> Any:
+    """A JSON integer (``4`` or, as JSON Schema counts it, ``4.0``), and nothing else that
+    pydantic would coerce (``true``, ``"4"``)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("must be an integer")
+    return value
+
+
+def _integer_or_digits(value: Any) -> Any:
+    """A JSON integer or a string of digits (Strapi sends a ``biginteger`` as a string)."""
+    if isinstance(value, str):
+        if not _DIGITS.fullmatch(value):
+            raise ValueError("must be an integer or a string of at most 18 digits")
+        return int(value)
+    return _integer(value)
+
+
+def _iso_datetime(value: Any) -> Any:
+    """An ISO 8601 date-time string, as Strapi sends (not pydantic's unix seconds)."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _ISO_DATETIME.match(value):
+        raise ValueError("must be an ISO 8601 date-time such as 2026-11-23T08:58:14.511Z")
+    return value
+
+
+_ID_SCHEMA = {"type": "integer", "minimum": 0, "maximum": INT32_MAX}
+# A company or bot: an integer, or a relation ``{"id": …}``.
+TenantId = Annotated[
+    int, Field(ge=0, le=INT32_MAX),
+    BeforeValidator(_integer), BeforeValidator(_relation_id),
+    WithJsonSchema({"anyOf": [_ID_SCHEMA, {"type": "object", "required": ["id"],
+                                           "properties": {"id": _ID_SCHEMA}}]}),
+]
+# A size in bytes: an integer or its digits.
+ByteSize = Annotated[
+    int, Field(ge=0, le=INT64_MAX), BeforeValidator(_integer_or_digits),
+    WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 0, "maximum": INT64_MAX},
+                              {"type": "string", "pattern": "^[0-9]{1,18}$"}]}),
+]
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_datetime)]
 
 
 class WebhookEnvelope(BaseModel):
@@ -47,7 +101,7 @@ class WebhookEnvelope(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     event: str = Field(min_length=1, max_length=100)
-    createdAt: datetime | None = None  # noqa: N815 - Strapi's field name
+    createdAt: IsoDateTime | None = None  # noqa: N815 - Strapi's field name
     model: str | None = Field(default=None, max_length=100)
     uid: str | None = Field(default=None, max_length=200)
     entry: dict[str, Any] | None = None
@@ -59,25 +113,31 @@ class FileEntry(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     documentId: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_-]+$")  # noqa: N815
-    updatedAt: datetime  # noqa: N815
+    updatedAt: IsoDateTime  # noqa: N815
     name: str | None = Field(default=None, min_length=1, max_length=1024)
     storage_key: str | None = Field(default=None, min_length=1, max_length=1024)
-    company_id: int | None = Field(default=None, ge=0)
-    bot_id: int | None = Field(default=None, ge=0)
+    company_id: TenantId | None = None
+    bot_id: TenantId | None = None
     # Only a notification field: never a reason to refuse the entry (DESIGN §8). The usable
     # address is decided at join time (ingest.addresses).
-    user_email: str | None = None
-    size_bytes: int | None = Field(default=None, ge=0)
+    user_email: Annotated[str | None, WithJsonSchema(
+        {"description": "Any value; one that is not a string counts as missing"})] = None
+    size_bytes: ByteSize | None = None
     mime_type: str | None = Field(default=None, max_length=255)
-
-    _relations = field_validator("company_id", "bot_id", mode="before")(
-        lambda cls, v: _relation_id(v)  # noqa: ARG005
-    )
 
     @field_validator("user_email", mode="before")
     @classmethod
     def _any_email(cls, value: Any) -> str | None:
         return value[:1024] if isinstance(value, str) else None
+
+    @field_validator("updatedAt")
+    @classmethod
+    def _has_a_utc_time(cls, value: datetime) -> datetime:
+        try:
+            _utc(value)
+        except OverflowError:
+            raise ValueError("is out of range once converted to UTC") from None
+        return value
 
     def is_complete(self) -> bool:
         """Whether the entry carries everything processing needs (else ask the CMS)."""
@@ -89,13 +149,9 @@ class PreferenceEntry(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    company_id: int = Field(ge=0)
-    bot_id: int = Field(ge=0)
+    company_id: TenantId
+    bot_id: TenantId
     user_email: str = Field(min_length=1, max_length=1024)  # as the CMS stores it
-
-    _relations = field_validator("company_id", "bot_id", mode="before")(
-        lambda cls, v: _relation_id(v)  # noqa: ARG005
-    )
 
 
 class PreferenceUpdate(BaseModel):
@@ -104,11 +160,11 @@ class PreferenceUpdate(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     action: Literal["created", "updated", "deleted"]
-    company_id: int = Field(ge=0)
-    bot_id: int = Field(ge=0)
+    company_id: TenantId
+    bot_id: TenantId
     user_email: str = Field(min_length=1, max_length=1024)
     preferences: dict[str, Any] | None = None
-    timestamp: datetime | None = None
+    timestamp: IsoDateTime | None = None
 
 
 def event_kind(event: str) -> Kind | None:

@@ -154,6 +154,8 @@ def parse_batch_query(params: Mapping[str, str]) -> tuple[BatchFilter, int, int]
     email = (params.get("user_email") or "").strip().lower() or None
     if email is not None and len(email) > 255:
         raise BadParameter("user_email", "is longer than 255 characters")
+    if email is not None and "\x00" in email:  # PostgreSQL refuses it in a query
+        raise BadParameter("user_email", "holds a NUL character")
     flt = BatchFilter(
         company_id=_int_param(params, "company_id", low=0, high=2**31 - 1),
         bot_id=_int_param(params, "bot_id", low=0, high=2**31 - 1),

@@ -15,7 +15,7 @@ from ingest.db import session_scope
 from ingest.models import FileEvent
 from ingest.preferences import cache_key
 from ingest.settings import get_settings
-from tests.conftest import WEBHOOK_SECRET
+from tests.conftest import WEBHOOK_SECRET, WEBHOOK_TOKEN
 from tests.helpers import document_id, envelope, event_row, file_entry, post
 from webhooks.app import create_app
 from webhooks.auth import sign
@@ -263,3 +263,104 @@ def test_preference_updated_webhook_invalidates_and_validates(web: str) -> None:
     assert client.get(key) is None
     bad = requests.post(url, json={**body, "action": "renamed"}, headers=headers, timeout=10)
     assert bad.status_code == 400 and bad.json()["field"] == "action"
+
+
+# --- found by tests/test_fuzz_api.py: each was a 500, or accepted what must be refused ----
+
+
+def _refused(web: str, raw: bytes, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    with session_scope() as s:
+        before = s.execute(select(func.count()).select_from(FileEvent)).scalar_one()
+    response = post(web, None, raw=raw, token=None if headers is not None else WEBHOOK_TOKEN,
+                    headers=headers)
+    assert 400 <= response.status_code < 500, response.text
+    with session_scope() as s:
+        assert s.execute(select(func.count()).select_from(FileEvent)).scalar_one() == before
+    return response.json()
+
+
+def _entry_body(**fields: Any) -> bytes:
+    entry = {**file_entry("f.txt", "text/plain"), **fields}
+    return json.dumps(envelope("entry.create", entry)).encode()
+
+
+@pytest.mark.parametrize(("fields", "field"), [
+    ({"name": "a\x00b.txt"}, "entry.name"),
+    ({"note\x00": "x"}, "entry.note\x00"),
+    ({"tags": ["ok", "b\x00d"]}, "entry.tags.1"),
+])
+def test_a_nul_character_in_a_webhook_body_is_400_naming_the_field(
+    web: str, fields: dict[str, Any], field: str
+) -> None:
+    """PostgreSQL's jsonb holds no U+0000: storing one was a 500."""
+    body = _refused(web, _entry_body(**fields))
+    assert body["error"] == "invalid payload" and body["field"] == field
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_nan_infinity_and_out_of_range_numbers_are_malformed_json(web: str, number: str) -> None:
+    """Python's parser takes them, jsonb refuses them: storing one was a 500."""
+    raw = _entry_body(size_bytes="1").replace(b'"size_bytes": "1"',
+                                              b'"size_bytes": "1", "x": ' + number.encode())
+    assert _refused(web, raw)["error"] == "malformed JSON"
+
+
+@pytest.mark.parametrize("updated", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"])
+def test_an_updated_at_outside_the_utc_range_is_400(web: str, updated: str) -> None:
+    """The dedupe key converts it to UTC, which overflowed: a 500."""
+    assert _refused(web, _entry_body(updatedAt=updated))["field"] == "entry.updatedAt"
+
+
+@pytest.mark.parametrize("updated", ["0", 1700000000, "1700000000"])
+def test_unix_seconds_are_not_an_updated_at(web: str, updated: Any) -> None:
+    """pydantic took them for times in 1970 or 2023; Strapi sends ISO 8601 strings."""
+    assert _refused(web, _entry_body(updatedAt=updated))["field"] == "entry.updatedAt"
+
+
+@pytest.mark.parametrize(("fields", "field"), [
+    ({"company_id": 2**31}, "entry.company_id"),  # the column is a PostgreSQL integer
+    ({"bot_id": {"id": 2**31}}, "entry.bot_id"),
+    ({"company_id": True}, "entry.company_id"),  # pydantic made it company 1
+    ({"company_id": "42"}, "entry.company_id"),
+    ({"size_bytes": str(2**63)}, "entry.size_bytes"),  # the column is a bigint
+    ({"size_bytes": "+5"}, "entry.size_bytes"),
+])
+def test_ids_and_sizes_the_tables_cannot_hold_are_400(
+    web: str, fields: dict[str, Any], field: str
+) -> None:
+    """Accepted before: the worker then failed on them (or filed the file under company 1)."""
+    assert _refused(web, _entry_body(**fields))["field"] == field
+
+
+def test_relations_whole_numbers_and_digit_strings_are_still_accepted(web: str) -> None:
+    raw = _entry_body(company_id={"id": 42}, bot_id=7.0, size_bytes="5368709120")
+    assert post(web, None, raw=raw).status_code == 202
+
+
+def test_a_400_digit_signature_timestamp_is_401_not_500(web: str) -> None:
+    """``abs(now - int(ts))`` overflowed a float before the signature was even checked."""
+    body = _refused(web, b"{}", headers={"X-Webhook-Timestamp": "9" * 400,
+                                         "X-Webhook-Signature": "sha256=00"})
+    assert body["error"] == "invalid X-Webhook-Timestamp"
+
+
+def test_credentials_are_checked_before_the_content_type(web: str) -> None:
+    plain = {"Content-Type": "text/plain"}
+    assert post(web, None, raw=b"x", token=None, headers=plain).status_code == 401
+    assert post(web, None, raw=b"x", headers=plain).status_code == 415
+
+
+def test_a_nul_character_in_a_query_or_path_is_refused_not_500(web: str) -> None:
+    """PostgreSQL refuses U+0000 in a query parameter: these were 500s."""
+    import requests
+
+    from tests.conftest import STATUS_TOKEN
+
+    api = requests.get(f"{web}/api/batches?user_email=a%00b", timeout=10,
+                       headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"})
+    assert api.status_code == 400 and api.json()["field"] == "user_email"
+    status = {"Authorization": f"Bearer {STATUS_TOKEN}"}
+    page = requests.get(f"{web}/status?user_email=a%00b", headers=status, timeout=10)
+    assert page.status_code == 400 and "user_email" in page.text
+    assert requests.get(f"{web}/status/documents/a%00b", headers=status,
+                        timeout=10).status_code == 404

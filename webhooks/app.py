@@ -14,6 +14,7 @@ from ingest.settings import Settings, get_settings
 from webhooks.auth import check_configured
 from webhooks.batches_api import bp as batches_bp
 from webhooks.metrics import bp as metrics_bp
+from webhooks.openapi import bp as openapi_bp
 from webhooks.publisher import Publisher
 from webhooks.routes import bp as routes_bp
 from webhooks.status import bp as status_bp
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None, publisher: Publisher | None = N
     app.register_blueprint(metrics_bp)
     app.register_blueprint(batches_bp)
     app.register_blueprint(status_bp)
+    app.register_blueprint(openapi_bp)
 
     @app.before_request
     def _start_clock() -> None:

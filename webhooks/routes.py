@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from typing import Any, TypeVar
 
@@ -86,18 +87,50 @@ def json_depth_exceeds(raw: bytes, limit: int) -> bool:
     return False
 
 
+def _not_json(constant: str) -> float:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _finite(number: str) -> float:
+    value = float(number)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {number[:40]} is out of range")
+    return value
+
+
+def _nul_path(value: Any, path: str = "") -> str | None:
+    """The path (``entry.name``) of the first key or string holding a NUL character."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    items: Any = value.items() if isinstance(value, dict) else (
+        enumerate(value) if isinstance(value, list) else ())
+    for key, item in items:
+        here = f"{path}.{key}" if path else str(key)
+        if isinstance(key, str) and "\x00" in key:
+            return here
+        if (found := _nul_path(item, here)) is not None:
+            return found
+    return None
+
+
 def _parse(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object that PostgreSQL can store (``jsonb``): no NaN or Infinity
+    (Python's parser takes them, PostgreSQL refuses them) and no NUL character (no
+    PostgreSQL text can hold one, so no PostgreSQL-backed CMS can send one)."""
     limit = current_app.extensions["kb_settings"].webhook_max_json_depth
     if json_depth_exceeds(raw, limit):
         raise BadRequest(400, "JSON nested too deeply",
                          detail=f"objects and arrays may nest at most {limit} levels "
                                 "(WEBHOOK_MAX_JSON_DEPTH)")
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_not_json, parse_float=_finite)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(400, "malformed JSON", detail=str(exc)) from None
     if not isinstance(body, dict):
         raise BadRequest(400, "the body must be a JSON object")
+    if (field := _nul_path(body)) is not None:
+        raise BadRequest(400, "invalid payload", field=field,
+                         detail=f"{field}: NUL characters (\\u0000) cannot be stored")
     return body
 
 
@@ -134,14 +167,18 @@ def _accept_preference_event(envelope: WebhookEnvelope) -> tuple[Response, int]:
 
 
 def _authenticated_json() -> dict[str, Any]:
-    """Content type, size, authentication and JSON parsing shared by the webhook routes."""
-    if request.mimetype != "application/json":
-        raise BadRequest(415, "Content-Type must be application/json")
+    """Size, authentication, content type and JSON parsing shared by the webhook routes.
+
+    Authentication comes before everything but the size limit (a signature covers the body,
+    so the body is read first): a caller without credentials learns nothing but 401.
+    """
     raw = request.get_data(cache=True)  # 413 above MAX_CONTENT_LENGTH
     try:
         authenticate(request.headers, raw, current_app.extensions["kb_settings"])
     except AuthError as exc:
         raise BadRequest(401, str(exc)) from None
+    if request.mimetype != "application/json":
+        raise BadRequest(415, "Content-Type must be application/json")
     return _parse(raw)
 
 

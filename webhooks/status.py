@@ -156,7 +156,7 @@ def corrections() -> Response:
 @bp.get("/status/documents/<document_id>")
 def document(document_id: str) -> Response:
     """One CMS document: its events with stages, batch files, errors, corrections."""
-    if not document_id or len(document_id) > 255:
+    if not document_id or len(document_id) > 255 or "\x00" in document_id:
         return _page("status/error.html", 404, title="Not found",
                      message="There is no document with this id.")
     with session_scope() as s:
