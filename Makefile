@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # --index-url https://download.pytorch.org/whl/cpu (see README).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install system-deps services test demo lint deploy-check bench-retrieval run-web run-worker run-beat run-flower clean
+.PHONY: install system-deps services test demo lint deploy-check bench-retrieval bench-sql run-web run-worker run-beat run-flower clean
 
 install: $(STAMP) system-deps
 
@@ -62,6 +62,11 @@ deploy-check: install services
 # generated corpus of 220 documents with the real model (several minutes; not part of test).
 bench-retrieval: install
 	$(BIN)/python bench/retrieval.py
+
+# SQL statements and transactions per file on a throwaway PostgreSQL with pg_stat_statements
+# (200 files through the real web, worker and e-mail; about two minutes; not part of test).
+bench-sql: install
+	$(BIN)/python bench/sql_per_file.py
 
 # The four processes of DESIGN §2, for running against your own services (.env).
 run-web: install

@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from devtools import procs
@@ -72,9 +73,11 @@ def environment(ports: dict[str, int], backend: str) -> dict[str, str]:
     return env
 
 
-def services(ports: dict[str, int], backend: str, standin: bool) -> list[procs.Service]:
-    """Infrastructure first, then the CMS stand-in (unless Strapi) and the three processes."""
-    url, log = "http://127.0.0.1:{}".format, LOGS.joinpath
+def services(ports: dict[str, int], backend: str, standin: bool,
+             root: Path = DEMO) -> list[procs.Service]:
+    """Infrastructure first, then the CMS stand-in (unless Strapi) and the three processes;
+    their logs, data and e-mails under ``root`` (``.demo/``; ``bench/`` passes its own)."""
+    url, log = "http://127.0.0.1:{}".format, (root / "logs").joinpath
     gunicorn = procs.script("gunicorn")
     import gunicorn as g  # 27+ opens a shared control socket in ~/.gunicorn: not here
 
@@ -84,17 +87,17 @@ def services(ports: dict[str, int], backend: str, standin: bool) -> list[procs.S
     found = [
         procs.Service("redis", [shutil.which("redis-server") or "redis-server", "--port",
                                 str(ports["redis"]), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", str(DEMO)], log("redis.log"),
+                                "--appendonly", "no", "--dir", str(root)], log("redis.log"),
                       lambda: procs.port_open(ports["redis"]), 15),
         procs.Service("s3", [procs.script("moto_server"), "-H", "127.0.0.1", "-p",
                              str(ports["s3"])], log("s3.log"),
                       lambda: procs.http_ok(f"{url(ports['s3'])}/moto-api/"), 30),
-        procs.Service("chroma", [procs.script("chroma"), "run", "--path", str(DEMO / "chroma"),
+        procs.Service("chroma", [procs.script("chroma"), "run", "--path", str(root / "chroma"),
                                  "--host", "127.0.0.1", "--port", str(ports["chroma"])],
                       log("chroma.log"),
                       lambda: procs.http_ok(f"{url(ports['chroma'])}/api/v2/heartbeat"), 60),
         procs.Service("smtp", [sys.executable, "-m", "devtools.smtp_sink", "--port",
-                               str(ports["smtp"]), "--dir", str(MAIL)], log("smtp.log"),
+                               str(ports["smtp"]), "--dir", str(root / "mail")], log("smtp.log"),
                       lambda: procs.port_open(ports["smtp"]), 15),
     ]
     if standin:
@@ -114,7 +117,7 @@ def services(ports: dict[str, int], backend: str, standin: bool) -> list[procs.S
                       lambda: procs.log_has(worker_log, " ready.")
                       and procs.log_has(worker_log, "embedding model", models), 180),
         procs.Service("beat", [procs.script("celery"), "-A", "workers", "beat", "--loglevel",
-                               "INFO", "-s", str(DEMO / "celerybeat-schedule")],
+                               "INFO", "-s", str(root / "celerybeat-schedule")],
                       log("beat.log"), lambda: procs.log_has(log("beat.log"), "beat: Starting")),
     ]
 

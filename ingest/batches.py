@@ -79,27 +79,32 @@ def _due(start: datetime, now: datetime, prefs: Preferences, settings: Settings)
 
 
 def _open_batch(s: Session, company_id: int, bot_id: int, email: str) -> Any:
+    """The uploader's open batch, locked, with the database clock: ``(batch, now)`` rows."""
     return s.execute(
-        select(BatchProcessingSession)
+        select(BatchProcessingSession, func.now())
         .where(
             BatchProcessingSession.company_id == company_id,
             BatchProcessingSession.bot_id == bot_id,
             BatchProcessingSession.user_email == email,
             BatchProcessingSession.sealed_at.is_(None),
         )
-        .with_for_update()
-    ).scalar_one_or_none()
+        .with_for_update(of=BatchProcessingSession)
+    ).one_or_none()
 
 
 def _create_open_batch(
     s: Session, company_id: int, bot_id: int, email: str, prefs: Preferences,
-    settings: Settings, now: datetime,
+    settings: Settings,
 ) -> bool:
+    """Open the uploader's batch now (the database clock) unless one is open already."""
+    first_due = min(timedelta(minutes=prefs.notification_delay_minutes),
+                    timedelta(hours=settings.max_batch_age_hours))  # :func:`_due` at the start
     created = s.execute(
         insert(BatchProcessingSession)
         .values(
             batch_id=uuid.uuid4(), company_id=company_id, bot_id=bot_id, user_email=email,
-            batch_start_time=now, last_file_at=now, close_at=_due(now, now, prefs, settings),
+            batch_start_time=func.now(), last_file_at=func.now(),
+            close_at=func.now() + first_due,
             user_preferences_snapshot=prefs.model_dump(mode="json"),
         )
         .on_conflict_do_nothing(
@@ -126,13 +131,13 @@ def join_batch(
     """Add the file to the uploader's open batch (creating it), and seal it if full."""
     email = user_email.strip().lower()
     with session_scope() as s:
-        now = _db_now(s)
         created = False
-        batch = _open_batch(s, company_id, bot_id, email)
-        if batch is None:
-            created = _create_open_batch(s, company_id, bot_id, email, prefs, settings, now)
-            batch = _open_batch(s, company_id, bot_id, email)  # ours, or the racing winner's
-        assert batch is not None
+        found = _open_batch(s, company_id, bot_id, email)
+        if found is None:
+            created = _create_open_batch(s, company_id, bot_id, email, prefs, settings)
+            found = _open_batch(s, company_id, bot_id, email)  # ours, or the racing winner's
+        assert found is not None
+        batch, now = found
         snapshot = Preferences.model_validate(batch.user_preferences_snapshot or {})
         s.execute(
             insert(BatchFile)
@@ -149,18 +154,28 @@ def join_batch(
                       "error_message": None, "error_category": None, "updated_at": now},
             )
         )
-        total = s.execute(
-            select(func.count()).where(BatchFile.batch_id == batch.batch_id)
-        ).scalar_one()
+        # The count (which sees the row just written) and the decision it leads to, in the
+        # UPDATE itself: full → sealed now, else due after the quiet period.
+        total = _file_count(batch.batch_id)
         full = total >= snapshot.batch_size_threshold
-        close_at = now if full else _due(batch.batch_start_time, now, snapshot, settings)
-        s.execute(
+        due = _due(batch.batch_start_time, now, snapshot, settings)
+        total_now, close_at = s.execute(
             update(BatchProcessingSession)
             .where(BatchProcessingSession.batch_id == batch.batch_id)
-            .values(total_files=total, last_file_at=now, close_at=close_at,
-                    sealed_at=now if full else None, updated_at=now)
-        )
-        return Joined(batch.batch_id, created, full, close_at)
+            .values(total_files=total, last_file_at=now,
+                    close_at=case((full, now), else_=due),
+                    sealed_at=case((full, now), else_=None), updated_at=now)
+            .returning(BatchProcessingSession.total_files, BatchProcessingSession.close_at)
+        ).one()
+        return Joined(batch.batch_id, created, total_now >= snapshot.batch_size_threshold,
+                      close_at)
+
+
+def _file_count(batch_id: uuid.UUID) -> Any:
+    """The number of files of a batch, as a scalar subquery (counted by the statement that
+    uses it, in its own snapshot)."""
+    return (select(func.count()).where(BatchFile.batch_id == batch_id)
+            .scalar_subquery())
 
 
 def record_file_outcome(
@@ -173,7 +188,7 @@ def record_file_outcome(
     reported as timed out: the record then says the file succeeded late, and a closed
     batch's counters and status are brought up to date.
     """
-    now = _db_now(s)
+    now = func.now()  # the transaction's start, as SELECT now() would return it
     live = BatchFile.processing_status.in_(("pending", "processing"))
     late = (BatchFile.processing_status == "failed") & (BatchFile.error_category == TIMEOUT)
     if succeeded:
@@ -202,24 +217,30 @@ def record_file_outcome(
     return row.batch_id
 
 
-def _recount(s: Session, batch_id: uuid.UUID, now: datetime) -> None:
+def _recount(s: Session, batch_id: uuid.UUID, now: Any) -> None:
     """Counters (and, once closed, the status) of a batch, derived from its files again.
 
     The batch row is locked first, so two files finishing at once count each other (the
-    second count runs after the first commit) instead of overwriting each other's count.
+    second UPDATE, whose counts run in its own snapshot, starts after the first commit)
+    instead of overwriting each other's count. An UPDATE alone would not do: waiting for the
+    row lock, it would keep the counts of the snapshot it started with.
     """
     s.execute(select(BatchProcessingSession.id)
               .where(BatchProcessingSession.batch_id == batch_id).with_for_update())
-    total, ok, failed = s.execute(
-        select(func.count(), func.count().filter(BatchFile.processing_status == "success"),
-               func.count().filter(BatchFile.processing_status == "failed"))
-        .where(BatchFile.batch_id == batch_id)).one()
+    ok, failed = (select(func.count()).where(BatchFile.batch_id == batch_id,
+                                             BatchFile.processing_status == outcome)
+                  .scalar_subquery() for outcome in ("success", "failed"))
     status = case((BatchProcessingSession.status == "processing", "processing"),
-                  else_=_status_of(int(ok), int(failed)))
+                  else_=_status_sql(ok, failed))
     s.execute(update(BatchProcessingSession)
               .where(BatchProcessingSession.batch_id == batch_id)
-              .values(total_files=total, successful_files=ok, failed_files=failed,
-                      status=status, updated_at=now))
+              .values(total_files=_file_count(batch_id), successful_files=ok,
+                      failed_files=failed, status=status, updated_at=now))
+
+
+def _status_sql(ok: Any, failed: Any) -> Any:
+    """:func:`_status_of` in SQL."""
+    return case((failed == 0, "completed"), (ok == 0, "failed"), else_="partially_completed")
 
 
 def _status_of(succeeded: int, failed: int) -> str:
@@ -266,15 +287,14 @@ def _timeout_stuck_files(s: Session, batch_id: uuid.UUID, now: datetime,
 
 
 def _unfinished(s: Session, batch_id: uuid.UUID) -> int:
-    files = s.execute(
-        select(func.count()).where(BatchFile.batch_id == batch_id,
-                                   BatchFile.processing_status.in_(("pending", "processing")))
-    ).scalar_one()
-    corrections = s.execute(
-        select(func.count()).where(AutoCorrectionTask.batch_id == batch_id,
-                                   AutoCorrectionTask.status.in_(("pending", "processing")))
-    ).scalar_one()
-    return files + corrections
+    """Files and corrections of the batch not yet terminal (one statement)."""
+    files = select(func.count()).where(
+        BatchFile.batch_id == batch_id,
+        BatchFile.processing_status.in_(("pending", "processing"))).scalar_subquery()
+    corrections = select(func.count()).where(
+        AutoCorrectionTask.batch_id == batch_id,
+        AutoCorrectionTask.status.in_(("pending", "processing"))).scalar_subquery()
+    return int(s.execute(select(files + corrections)).scalar_one())
 
 
 def _close(s: Session, batch: Any, now: datetime, settings: Settings) -> Check:
@@ -324,19 +344,19 @@ def _close(s: Session, batch: Any, now: datetime, settings: Settings) -> Check:
 def check_batch(batch_id: uuid.UUID, settings: Settings) -> Check:
     """Seal the batch if due, fail stuck files, close it if finished. Safe to run twice."""
     with session_scope() as s:
-        now = _db_now(s)
         s.execute(
             update(BatchProcessingSession)
             .where(BatchProcessingSession.batch_id == batch_id,
                    BatchProcessingSession.sealed_at.is_(None),
-                   BatchProcessingSession.close_at <= now)
-            .values(sealed_at=now, updated_at=now)
+                   BatchProcessingSession.close_at <= func.now())
+            .values(sealed_at=func.now(), updated_at=func.now())
         )
-        batch = s.execute(
-            select(BatchProcessingSession)
+        found = s.execute(
+            select(BatchProcessingSession, func.now())
             .where(BatchProcessingSession.batch_id == batch_id)
-            .with_for_update()
-        ).scalar_one_or_none()
+            .with_for_update(of=BatchProcessingSession)
+        ).one_or_none()
+        batch, now = found if found is not None else (None, None)
         if batch is None or batch.status != "processing":
             return Check(batch_id)
         if batch.sealed_at is None:

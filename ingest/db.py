@@ -9,6 +9,13 @@ The one lock idiom: PostgreSQL advisory locks named by a string, hashed with
 across several transactions (optionally without waiting). The writers of one document use
 its ``documentId`` as the name.
 
+No ping before each use: a connection is checked out as it is (``pool_pre_ping`` cost one
+``SELECT 1`` round trip per transaction, a third of all statements). Pooled connections are
+replaced after :data:`POOL_RECYCLE_SECONDS`, and one found dead (PostgreSQL restarted) fails
+its statement with a disconnect error, upon which SQLAlchemy discards the whole pool; the work
+is then run again: Celery's ``autoretry_for=DB_CONNECTION_ERRORS`` for tasks, and
+:func:`reconnecting` for the webhook, which Strapi never re-sends.
+
 The migrations ship inside the package (``ingest/migrations``, Alembic's
 ``ingest:migrations`` resource form), so :func:`alembic_config` works from an installed wheel.
 """
@@ -21,8 +28,9 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from ingest.settings import get_settings
 
@@ -32,6 +40,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 MIGRATIONS = "ingest:migrations"
 _LOCK_KEY = "hashtextextended(:n, 0)"
+#: Pooled connections older than this are replaced at checkout (below the idle timeouts of
+#: common firewalls and proxies, so those never hand us a connection they dropped).
+POOL_RECYCLE_SECONDS = 1800
+#: What a lost or refused database connection raises (a retry gets a fresh connection).
+DB_CONNECTION_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
 
 _engine: Engine | None = None
 _factory: sessionmaker[Session] | None = None
@@ -43,7 +56,7 @@ def get_engine() -> Engine:
     if _engine is None:
         _engine = create_engine(
             get_settings().database_url,
-            pool_pre_ping=True,
+            pool_recycle=POOL_RECYCLE_SECONDS,
             pool_size=5,
             max_overflow=10,
             future=True,
@@ -75,6 +88,25 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """Whether ``exc`` says the connection was lost (the pool has been discarded)."""
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def reconnecting(attempts: int = 3) -> Retrying:
+    """Run a unit of work again when its connection turned out to be dead::
+
+        for attempt in reconnecting():
+            with attempt, session_scope() as s:
+                ...
+
+    Only for work that is safe to repeat (idempotent by its rows), and only on a disconnect:
+    the next try takes a fresh connection at once, a later one after a short jittered wait.
+    """
+    return Retrying(retry=retry_if_exception(is_disconnect), stop=stop_after_attempt(attempts),
+                    wait=wait_exponential_jitter(initial=0.05, max=1.0), reraise=True)
 
 
 def lock_xact(session: Session, name: str) -> None:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy import text
 
-from ingest.db import get_engine, session_scope
+from ingest.db import get_engine, reconnecting, session_scope
 from ingest.events import (
     FILE_MODEL,
     PREFERENCE_MODEL,
@@ -146,8 +146,11 @@ def _accept_file_event(envelope: WebhookEnvelope, body: dict[str, Any]) -> tuple
     if envelope.entry is None:
         raise BadRequest(400, "invalid payload", field="entry", detail="entry: Field required")
     entry = _validate(FileEntry, envelope.entry, "entry.")
-    with session_scope() as s:
-        stored = store_file_event(s, envelope.event, entry, body)
+    # Strapi never re-sends a webhook: a pooled connection that died with a PostgreSQL
+    # restart costs a retry here, not the event (storing is idempotent by the dedupe key).
+    for attempt in reconnecting():
+        with attempt, session_scope() as s:
+            stored = store_file_event(s, envelope.event, entry, body)
     if not stored.created:
         WEBHOOKS.labels("duplicate").inc()
         return jsonify({"status": "duplicate", "event_id": stored.event_id}), 200

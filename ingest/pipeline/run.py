@@ -35,12 +35,12 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, func, select, true, update
 from sqlalchemy.orm import Session
 
 from ingest import metrics
@@ -152,9 +152,16 @@ def claim(event_id: int, lease_seconds: float = 60.0) -> ClaimedEvent | None:
 
     None if the event already ended, or if another attempt holds a live lease on it (a
     duplicate delivery: never run one event twice at once). Taking over an attempt that
-    still had ``running_since`` set (its owner died) counts one worker loss.
+    still had ``running_since`` set (its owner died) counts one worker loss. The common case,
+    an event nobody runs, is one conditional UPDATE; the row is read (locked) only when that
+    finds nothing, to tell an ended event from a held one and a held one from a dead owner's.
     """
     with session_scope() as s:
+        free = (FileEvent.running_since.is_(None) | FileEvent.lease_until.is_(None)
+                | (FileEvent.lease_until <= func.now()))
+        row = _take(s, event_id, lease_seconds, free)
+        if row is not None:
+            return ClaimedEvent(*row)
         current = s.execute(
             select(FileEvent.status, FileEvent.running_since, FileEvent.lease_until,
                    FileEvent.claimed_by, func.now().label("now"))
@@ -168,23 +175,29 @@ def claim(event_id: int, lease_seconds: float = 60.0) -> ClaimedEvent | None:
             log.info("event %s is held by %s until %s; not run twice", event_id,
                      current.claimed_by, current.lease_until)
             return None
-        row = s.execute(
-            update(FileEvent)
-            .where(FileEvent.id == event_id)
-            .values(status="processing", attempts=FileEvent.attempts + 1, updated_at=_now(),
-                    # still set = the previous attempt died with its worker process
-                    worker_losses=FileEvent.worker_losses + case(
-                        (FileEvent.running_since.is_not(None), 1), else_=0),
-                    running_since=func.now(),
-                    lease_until=func.now() + timedelta(seconds=lease_seconds),
-                    claimed_by=owner())
-            .returning(
-                FileEvent.id, FileEvent.event, FileEvent.document_id,
-                FileEvent.entry_updated_at, FileEvent.payload, FileEvent.attempts,
-                FileEvent.worker_losses,
-            )
-        ).one()
-    return ClaimedEvent(*row)
+        row = _take(s, event_id, lease_seconds, true())
+    return None if row is None else ClaimedEvent(*row)
+
+
+def _take(s: Session, event_id: int, lease_seconds: float, condition: Any) -> Any:
+    """The claiming UPDATE of a live event that meets ``condition``; its row, or None."""
+    return s.execute(
+        update(FileEvent)
+        .where(FileEvent.id == event_id,
+               FileEvent.status.in_(("received", "enqueued", "processing")), condition)
+        .values(status="processing", attempts=FileEvent.attempts + 1, updated_at=_now(),
+                # still set = the previous attempt died with its worker process
+                worker_losses=FileEvent.worker_losses + case(
+                    (FileEvent.running_since.is_not(None), 1), else_=0),
+                running_since=func.now(),
+                lease_until=func.now() + timedelta(seconds=lease_seconds),
+                claimed_by=owner())
+        .returning(
+            FileEvent.id, FileEvent.event, FileEvent.document_id,
+            FileEvent.entry_updated_at, FileEvent.payload, FileEvent.attempts,
+            FileEvent.worker_losses,
+        )
+    ).one_or_none()
 
 
 def is_stale(s: Session, ev: ClaimedEvent) -> bool:
@@ -228,46 +241,65 @@ def end_attempt(event_id: int) -> None:
 
 @dataclass
 class StageRow:
-    """The ``file_processing_status`` row of a running stage."""
+    """The ``file_processing_status`` row of a running stage, and writes that commit with
+    its end, whichever way it ends (what the download saw, say)."""
 
     row_id: int
     ended: bool = False
+    end_writes: list[Callable[[Session], object]] = field(default_factory=list)
 
     def succeed_in(self, s: Session) -> None:
-        """End the stage as a success inside ``s``, so it commits with the outcome it led to
-        (no reader sees a finished event whose last stage still runs)."""
+        """End the stage as a success inside ``s``, so it commits with what follows it: the
+        next stage's start, or the outcome it led to (no reader sees a finished event whose
+        last stage still runs)."""
         s.execute(update(FileProcessingStatus).where(FileProcessingStatus.id == self.row_id)
                   .values(status="success", stage_end_time=func.now(), updated_at=_now()))
+        for write in self.end_writes:
+            write(s)
         self.ended = True
 
 
+def start_stage(s: Session, ev: ClaimedEvent, name: str) -> StageRow:
+    """Write the stage's ``processing`` row in ``s``."""
+    row = FileProcessingStatus(file_event_id=ev.id, file_document_id=ev.document_id,
+                               processing_stage=name, status="processing")
+    s.add(row)
+    s.flush()
+    return StageRow(row.id)
+
+
 @contextmanager
-def stage(ev: ClaimedEvent, name: str) -> Iterator[StageRow]:
-    """Record a stage in ``file_processing_status``: processing → success | failed."""
-    with session_scope() as s:
-        row = FileProcessingStatus(
-            file_event_id=ev.id, file_document_id=ev.document_id,
-            processing_stage=name, status="processing",
-        )
-        s.add(row)
-        s.flush()
-        current = StageRow(row.id)
+def stage(ev: ClaimedEvent, name: str, *, started: StageRow | None = None,
+          after: StageRow | None = None, hand_on: bool = False) -> Iterator[StageRow]:
+    """Record a stage in ``file_processing_status``: processing → success | failed.
+
+    The row is written in a transaction of its own, which also ends the stage ``after``
+    (one transaction from one stage to the next), unless the caller ``started`` it in one
+    of its own. A failed stage is ended at once; a stage that succeeds is ended on leaving
+    the block, or, with ``hand_on``, by the next stage (``after=``) or ``succeed_in``.
+    """
+    current = started
+    if current is None:
+        with session_scope() as s:
+            if after is not None and not after.ended:
+                after.succeed_in(s)
+            current = start_stage(s, ev, name)
     try:
         yield current
     except Exception as exc:
         if isinstance(exc, IngestError) and not hasattr(exc, "stage"):
             exc.stage = name  # type: ignore[attr-defined]
-        _end_stage(current.row_id, "failed", exc)  # also after succeed_in: it rolled back
+        _end_stage(current, "failed", exc)  # also after succeed_in: it rolled back
         raise
-    if not current.ended:
-        _end_stage(current.row_id, "success", None)
+    if not current.ended and not hand_on:
+        _end_stage(current, "success", None)
 
 
-def _end_stage(row_id: int, status: str, exc: BaseException | None) -> None:
+def _end_stage(row: StageRow, status: str, exc: BaseException | None) -> None:
     with session_scope() as s:
         s.execute(
             update(FileProcessingStatus)
-            .where(FileProcessingStatus.id == row_id)
+            .where(FileProcessingStatus.id == row.row_id)
             .values(
                 status=status,
                 stage_end_time=func.now(),
@@ -276,6 +308,9 @@ def _end_stage(row_id: int, status: str, exc: BaseException | None) -> None:
                 error_details={"exception": type(exc).__name__} if exc else None,
             )
         )
+        for write in row.end_writes:
+            write(s)
+    row.ended = True
 
 
 def resolve_entry(ev: ClaimedEvent, cms: CmsClient) -> FileEntry:
@@ -383,19 +418,21 @@ def _object_missing(ev: ClaimedEvent, entry: FileEntry, svc: Services) -> Object
                              retry_in=wait)
 
 
-def _record_object(ev: ClaimedEvent, info: ObjectInfo) -> None:
-    with session_scope() as s:
-        s.execute(update(FileEvent).where(FileEvent.id == ev.id)
-                  .values(object_key=info.key, object_etag=info.etag, object_size=info.size))
+def _record_object(event_id: int, info: ObjectInfo) -> Callable[[Session], object]:
+    return lambda s: s.execute(
+        update(FileEvent).where(FileEvent.id == event_id)
+        .values(object_key=info.key, object_etag=info.etag, object_size=info.size))
 
 
-def _download(ev: ClaimedEvent, entry: FileEntry, svc: Services) -> bytes:
+def _download(ev: ClaimedEvent, entry: FileEntry, svc: Services, download: StageRow) -> bytes:
+    """The object's bytes; what was opened (key, ETag, size) is recorded with the end of the
+    download stage, also when reading fails, so it is there before any failure is."""
     assert entry.storage_key is not None
     try:
         obj = svc.s3.open(entry.storage_key)
     except FileNotFound:
         raise _object_missing(ev, entry, svc) from None
-    _record_object(ev, obj.info)
+    download.end_writes.append(_record_object(ev.id, obj.info))
     return obj.read(svc.settings.max_file_bytes)
 
 
@@ -432,23 +469,25 @@ def _extract_chunks(data: bytes, entry: FileEntry, settings: Settings,
 def _process_upsert(ev: ClaimedEvent, svc: Services) -> Outcome:
     with session_scope() as s:
         stale = is_stale(s, ev)
-    if stale:
+        first = None if stale else start_stage(s, ev, "download")
+        joined_before = None if stale else batch_of_event(s, ev.id)
+    if first is None:
         return _ignore(ev, "superseded by a newer event of the document")
     try:
-        with stage(ev, "download"):
+        with stage(ev, "download", started=first, hand_on=True) as download:
             entry = resolve_entry(ev, svc.cms)
-            batch_id = _join(ev, entry, svc)
+            batch_id = joined_before or _join(ev, entry, svc)
             bind(batch_id=batch_id)
             check_key(entry, svc.settings)
             with metrics.timed("download"):
-                data = _download(ev, entry, svc)
+                data = _download(ev, entry, svc, download)
     except Superseded as exc:
         return _ignore(ev, f"superseded: {exc}")
-    with stage(ev, "processing"):
+    with stage(ev, "processing", after=download, hand_on=True) as processing:
         chunks = _extract_chunks(data, entry, svc.settings, svc.embedder.name)
         with metrics.timed("embed"):
             embeddings = svc.embedder.embed([chunk.text for chunk in chunks])
-    with stage(ev, "storage") as storage, session_scope() as s:
+    with stage(ev, "storage", after=processing) as storage, session_scope() as s:
         lock_xact(s, ev.document_id)
         if is_stale(s, ev):
             finish(s, ev.id, "ignored", "superseded while processing")
@@ -469,11 +508,8 @@ def _process_upsert(ev: ClaimedEvent, svc: Services) -> Outcome:
 
 
 def _join(ev: ClaimedEvent, entry: FileEntry, svc: Services) -> uuid.UUID | None:
-    """Join the uploader's open batch (once per event, also across retries)."""
-    with session_scope() as s:
-        joined_before = batch_of_event(s, ev.id)
-    if joined_before is not None:
-        return joined_before
+    """Join the uploader's open batch; the caller made sure this event has not joined one
+    yet (once per event, also across retries)."""
     assert entry.company_id is not None and entry.bot_id is not None and entry.name
     address = usable_address(entry.user_email)
     if address is not None:

@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 
 from ingest.batches import batches_to_check, check_batch, hint_delay_seconds
 from ingest.corrections import corrections_to_redrive
+from ingest.db import DB_CONNECTION_ERRORS
 from ingest.mail.alerts import send_pending_alerts
 from ingest.mail.send import emails_to_redrive
 from ingest.names import (
@@ -54,7 +55,8 @@ def follow_up_batch(batch_id: uuid.UUID) -> str:
     return result.closed_status or "open"
 
 
-@app.task(name=TASK_CHECK_BATCH)
+@app.task(name=TASK_CHECK_BATCH, autoretry_for=DB_CONNECTION_ERRORS, retry_backoff=True,
+          retry_backoff_max=60, retry_jitter=True, max_retries=10)
 def check_batch_task(batch_id: str) -> str:
     """A countdown hint: check the batch now (harmless if it is not due or already closed)."""
     with contextlib.suppress(RedisError):  # the key expires by itself

@@ -11,6 +11,7 @@ from functools import lru_cache
 from celery import Task
 
 from ingest.corrections import CorrectionServices, run_correction
+from ingest.db import DB_CONNECTION_ERRORS
 from ingest.mail.alerts import alert_correction_failed
 from ingest.metrics import TASK_RETRIES
 from ingest.names import TASK_RUN_CORRECTION
@@ -24,7 +25,9 @@ def _services() -> CorrectionServices:
     return CorrectionServices.from_settings(get_settings())
 
 
-@app.task(name=TASK_RUN_CORRECTION, bind=True, max_retries=None)
+@app.task(name=TASK_RUN_CORRECTION, bind=True, max_retries=None,
+          autoretry_for=DB_CONNECTION_ERRORS, retry_backoff=True, retry_backoff_max=60,
+          retry_jitter=True)
 def run_correction_task(self: Task, task_id: int) -> str:
     """Run one correction; retries are counted on its row (MAX_CORRECTION_ATTEMPTS)."""
     outcome = run_correction(task_id, _services(), on_final_failure=alert_correction_failed)

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from billiard.exceptions import SoftTimeLimitExceeded
 from celery import Task
-from sqlalchemy.exc import DBAPIError, OperationalError
 
+from ingest.db import DB_CONNECTION_ERRORS, is_disconnect
 from ingest.errors import ObjectNotYetThere, ResourceLimit, TransientError
 from ingest.metrics import TASK_RETRIES
 from ingest.names import TASK_PROCESS_FILE_EVENT, TASK_RUN_CORRECTION
@@ -34,9 +34,7 @@ from workers.tasks.batches import follow_up_batch
 
 
 def _is_transient(exc: Exception) -> bool:
-    if isinstance(exc, TransientError | OperationalError):
-        return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+    return isinstance(exc, (TransientError, *DB_CONNECTION_ERRORS)) or is_disconnect(exc)
 
 
 @app.task(name=TASK_PROCESS_FILE_EVENT, bind=True, max_retries=None)
