@@ -11,6 +11,7 @@ import threading
 from dataclasses import replace
 from typing import Any
 
+import requests
 from sqlalchemy import event, text
 
 from devtools.pg import admin_exec
@@ -71,10 +72,22 @@ def test_a_webhook_after_postgresql_dropped_every_connection_is_stored(
     the webhook is stored anyway (Strapi would never send it again)."""
     with session_scope() as s:  # at least one pooled connection to lose
         s.execute(text("SELECT 1"))
-    admin_exec(ADMIN_URL, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                          f"WHERE datname = '{DB_NAME}' AND pid <> pg_backend_pid()")
+    _drop_every_connection()
     entry = file_entry("after-restart.txt", "text/plain")
     upload(s3_server, entry, b"Stored although every pooled connection was dead.")
     response = post(web, envelope("entry.create", entry))
     assert response.status_code == 202, response.text
     assert wait_terminal(response.json()["event_id"]).status == "done"
+
+
+def test_readiness_holds_after_postgresql_dropped_every_connection(web: str) -> None:
+    """A restart that is over does not fail a probe on the dead pooled connection."""
+    assert requests.get(f"{web}/readyz", timeout=10).status_code == 200  # fills the pool
+    _drop_every_connection()
+    answer = requests.get(f"{web}/readyz", timeout=10)
+    assert answer.status_code == 200, answer.text
+
+
+def _drop_every_connection() -> None:
+    admin_exec(ADMIN_URL, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          f"WHERE datname = '{DB_NAME}' AND pid <> pg_backend_pid()")

@@ -215,10 +215,14 @@ def preference_updated() -> tuple[Response, int]:
 
 
 def check_database() -> str:
-    """``ok`` when PostgreSQL answers ``SELECT 1``, else ``error: <exception type>``."""
+    """``ok`` when PostgreSQL answers ``SELECT 1``, else ``error: <exception type>``.
+
+    A pooled connection that died with a server restart is retried on a fresh one, so a
+    restart that is over does not fail one probe (there is no ping before checkout)."""
     try:
-        with get_engine().connect() as conn:
-            conn.execute(text("SELECT 1"))
+        for attempt in reconnecting():
+            with attempt, get_engine().connect() as conn:
+                conn.execute(text("SELECT 1"))
     except Exception as exc:
         return f"error: {type(exc).__name__}"
     return "ok"
