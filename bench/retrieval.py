@@ -10,8 +10,8 @@ an in-process Chroma collection per chunking; a hit is a retrieved chunk holding
 fact's value. Both chunkings cut the same extracted blocks, in one run:
 
 - old: ``chunk_text`` of the joined text, 1000/200 characters, no headings;
-- new: ``chunk_blocks`` with the model's tokenizer (overlap 32 tokens, one record per
-  chunk), at the model's window (256), at 128 and at 96 tokens.
+- new: ``chunk_blocks`` with the model's tokenizer (overlap a quarter of the size, one
+  record per chunk), at the model's window (256), at 128, 96 and 64 tokens.
 
 Filler sentences name the document's own projects (80 %) or any other project (20 %).
 
@@ -35,6 +35,7 @@ from ingest.pipeline.chunking import chunk_blocks, chunk_text
 from ingest.pipeline.extract import extract_blocks
 from ingest.pipeline.formats.base import Block
 from ingest.pipeline.tokens import minilm_tokenizer
+from ingest.settings import Settings
 
 
 def _words(text: str, separator: str | None = None) -> list[str]:
@@ -381,8 +382,9 @@ def main() -> None:
     model = get_embedder("minilm").model  # type: ignore[attr-defined]
     tokenizer = minilm_tokenizer()
     makers = {label: (extension, maker) for label, extension, maker in available}
-    variants = {"new 256 tok": (0, 0), "new 128 tok (default)": (128, 0),
-                "new 96 tok": (96, 0)}
+    default = Settings().chunk_tokens
+    variants = {f"new {t} tok{' (default)' if t == default else ''}": (t, 0)
+                for t in (256, 128, 96, 64)}
     old: list[tuple[str, str]] = []
     new: dict[str, list[tuple[str, str]]] = {v: [] for v in variants}
     facts: list[Fact] = []
@@ -396,7 +398,7 @@ def main() -> None:
         old += [(name, c) for c in chunk_text(text, 1000, 200)]
         for variant, (max_tokens, record_tokens) in variants.items():
             new[variant] += [(name, c.text) for c in chunk_blocks(
-                blocks, tokenizer, max_tokens, 32, record_tokens)]
+                blocks, tokenizer, max_tokens, max_tokens // 4, record_tokens)]
         for f in doc.facts:
             f.doc = name
             fact_format[len(facts)] = label

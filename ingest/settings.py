@@ -77,9 +77,9 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(200, ge=0)
     # minilm: chunk length in the model's tokens ([CLS]/[SEP] and heading included; 0 = the
     # model's window, its max_seq_length; never more) and the overlap of consecutive chunks.
-    # 128, not the 256 window: fact lookups hit far more often (bench/retrieval.py, README)
-    chunk_tokens: int = Field(128, ge=0, le=8192)
-    chunk_overlap_tokens: int = Field(32, ge=0)
+    # 64, not the 256 window: fact lookups hit far more often (bench/retrieval.py, README)
+    chunk_tokens: int = Field(64, ge=0, le=8192)
+    chunk_overlap_tokens: int = Field(16, ge=0)
     # Records (CSV rows, JSON objects) are packed whole, up to this many tokens a chunk
     # (0: one record per chunk, so a one-row fact is not diluted among other rows)
     chunk_record_tokens: int = Field(0, ge=0, le=8192)

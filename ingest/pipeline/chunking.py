@@ -9,8 +9,9 @@ Tokens: every chunk, heading and [CLS]/[SEP] included, fits the model's window, 
 model reads all of it. A chunk ends at the last paragraph break before the budget, else
 the last sentence break, else the last word break (breaks in the first half are ignored so
 chunks do not become tiny); only a single word longer than the budget is cut elsewhere (at
-punctuation inside it, else between word pieces). The next chunk starts about ``overlap``
-tokens before the previous one's end, at the start of a word.
+punctuation inside it, else between word pieces). The next chunk starts at the sentence
+nearest ``overlap`` tokens before the previous one's end (no overlap when that chunk ended
+at a sentence and none is near), else about ``overlap`` tokens before it at a word start.
 
 Characters (``chunk_text``): a chunk ends at the last paragraph break before the hard
 limit, else the last sentence break, else the last word break, else at the hard limit
@@ -201,12 +202,15 @@ def _records(text: str) -> list[str]:
     A line is a record (a CSV row: ``name: Ana, team: Payroll``), except that consecutive
     lines whose keys are paths sharing a parent (JSON leaves ``items[3].name: ...``,
     ``items[3].team: ...``; XML ``staff.person@id: 7``, ``staff.person.name: ...``) form one
-    record, until a key repeats (the next XML element of the same name).
+    record, until a key repeats (the next XML element of the same name). Such a record
+    names its parent once, on its first line, and its fields by their own names
+    (``items[3]`` / ``name: ...`` / ``team: ...``): repeating the path on every line buried
+    the values among path tokens, and the model matched them half as often (bench/retrieval.py).
     """
     lines = text.split("\n")
     if len(lines) < _MIN_RECORD_LINES or "" in lines:
         return []
-    records: list[str] = []
+    grouped: list[tuple[str | None, list[str]]] = []  # (parent, lines) of each record
     parent: str | None = None
     keys: set[str] = set()
     for line in lines:
@@ -216,14 +220,22 @@ def _records(text: str) -> list[str]:
         key = match.group(1)
         cut = max(key.rfind("."), key.rfind("["), key.rfind("@"))
         line_parent = key[:cut] if cut > 0 else None
-        if line_parent is not None and line_parent == parent and key not in keys and records:
-            records[-1] += "\n" + line
+        if line_parent is not None and line_parent == parent and key not in keys and grouped:
+            grouped[-1][1].append(line)
             keys.add(key)
         else:
-            records.append(line)
+            grouped.append((line_parent, [line]))
             keys = {key}
         parent = line_parent
-    return records
+    return [_record_text(p, group) for p, group in grouped]
+
+
+def _record_text(parent: str | None, lines: list[str]) -> str:
+    """One record's text: a lone line as it is; several as the parent, then ``field: value``."""
+    if parent is None or len(lines) == 1:
+        return "\n".join(lines)
+    fields = [line[len(parent):].lstrip(".@") for line in lines]
+    return "\n".join([parent, *fields])
 
 
 def _pack_records(records: list[str], tokenizer: ModelTokenizer, record_tokens: int,
@@ -332,10 +344,22 @@ def _token_piece_end(levels: list[int], start: int, budget: int, overlap: int, c
 
 
 def _next_token_start(levels: list[int], start: int, end: int, overlap: int) -> int:
-    """Start of the next piece: a word start about ``overlap`` tokens before ``end``."""
+    """Start of the next piece: the sentence start nearest ``overlap`` tokens before
+    ``end`` (at most twice that), else ``end`` itself when the piece ended at a sentence,
+    else a word start about ``overlap`` tokens before ``end``.
+
+    A piece that starts mid-sentence embeds a fragment; starting at a sentence (or with no
+    overlap after a piece that ended at one) keeps every sentence whole in some piece.
+    """
     if overlap == 0:
         return end
     target = end - overlap
+    sentences = [i for i in range(max(start + 1, end - 2 * overlap), end)
+                 if levels[i] <= _SENTENCE]
+    if sentences:
+        return min(sentences, key=lambda i: abs(i - target))
+    if levels[end] <= _SENTENCE:
+        return end
     for i in range(target, max(start, end - 2 * overlap), -1):  # at least `overlap` shared
         if levels[i] <= _WORD:
             return i
