@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import email
 import email.policy
+import logging
 import os
 import random
 import re
@@ -582,6 +583,7 @@ def main(argv: list[str] | None = None) -> int:
         profile = Profile(**{**profile.__dict__, "files": args.files or profile.files,
                              "uploaders": args.uploaders or profile.uploaders})
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the in-process CMS's requests
     shutil.rmtree(CHAOS, ignore_errors=True)
     (CHAOS / "logs").mkdir(parents=True)
     os.chmod(CHAOS, 0o755)  # noqa: S103 - user postgres must reach its data folder
