@@ -15,8 +15,8 @@ Routes (bodies, status codes and error shapes as in the Strapi 5.54 captures of
 Every create, update and delete sends a webhook ``{event, createdAt, model, uid, entry}``
 with ``X-Strapi-Event`` from a pool of five threads (so the order is not guaranteed), once,
 never retried — as Strapi does. Test controls live on :class:`CmsState`: seeding without
-HTTP (``put_file``, ``put_preference``), injected faults (``fail_next``), call counters
-(``calls``) and the webhook deliveries.
+HTTP (``put_file``, ``put_preference``), injected faults (``fail_next``; ``fail_for`` an
+outage of every route), call counters (``calls``) and the webhook deliveries.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import secrets
 import signal
 import string
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -155,6 +156,7 @@ class CmsState:
         self._last_id = 0
         self._last_tick: datetime | None = None
         self._faults: dict[str, list[int]] = {}
+        self._outage: tuple[float, int] = (0.0, 503)  # (until, monotonic; status)
         self._pool = ThreadPoolExecutor(WEBHOOK_WORKERS, "cms-standin-webhook")
         self._pending: list[Future[None]] = []
 
@@ -173,15 +175,25 @@ class CmsState:
         with self._lock:
             self._faults.setdefault(route, []).extend([status] * times)
 
+    def fail_for(self, seconds: float, status: int = 503) -> None:
+        """Answer every request to every route with ``status`` for the next ``seconds``
+        (an outage: nothing is created, read or deleted meanwhile)."""
+        with self._lock:
+            self._outage = (time.monotonic() + seconds, status)
+
     def clear_faults(self) -> None:
-        """Drop every pending injected fault."""
+        """Drop every pending injected fault, and end an outage."""
         with self._lock:
             self._faults.clear()
+            self._outage = (0.0, 503)
 
     def record_call(self, method: str, route: str) -> int | None:
         """Count a request; the injected fault status to answer with, if any."""
         with self._lock:
             self.calls[f"{method} {route}"] += 1
+            until, status = self._outage
+            if time.monotonic() < until:
+                return status
             queue = self._faults.get(f"{method} {route}") or self._faults.get(route)
             return queue.pop(0) if queue else None
 

@@ -7,10 +7,11 @@ With ``directory``, each message is also written there as ``<n>-<recipient>.eml`
 it has an HTML part, ``<n>-<recipient>.html`` to open in a browser.
 
 Faults for the tests apply to the next connections or commands, then wear off:
-``refuse_connections(n)`` / ``refuse_for(seconds)`` (closed before the greeting, or after a
-``421`` greeting), ``reject_rcpt(code)``, ``drop_after_data()`` (captured, then the connection
-is cut before the reply), ``delay_data_reply(seconds)``; ``after_capture(callback)`` runs
-once between a capture and its ``250``.
+``refuse_connections(n)`` / ``refuse_for(seconds, every=1)`` (closed before the greeting, or
+after a ``421`` greeting; ``every=2`` refuses every other session of the outage),
+``reject_rcpt(code)``, ``drop_after_data()`` (captured, then the connection is cut before
+the reply), ``delay_data_reply(seconds)``; ``after_capture(callback)`` runs once between a
+capture and its ``250``.
 """
 
 from __future__ import annotations
@@ -123,6 +124,7 @@ class SmtpSink:
         self._starting = False
         self._faults: dict[str, list[str]] = {"connect": [], "rcpt": [], "data": []}
         self._refuse_until = 0.0
+        self._refuse_every, self._refuse_seen = 1, 0
         self._after_capture: Callable[[], object] | None = None
         self.connections = 0
         self.received: list[ReceivedMessage] = []
@@ -202,10 +204,14 @@ class SmtpSink:
         with self._cond:
             self._faults["connect"].extend([reply or ""] * n)
 
-    def refuse_for(self, seconds: float) -> None:
-        """Close every connection before the greeting for the next ``seconds`` (an outage)."""
+    def refuse_for(self, seconds: float, every: int = 1) -> None:
+        """Close connections before the greeting for the next ``seconds`` (an outage): every
+        one, or with ``every=n`` each n-th (2: every other session, a flaky server)."""
+        if every < 1:
+            raise ValueError("every must be at least 1")
         with self._cond:
             self._refuse_until = time.monotonic() + seconds
+            self._refuse_every, self._refuse_seen = every, 0
 
     def after_capture(self, callback: Callable[[], object]) -> None:
         """Run ``callback()`` once, after the next message is captured and before its 250."""
@@ -238,7 +244,9 @@ class SmtpSink:
                 return None
             self.connections += 1
             if time.monotonic() < self._refuse_until:
-                return ""
+                self._refuse_seen += 1
+                if self._refuse_seen % self._refuse_every == 0:
+                    return ""
             queue = self._faults["connect"]
             return queue.pop(0) if queue else None
 

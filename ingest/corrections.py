@@ -28,7 +28,9 @@
 Mechanics: every action is idempotent (already gone counts as done) and its
 ``*_cleanup_completed`` flag is committed as soon as it is done, so a retry skips it; every
 step is appended to ``execution_log``. Failures retry with backoff up to
-``MAX_CORRECTION_ATTEMPTS``; then the row is ``failed`` and the operator is alerted.
+``MAX_CORRECTION_ATTEMPTS``; then the row is ``failed`` and the operator is alerted. A
+retry's due time is its row's ``act_after`` (it gates only the first attempt), so the
+sweeper re-drives a retry lost with its worker or broker as soon as it is overdue.
 ``ENABLE_AUTO_CORRECTION=false`` records the plan and acts on nothing. Our own CMS delete
 comes back as an ``entry.delete`` webhook, which only removes chunks that are already gone.
 
@@ -244,11 +246,13 @@ def _gate(task_id: int) -> tuple[str, AutoCorrectionTask | None, float]:
     """
     with session_scope() as s:
         row = s.execute(select(AutoCorrectionTask.status, AutoCorrectionTask.act_after,
-                               func.now().label("now"))
+                               AutoCorrectionTask.started_at, func.now().label("now"))
                         .where(AutoCorrectionTask.id == task_id)).first()
         if row is None or row.status not in OPEN_STATUSES:
             return "nothing", None, 0.0
-        if row.act_after is not None and row.act_after > row.now:
+        # The delay before the first action (rule 2); a retry's act_after is only its due
+        # time for the sweeper, and an early copy of a retry may run.
+        if row.started_at is None and row.act_after is not None and row.act_after > row.now:
             return "wait", None, (row.act_after - row.now).total_seconds()
         lock_xact(s, "correction-breaker")
         if breaker_tripped(s) is not None:
@@ -419,7 +423,8 @@ def _failed_attempt(task: AutoCorrectionTask, exc: Exception, settings: Settings
     metrics.CORRECTION_OUTCOMES.labels("retry").inc()
     with session_scope() as s:
         _append(s, task.id, _entry("attempt", f"attempt {task.attempts} failed: {message}",
-                                   ok=False), status="pending")
+                                   ok=False), status="pending",
+                act_after=func.now() + timedelta(seconds=delay))
     log.warning("correction %s attempt %d failed (%s); retry in %.1fs", task.id,
                 task.attempts, message, delay)
     return CorrectionOutcome("retry", task.batch_id, retry_in=delay, detail=message)
@@ -427,26 +432,28 @@ def _failed_attempt(task: AutoCorrectionTask, exc: Exception, settings: Settings
 
 def corrections_to_redrive(stuck_after: timedelta, unstarted_after: timedelta,
                            limit: int = 200) -> list[int]:
-    """Corrections whose task was lost: due but never started (a lost countdown, or released
-    by an operator) for ``unstarted_after``, or started and untouched for ``stuck_after``.
+    """Corrections whose task was lost: ``pending`` and overdue by ``unstarted_after`` (a
+    lost first countdown, a retry lost with its worker or with the broker's messages, or
+    released by an operator), or ``processing`` since ``stuck_after`` (an attempt that died).
 
-    ``act_after`` of a never-started one is moved to now, so a busy queue gets one more
+    ``act_after`` of a re-driven pending one is moved to now, so a busy queue gets one more
     copy per ``unstarted_after``, not one per sweep.
     """
     with session_scope() as s:
         now = func.now()
-        due = (AutoCorrectionTask.started_at.is_(None)) & (
+        due = (AutoCorrectionTask.status == "pending") & (
             func.coalesce(AutoCorrectionTask.act_after, AutoCorrectionTask.created_at)
             < now - unstarted_after)
+        stuck = ((AutoCorrectionTask.status == "processing")
+                 & (AutoCorrectionTask.started_at < now - stuck_after))
         ids = list(s.execute(
             select(AutoCorrectionTask.id)
-            .where(AutoCorrectionTask.status.in_(OPEN_STATUSES),
-                   or_(due, AutoCorrectionTask.started_at < now - stuck_after))
+            .where(or_(due, stuck))
             .limit(limit).with_for_update(skip_locked=True)
         ).scalars())
         if ids:
             s.execute(update(AutoCorrectionTask)
                       .where(AutoCorrectionTask.id.in_(ids),
-                             AutoCorrectionTask.started_at.is_(None))
+                             AutoCorrectionTask.status == "pending")
                       .values(act_after=now))
         return ids

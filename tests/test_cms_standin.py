@@ -201,6 +201,21 @@ def test_fail_next_injects_statuses_then_recovers(cms: CmsServer, api: requests.
         cms.state.fail_next("no-such-route", 500)
 
 
+def test_fail_for_is_an_outage_of_every_route(cms: CmsServer, api: requests.Session) -> None:
+    doc = cms.state.put_file({"name": "a.pdf", "storage_key": "k"})
+    url = f"{cms.url}/api/files/{doc['documentId']}"
+    cms.state.fail_for(30)
+
+    during = [api.get(url), api.delete(url), api.get(f"{cms.url}/api/files"),
+              api.post(f"{cms.url}/api/files", json={"data": {"name": "b", "storage_key": "b"}})]
+    cms.state.fail_for(0)
+
+    assert [r.status_code for r in during] == [503, 503, 503, 503]
+    assert during[0].json()["error"]["name"] == "ServiceUnavailableError"
+    assert list(cms.state.files) == [doc["documentId"]]  # nothing deleted or created
+    assert api.get(url).status_code == 200
+
+
 def test_put_file_upserts_by_document_id(cms: CmsServer, receiver: Receiver) -> None:
     cms.state.configure_webhook(receiver.url)
     doc_id = "a" * 24

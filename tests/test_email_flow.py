@@ -283,3 +283,32 @@ def test_the_database_cut_right_after_the_250_never_causes_a_second_send(
     assert batch_id not in emails_to_redrive(timedelta(0), timedelta(0), timedelta(0))
     time.sleep(1)
     assert len([m for m in smtp_sink.messages if m["To"] == email]) == 1
+
+
+def test_a_retry_lost_with_its_worker_is_redriven_once_it_is_overdue(smtp_sink: Any) -> None:
+    """Found by ``make chaos``: an e-mail whose retry countdown died with its worker (the
+    worker holds a countdown's message) was re-driven only after ``retry_after`` (longer
+    than any backoff: 11 minutes). Its retry's due time is in the retry log; the sweeper
+    re-drives it once that is overdue, once per ``new_after``."""
+    from ingest.batches import check_batch
+    from ingest.mail.send import emails_to_redrive, send_batch_email
+    from ingest.settings import get_settings
+
+    email = uploader()
+    batch_id = sealed_finished_batch(email)
+    quiet_outbox()
+    wait_until(lambda: check_batch(batch_id, get_settings()).email_pending, 10)
+    smtp_sink.refuse_connections(1)
+    outcome = send_batch_email(batch_id, get_settings())
+    assert outcome.status == "retry"
+
+    def redriven(new_after: float) -> bool:
+        return batch_id in emails_to_redrive(timedelta(seconds=new_after),
+                                             timedelta(minutes=11), timedelta(minutes=15))
+
+    # Its retry's message is gone. Not overdue yet: left to its countdown.
+    assert not redriven(30)
+    # Overdue (as if its due time was retry_in + 1 s ago): re-driven.
+    assert redriven(-(outcome.retry_in + 1))
+    assert send_batch_email(batch_id, get_settings()).status == "sent"
+    assert len(mail_to(smtp_sink, email)) == 1

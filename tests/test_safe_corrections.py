@@ -329,3 +329,35 @@ def test_released_corrections_run_and_a_lost_one_is_redriven_once_per_interval(
     for task in tasks:
         assert run_correction(task.id, correction_services).status == "completed"
     assert not any(s3_exists(s3_server, e["storage_key"]) for e in entries)
+
+
+def test_a_retry_lost_with_its_worker_is_redriven_once_it_is_overdue(
+    s3_server: Any, cms: Any, correction_services: CorrectionServices
+) -> None:
+    """Found by ``make chaos``: a correction whose retry countdown died with its worker (the
+    worker holds a countdown's message) was re-driven only 10 minutes after its *first*
+    attempt, holding its batch and e-mail that long. The retry's due time is now its
+    ``act_after``, and the sweeper re-drives it once that is overdue."""
+    from datetime import timedelta
+
+    from ingest.corrections import corrections_to_redrive
+
+    entry = cms_file(cms, s3_server, "lost-retry.pdf", make_corrupt_pdf(), "application/pdf")
+    assert process_event(store_event(entry)).status == "failed"
+    (task,) = corrections_of(entry["documentId"])
+    cms.state.fail_next("GET file", 503)
+    outcome = run_correction(task.id, correction_services)
+    assert outcome.status == "retry"
+    (task,) = corrections_of(entry["documentId"])
+    assert task.status == "pending" and task.started_at is not None
+    # The retry's message is gone. Not overdue yet: left to its countdown.
+    assert task.id not in corrections_to_redrive(stuck_after=timedelta(minutes=10),
+                                                 unstarted_after=timedelta(seconds=30))
+    # Overdue (as if its due time was outcome.retry_in + 1 s ago): re-driven, once.
+    overdue = timedelta(seconds=-(outcome.retry_in + 1))
+    assert task.id in corrections_to_redrive(stuck_after=timedelta(minutes=10),
+                                             unstarted_after=overdue)
+    assert task.id not in corrections_to_redrive(stuck_after=timedelta(minutes=10),
+                                                 unstarted_after=timedelta(seconds=30))
+    assert run_correction(task.id, correction_services).status == "completed"
+    assert cms.state.get_file(entry["documentId"]) is None

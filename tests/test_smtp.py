@@ -89,6 +89,21 @@ def test_connection_dropped_before_greeting_is_transient(sink: SmtpSink) -> None
     assert sink.connections == 1 and sink.messages == []
 
 
+def test_refuse_for_every_other_session_then_wears_off(sink: SmtpSink) -> None:
+    sink.refuse_for(30, every=2)
+    outcomes = []
+    for _ in range(4):
+        try:
+            deliver(make_message(), settings_for(sink.port), timeout=5)
+            outcomes.append("sent")
+        except SmtpTransient:
+            outcomes.append("refused")
+    assert outcomes == ["sent", "refused", "sent", "refused"]
+    sink.refuse_for(0)
+    deliver(make_message(), settings_for(sink.port), timeout=5)
+    assert len(sink.wait_for(3)) == 3
+
+
 def test_421_greeting_is_transient(sink: SmtpSink) -> None:
     sink.refuse_connections(1, reply="421 4.3.2 try later")
     with pytest.raises(SmtpTransient) as info:

@@ -286,12 +286,15 @@ def emails_to_redrive(new_after: timedelta, retry_after: timedelta, sending_afte
     """Batches whose e-mail task was lost, for the sweeper to publish again.
 
     A never-tried ``pending`` row older than ``new_after`` lost its first task (the closing
-    process died before publishing); a tried one older than ``retry_after`` (longer than
-    any backoff) lost its retry. A ``sending`` row older than ``sending_after`` belongs to a
-    worker that died during SMTP; it is put back to ``pending`` (the deterministic
-    Message-ID lets mail systems collapse the rare duplicate this can cause). Publishing
-    twice is harmless: only one task can claim the row. A ``sending`` row whose 250 is
-    remembered in Redis is recorded as sent instead.
+    process died before publishing); a tried one whose retry is overdue by ``new_after``
+    (its ``next_retry_at`` in the retry log) lost its retry — with the worker that held the
+    countdown, or with the broker — and one untouched for ``retry_after`` (longer than any
+    backoff) is re-driven in any case. A re-driven row's ``updated_at`` is moved to now, so
+    a busy queue gets one more copy per ``new_after``, not one per sweep. A ``sending`` row
+    older than ``sending_after`` belongs to a worker that died during SMTP; it is put back
+    to ``pending`` (the deterministic Message-ID lets mail systems collapse the rare
+    duplicate this can cause). Publishing twice is harmless: only one task can claim the
+    row. A ``sending`` row whose 250 is remembered in Redis is recorded as sent instead.
     """
     with session_scope() as s:
         now = s.execute(select(func.now())).scalar_one()
@@ -309,14 +312,22 @@ def emails_to_redrive(new_after: timedelta, retry_after: timedelta, sending_afte
                 values = {"send_status": "pending"}
             s.execute(update(EmailNotificationLog).where(EmailNotificationLog.id == log_id)
                       .values(updated_at=now, **values))
+        retry_due = (select(func.max(NotificationRetryLog.next_retry_at))
+                     .where(NotificationRetryLog.batch_id == EmailNotificationLog.batch_id)
+                     .scalar_subquery())
         rows = s.execute(
-            select(EmailNotificationLog.batch_id)
+            select(EmailNotificationLog.id, EmailNotificationLog.batch_id)
             .where(
                 EmailNotificationLog.send_status == "pending",
-                ((EmailNotificationLog.send_attempts == 0)
-                 & (EmailNotificationLog.updated_at < now - new_after))
+                EmailNotificationLog.updated_at < now - new_after,
+                (EmailNotificationLog.send_attempts == 0)
+                | (retry_due < now - new_after)
                 | (EmailNotificationLog.updated_at < now - retry_after),
             )
-            .limit(limit)
-        ).scalars()
-        return list(rows)
+            .limit(limit).with_for_update(skip_locked=True)
+        ).all()
+        if rows:
+            s.execute(update(EmailNotificationLog)
+                      .where(EmailNotificationLog.id.in_([r.id for r in rows]))
+                      .values(updated_at=now))
+        return [r.batch_id for r in rows]
