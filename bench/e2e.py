@@ -185,6 +185,10 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version(), "kernel": platform.release()}
 
 
+def load_average() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
 def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -208,6 +212,10 @@ class Throughput:
     loop_seconds: float
     failed: int
     loop_errors: int
+    #: the machine's 1-minute load average after the loop and after the service ran (the
+    #: bench itself keeps about 2 busy; more means other work shared the cores)
+    load_after_loop: float = 0.0
+    load_after_service: float = 0.0
 
     @property
     def ratio(self) -> float:
@@ -247,6 +255,7 @@ def throughput(stack: Stack, workload: str, files: list[Upload], timeout: float,
                for n, s in enumerate(stored)]
     loop_env = stack.env | {"CHROMA_COLLECTION": f"bench_loop_{workload}"}
     loop = run_loop(entries, loop_env, processes=2)
+    load_after_loop = load_average()
     print(f"  loop     {loop.files_per_second:7.2f} files/s   {loop.wall_seconds:6.1f}s   "
           f"CPU {1000 * loop.cpu_seconds / max(1, loop.files):7.1f} ms/file"
           f"{f'   ERRORS {loop.errors}' if loop.errors else ''}")
@@ -258,10 +267,13 @@ def throughput(stack: Stack, workload: str, files: list[Upload], timeout: float,
         service_cpu_ms_per_file=1000 * service["cpu"] / len(files),
         loop_cpu_ms_per_file=1000 * loop.cpu_seconds / max(1, loop.files),
         service_seconds=service["seconds"], loop_seconds=loop.wall_seconds,
-        failed=service["failed"], loop_errors=loop.errors)
+        failed=service["failed"], loop_errors=loop.errors,
+        load_after_loop=load_after_loop, load_after_service=load_average())
     print(f"  service  {result.service_files_per_s:7.2f} files/s   "
           f"{result.service_seconds:6.1f}s   CPU {result.service_cpu_ms_per_file:7.1f} ms/file"
           f"   ratio {result.ratio:.2f}{f'   FAILED {result.failed}' if result.failed else ''}")
+    print(f"  load average after the loop {result.load_after_loop:.1f}, after the service "
+          f"{result.load_after_service:.1f} ({os.cpu_count()} cores)")
     return result, sql
 
 
