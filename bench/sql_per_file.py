@@ -1,10 +1,10 @@
 """SQL statements and transactions per file, measured on the server (``make bench-sql``).
 
-Starts a throwaway PostgreSQL with ``pg_stat_statements`` preloaded and a throwaway Redis
-(``devtools.throwaway``, data under ``.bench/``), migrates a database ``kb_bench``, and
-starts the service's real processes as ``make demo`` does (``devtools.demo.services``:
-S3 via moto, Chroma, the SMTP sink, the CMS stand-in, gunicorn, a Celery worker with the
-``hashing`` backend; beat only with ``--beat``). Then ``--files`` text files are uploaded
+Starts the stack of ``bench.stack`` (shared with ``make bench``): a throwaway PostgreSQL
+with ``pg_stat_statements`` preloaded and a throwaway Redis (data under ``.bench/sql``), a
+migrated database ``kb_bench``, and the service's real processes as ``make demo`` starts
+them (S3 via moto, Chroma, the SMTP sink, the CMS stand-in, gunicorn, a Celery worker with
+the ``hashing`` backend; beat only with ``--beat``). Then ``--files`` text files are uploaded
 as ``ingest upload`` does (S3 object, then ``POST /api/files`` to the CMS, which sends the
 webhook), spread over four uploaders of unequal size, so some batches seal when full
 (``--threshold``) and others after the quiet period.
@@ -29,51 +29,23 @@ Not part of ``make test``.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable
-from contextlib import closing
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-import psycopg2  # noqa: E402
-
-from devtools import demo, procs  # noqa: E402
-from devtools.throwaway import ThrowawayPostgres, ThrowawayRedis  # noqa: E402
+from bench.stack import DB, OBSERVER, Server, Stack  # noqa: E402
+from devtools import procs  # noqa: E402
 
 BENCH = ROOT / ".bench" / "sql"
-DB = "kb_bench"
-SERVICE_ROLE, OBSERVER = "postgres", "bench_observer"
 SHARES = (0.4, 0.3, 0.2, 0.1)  # of the files, per uploader
 TX_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "START TRANSACTION")
 QUIET_MINUTES = 0.1
-
-
-class Server:
-    """Autocommit connections to the throwaway cluster: ``postgres`` as the observer."""
-
-    def __init__(self, pg: ThrowawayPostgres) -> None:
-        self.pg = pg
-
-    def connect(self, database: str = "postgres", user: str = SERVICE_ROLE) -> Any:
-        conn = psycopg2.connect(host="127.0.0.1", port=self.pg.port, user=user,
-                                dbname=database)
-        conn.autocommit = True
-        return conn
-
-    def rows(self, sql: str, args: Any = (), database: str = "postgres",
-             user: str = OBSERVER) -> list[tuple[Any, ...]]:
-        # closing(), not the connection as a context manager: that opens a transaction
-        with closing(self.connect(database, user)) as conn, conn.cursor() as cur:
-            cur.execute(sql, args)
-            return cur.fetchall() if cur.description else []
 
 
 STATEMENTS = """
@@ -259,45 +231,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run beat (its sweeps and snapshots count too)")
     parser.add_argument("--timeout", type=float, default=900)
     args = parser.parse_args(argv)
-    shutil.rmtree(BENCH, ignore_errors=True)
-    BENCH.mkdir(parents=True)
-    os.chmod(BENCH, 0o755)  # noqa: S103 - user postgres must reach its data folder
-    pg, redis = ThrowawayPostgres(BENCH / "pg"), ThrowawayRedis(BENCH / "redis")
-    with procs.Supervisor() as supervisor:
-        supervisor.start([pg, redis])
-        server = Server(pg)
-        server.rows(f'CREATE DATABASE "{DB}"', user=SERVICE_ROLE)
-        server.rows("CREATE EXTENSION pg_stat_statements", user=SERVICE_ROLE)
-        server.rows(f"CREATE ROLE {OBSERVER} SUPERUSER LOGIN", user=SERVICE_ROLE)
-        ports = {name: procs.free_port() for name in ("s3", "chroma", "smtp", "cms", "web")}
-        ports["redis"] = redis.port  # demo's own Redis is not started: the throwaway one is
-        env = demo.environment(ports, "hashing") | {
-            "DATABASE_URL": pg.url(DB), "REDIS_URL": redis.url(0),
-            "CELERY_BROKER_URL": redis.url(1),
-            "DEFAULT_BATCH_SIZE_THRESHOLD": str(args.threshold),
-            "DEFAULT_NOTIFICATION_DELAY_MINUTES": str(QUIET_MINUTES),
-        }
-        os.environ.update(env)
-        subprocess.run([procs.script("ingest"), "db", "upgrade"], env=env, check=True,
-                       capture_output=True)
-        wanted = {"s3", "chroma", "smtp", "cms", "web", "worker"} | ({"beat"} if args.beat
-                                                                      else set())
-        started = [s for s in demo.services(ports, "hashing", True, root=BENCH)
-                   if s.name in wanted]
-        supervisor.start(started, env, lambda s, t: print(f"  {s.name:<7} ready in {t:5.1f}s"))
-        import boto3
-
-        boto3.client("s3", endpoint_url=env["S3_ENDPOINT_URL"]).create_bucket(
-            Bucket=env["S3_BUCKET"])
+    wanted = {"s3", "chroma", "smtp", "cms", "web", "worker"} | ({"beat"} if args.beat
+                                                                  else set())
+    overrides = {"DEFAULT_BATCH_SIZE_THRESHOLD": str(args.threshold),
+                 "DEFAULT_NOTIFICATION_DELAY_MINUTES": str(QUIET_MINUTES)}
+    with Stack(BENCH, "hashing", wanted, overrides) as stack:
+        server = stack.server
         time.sleep(2)  # the processes' start-up statistics reach the server first
         xacts_before = reset(server)
         began = time.monotonic()
-        upload(env, args.files)
+        upload(stack.env, args.files)
         mails, done = wait_all_done(server, args.files, args.timeout)
         time.sleep(QUIET_MINUTES * 60 + 2)  # countdown hints still due run, as they would
-        for service in reversed(started):  # their backends exit and flush their statistics
-            if service.name in ("web", "worker", "beat", "cms"):
-                service.stop()
+        for name in ("beat", "worker", "web", "cms"):  # their backends exit and flush
+            if name in wanted:
+                stack.service(name).stop()
         took = time.monotonic() - began
         time.sleep(1.5)
         rows, control, _, observer = statements(server)
