@@ -266,6 +266,9 @@ def events_to_relay(
       ``processing`` row waiting for a retry: their messages are gone;
     - as a last resort, ``enqueued``/``processing`` rows untouched for longer than the
       broker's visibility timeout allows.
+
+    A message a dead worker had fetched but not started (its event holds no lease) is not
+    found here: the relay first restores it on the broker (``workers.orphans``).
     """
     lost = ((FileEvent.status == "processing") & FileEvent.running_since.is_not(None)
             & (FileEvent.lease_until < func.now()))

@@ -72,6 +72,9 @@ CORRECTION_OUTCOMES = Counter(
     "kb_ingest_correction_outcomes", "Auto-correction runs, by outcome (completed, skipped, "
     "retry, failed)", ["outcome"])
 WEBHOOKS = Counter("kb_ingest_webhooks", "Webhook requests by outcome", ["outcome"])
+BROKER_RESTORES = Counter(
+    "kb_ingest_broker_messages_restored", "Broker messages of a dead worker (fetched, never "
+    "acked) put back on their queue by the beat relay, by task", ["task"])
 
 STAGE_SECONDS = Histogram(
     "kb_ingest_stage_duration_seconds", "Duration of a successful pipeline stage (download, "
@@ -90,6 +93,7 @@ PROCESSES = Gauge(
     "children) writing to this metrics directory", ["kind"], multiprocess_mode="livesum")
 
 PROCESS_METRICS = (FILES, TASK_RETRIES, EMAIL_OUTCOMES, CORRECTION_OUTCOMES, WEBHOOKS,
+                   BROKER_RESTORES,
                    STAGE_SECONDS, HTTP_SECONDS, EMAIL_DUE_TO_SENT, PROCESSES)
 
 

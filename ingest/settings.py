@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     # A running attempt holds its event this long, renewed every third of it by a
     # heartbeat; a dead worker's event is re-driven once its lease has run out.
     event_lease_seconds: float = Field(60, ge=5, le=600)
+    # The beat relay puts back on its queue a broker message that a worker fetched this
+    # long ago and that no live worker holds (its worker died before acking it).
+    broker_orphan_grace_seconds: float = Field(30, ge=1, le=600)
 
     # E-mail
     smtp_server: str = "127.0.0.1"

@@ -16,10 +16,14 @@ import pytest
 import redis
 from sqlalchemy import select
 
+from devtools.samples import make_txt
 from ingest.db import session_scope
+from ingest.events import publish_then_mark_enqueued
 from ingest.models import FileEvent
+from ingest.names import TASK_PROCESS_FILE_EVENT
+from ingest.redis_client import broker_was_emptied
 from tests.conftest import TMP, _free_port, wait_until
-from tests.helpers import event_row, wait_terminal
+from tests.helpers import cms_file, event_row, store_event, upload, wait_terminal
 from tests.procs import BROKER, ready, start_beat, start_worker, stop, stored_big_file
 from webhooks.publisher import Publisher
 
@@ -55,6 +59,80 @@ def test_a_worker_whose_whole_group_is_killed_has_its_file_done_within_2_minutes
     assert row.status == "done", row.last_error
     assert took < RECOVERY_BOUND
     assert row.worker_losses == 1
+
+
+def test_messages_a_killed_worker_had_fetched_but_not_started_are_restored_at_once(
+    s3_server: Any, chroma_server: str, cms: Any
+) -> None:
+    """The whole worker is SIGKILLed while it holds, besides the file it runs, a message it
+    received but could not start yet (its only pool process is busy) and a retry waiting for
+    its countdown. Neither event has a lease (``enqueued``; ``processing`` without
+    ``running_since``) and their messages sit in the broker's ``unacked`` hash for the
+    visibility timeout: the relay restores them (``workers.orphans``)."""
+    env = {"EVENT_LEASE_SECONDS": "15", "BROKER_ORPHAN_GRACE_SECONDS": "5",
+           "S3_MISSING_GRACE_SECONDS": "300"}
+    log1, log2 = TMP / "worker-orphans-1.log", TMP / "worker-orphans-2.log"
+    beat = start_beat(TMP / "beat-orphans.log", **env)
+    first = start_worker(log1, 1, queues="ingest,notifications", **env)
+    second = None
+    celery = Publisher(BROKER).celery
+    tasks: dict[int, str] = {}
+
+    def publish(event_id: int, countdown: float | None = None) -> None:
+        def send(e: int) -> None:
+            tasks[e] = celery.send_task(TASK_PROCESS_FILE_EVENT, args=[e],
+                                        countdown=countdown).id
+        with session_scope() as s:
+            assert publish_then_mark_enqueued(s, [event_id], send) == [event_id]
+
+    def received(event_id: int, times: int = 1) -> bool:
+        return log1.read_text(errors="replace").count(
+            f"process_file_event[{tasks[event_id]}] received") >= times
+
+    # The broker is not new: else the first relay would re-publish every queued event and
+    # hide what this test is about.
+    broker_was_emptied(BROKER)
+    try:
+        wait_until(lambda: ready(log1), 60, 0.2)
+        # A retry: the object is not in S3 yet, so the worker holds a countdown message.
+        waiting_entry = cms_file(cms, s3_server, "orphan-retry.txt", None)
+        waiting = store_event(waiting_entry)
+        publish(waiting)
+        wait_until(lambda: received(waiting, 2), 30, 0.05)
+        # A message with a countdown: the worker fetches it at once (an ETA message raises
+        # its prefetch) and holds it in memory...
+        _, reserved = stored_big_file(s3_server, "orphan-reserved.txt", 200)
+        publish(reserved, countdown=3)
+        wait_until(lambda: received(reserved), 30, 0.05)
+        due = time.monotonic() + 3
+        # ...while a long file occupies the only pool process, so when the countdown is
+        # over the message waits, received but not started, behind it.
+        _, running = stored_big_file(s3_server, "orphan-running.txt", 200_000)
+        publish(running)
+        wait_until(lambda: event_row(running).running_since is not None, 60, 0.05)
+        time.sleep(max(0.0, due - time.monotonic()) + 0.5)
+        rows = {e: event_row(e) for e in (waiting, running, reserved)}
+        assert rows[running].running_since is not None, log1.read_text()[-4000:]
+        assert (rows[reserved].status, rows[reserved].attempts) == ("enqueued", 0)
+        assert rows[waiting].status == "processing" and rows[waiting].running_since is None
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(10)
+        upload(s3_server, waiting_entry, make_txt("The object arrived after all."))
+        second = start_worker(log2, 1, queues="ingest,notifications", **env)
+        wait_until(lambda: ready(log2), 60, 0.2)
+        back = time.monotonic()
+        done = {e: wait_terminal(e, RECOVERY_BOUND + 10) for e in (reserved, waiting, running)}
+        took = time.monotonic() - back
+    finally:
+        for proc in (first, second, beat):
+            if proc is not None:
+                stop(proc)
+    print(f"\nfetched but not started: all done {took:.1f}s after a new worker was ready")
+    assert {e: row.status for e, row in done.items()} == dict.fromkeys(done, "done")
+    assert took < RECOVERY_BOUND
+    restored = log2.read_text(errors="replace")
+    for event_id in (reserved, waiting):
+        assert f"restored task {tasks[event_id]}" in restored
 
 
 class RedisServer:

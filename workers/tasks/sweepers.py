@@ -1,5 +1,7 @@
 """The outbox relay, run by beat: publishes events the web process could not publish, and
-re-drives the work of dead workers and of an emptied broker (``ingest.events``)."""
+re-drives the work of dead workers and of an emptied broker (``ingest.events``); first it
+restores the broker messages a dead worker had fetched but never acked
+(``workers.orphans``)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from ingest.names import TASK_PROCESS_FILE_EVENT, TASK_RELAY_OUTBOX
 from ingest.redis_client import broker_was_emptied
 from ingest.settings import get_settings
 from workers.app import app
+from workers.orphans import restore_orphans
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,12 @@ def relay_outbox() -> int:
         emptied = False  # the broker is down: nothing can be published anyway
     if emptied:
         log.warning("the broker's data is new or was lost: re-publishing every queued event")
+    else:
+        try:
+            restore_orphans(app, settings.broker_orphan_grace_seconds)
+        except Exception as exc:  # the outbox part below must run whatever happens here
+            log.warning("restoring orphaned broker messages failed: %s: %s",
+                        type(exc).__name__, exc)
     with session_scope() as s:
         ids = events_to_relay(s, received_before, stuck_before, broker_emptied=emptied)
         published = publish_then_mark_enqueued(s, ids, publish_file_event, relayed=True)
