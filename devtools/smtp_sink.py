@@ -9,9 +9,9 @@ it has an HTML part, ``<n>-<recipient>.html`` to open in a browser.
 Faults for the tests apply to the next connections or commands, then wear off:
 ``refuse_connections(n)`` / ``refuse_for(seconds, every=1)`` (closed before the greeting, or
 after a ``421`` greeting; ``every=2`` refuses every other session of the outage),
-``reject_rcpt(code)``, ``drop_after_data()`` (captured, then the connection is cut before
-the reply), ``delay_data_reply(seconds)``; ``after_capture(callback)`` runs once between a
-capture and its ``250``.
+``reject_rcpt(code, before_reply=callback)``, ``drop_after_data()`` (captured, then the
+connection is cut before the reply), ``delay_data_reply(seconds)``; ``after_capture(callback)``
+runs once between a capture and its ``250``.
 """
 
 from __future__ import annotations
@@ -77,6 +77,10 @@ class _Handler:
                           address: str, rcpt_options: list[str]) -> str:
         reply = self.sink._take("rcpt")
         if reply is not None:
+            with self.sink._cond:
+                callback, self.sink._before_reject = self.sink._before_reject, None
+            if callback is not None:
+                callback()
             return reply
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
@@ -126,6 +130,7 @@ class SmtpSink:
         self._refuse_until = 0.0
         self._refuse_every, self._refuse_seen = 1, 0
         self._after_capture: Callable[[], object] | None = None
+        self._before_reject: Callable[[], object] | None = None
         self.connections = 0
         self.received: list[ReceivedMessage] = []
 
@@ -195,7 +200,7 @@ class SmtpSink:
             for queue in self._faults.values():
                 queue.clear()
             self._refuse_until = 0.0
-            self._after_capture = None
+            self._after_capture = self._before_reject = None
 
     # -- faults ------------------------------------------------------------------------------
 
@@ -218,12 +223,15 @@ class SmtpSink:
         with self._cond:
             self._after_capture = callback
 
-    def reject_rcpt(self, code: int = 550, times: int = 1, reply: str | None = None) -> None:
-        """Answer the next ``times`` RCPT TO commands with ``code`` (or ``reply``)."""
+    def reject_rcpt(self, code: int = 550, times: int = 1, reply: str | None = None,
+                    before_reply: Callable[[], object] | None = None) -> None:
+        """Answer the next ``times`` RCPT TO commands with ``code`` (or ``reply``), running
+        ``before_reply()`` (if given) before the first of them."""
         if reply is None:
             reply = f"{code} 5.1.1 no such user" if code >= 500 else f"{code} 4.3.0 try later"
         with self._cond:
             self._faults["rcpt"].extend([reply] * times)
+            self._before_reject = before_reply
 
     def drop_after_data(self, times: int = 1) -> None:
         """Capture the next ``times`` messages, then cut the connection without a reply."""

@@ -244,14 +244,101 @@ def test_an_outage_beyond_the_window_fails_alerts_and_resend_delivers_once(
     assert len([m for m in smtp_sink.messages if m["To"] == email]) == 1
 
 
-def test_the_database_cut_right_after_the_250_never_causes_a_second_send(
-    smtp_sink: Any, caplog: Any
-) -> None:
+def _database_cut(seconds: float) -> tuple[Any, Any]:
+    """(cut, restore): ``cut()`` refuses new connections to the test database and ends the
+    open ones, for ``seconds``; ``restore()`` ends the outage now (idempotent)."""
     import threading
 
     from devtools.pg import admin_exec
+    from tests.conftest import ADMIN_URL, DB_NAME
+
+    def restore() -> None:
+        admin_exec(ADMIN_URL, f'ALTER DATABASE "{DB_NAME}" ALLOW_CONNECTIONS true')
+
+    def cut() -> None:
+        admin_exec(ADMIN_URL, f'ALTER DATABASE "{DB_NAME}" ALLOW_CONNECTIONS false')
+        admin_exec(ADMIN_URL, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              f"WHERE datname = '{DB_NAME}' AND pid <> pg_backend_pid()")
+        threading.Timer(seconds, restore).start()
+
+    return cut, restore
+
+
+def _met_the_outage(caplog: Any) -> bool:
+    return any("Retrying" in r.getMessage() and r.name == "ingest.mail.send"
+               for r in caplog.records)
+
+
+def test_the_database_cut_right_after_the_250_never_causes_a_second_send(
+    smtp_sink: Any, caplog: Any
+) -> None:
     from ingest.batches import check_batch
     from ingest.mail.send import emails_to_redrive, send_batch_email
+    from ingest.settings import get_settings
+
+    email = uploader()
+    batch_id = sealed_finished_batch(email)
+    quiet_outbox()
+    wait_until(lambda: check_batch(batch_id, get_settings()).email_pending, 10)
+    cut, restore = _database_cut(3)
+    smtp_sink.after_capture(cut)  # the server has the message; its 250 is about to leave
+    try:
+        outcome = send_batch_email(batch_id, get_settings())
+    finally:
+        restore()
+    assert outcome.status == "sent"
+    assert _met_the_outage(caplog), "the record of the 250 never met the outage"
+    (log,) = emails_of(batch_id)
+    assert log.send_status == "sent"
+    # Nothing is left for the sweeper to send again.
+    assert batch_id not in emails_to_redrive(timedelta(0), timedelta(0), timedelta(0))
+    time.sleep(1)
+    assert len([m for m in smtp_sink.messages if m["To"] == email]) == 1
+
+
+def test_a_refusal_recorded_during_a_database_outage_leaves_the_email_retryable(
+    smtp_sink: Any, caplog: Any
+) -> None:
+    """Found by ``make chaos``: SMTP refused while PostgreSQL restarted, the refusal could
+    not be written, and the row stayed ``sending`` (claimed, no task left to finish it)
+    until the sweeper's 15-minute re-drive. The record now waits out the outage."""
+    from ingest.batches import check_batch
+    from ingest.mail.send import send_batch_email
+    from ingest.settings import get_settings
+
+    email = uploader()
+    batch_id = sealed_finished_batch(email)
+    quiet_outbox()
+    wait_until(lambda: check_batch(batch_id, get_settings()).email_pending, 10)
+    cut, restore = _database_cut(3)
+    smtp_sink.reject_rcpt(451, before_reply=cut)
+    try:
+        outcome = send_batch_email(batch_id, get_settings())
+    finally:
+        restore()
+    assert outcome.status == "retry"
+    assert _met_the_outage(caplog), "the record of the refusal never met the outage"
+    (log,) = emails_of(batch_id)
+    assert (log.send_status, log.send_attempts) == ("pending", 1)
+    assert _retry_rows(batch_id) == [(1, False)]
+    assert send_batch_email(batch_id, get_settings()).status == "sent"
+    assert len(mail_to(smtp_sink, email)) == 1
+
+
+def test_a_connection_lost_between_claim_and_smtp_leaves_the_email_claimable(
+    smtp_sink: Any,
+) -> None:
+    """The claim commits with the message it renders: the connection lost while the batch
+    is read (after the claim, before SMTP) rolls the claim back, where it used to leave the
+    row ``sending`` for the sweeper's 15-minute re-drive."""
+    import threading
+
+    import psycopg2
+    from sqlalchemy.exc import DBAPIError
+
+    from devtools.pg import admin_exec
+    from ingest.batches import check_batch
+    from ingest.mail.send import send_batch_email
     from ingest.settings import get_settings
     from tests.conftest import ADMIN_URL, DB_NAME
 
@@ -259,30 +346,40 @@ def test_the_database_cut_right_after_the_250_never_causes_a_second_send(
     batch_id = sealed_finished_batch(email)
     quiet_outbox()
     wait_until(lambda: check_batch(batch_id, get_settings()).email_pending, 10)
+    raised: list[BaseException] = []
 
-    def restore() -> None:
-        admin_exec(ADMIN_URL, f'ALTER DATABASE "{DB_NAME}" ALLOW_CONNECTIONS true')
+    def send() -> None:
+        try:
+            send_batch_email(batch_id, get_settings())
+        except DBAPIError as exc:
+            raised.append(exc)
 
-    def cut() -> None:  # the server has the message; its 250 is about to leave
-        admin_exec(ADMIN_URL, f'ALTER DATABASE "{DB_NAME}" ALLOW_CONNECTIONS false')
-        admin_exec(ADMIN_URL, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                              f"WHERE datname = '{DB_NAME}' AND pid <> pg_backend_pid()")
-        threading.Timer(3, restore).start()
-
-    smtp_sink.after_capture(cut)
+    locker = psycopg2.connect(ADMIN_URL.rsplit("/", 1)[0] + f"/{DB_NAME}")
     try:
-        outcome = send_batch_email(batch_id, get_settings())
+        with locker.cursor() as cur:  # the send claims, then waits to read batch_files
+            cur.execute("LOCK TABLE batch_files IN ACCESS EXCLUSIVE MODE")
+        sender = threading.Thread(target=send)
+        sender.start()
+        waiting = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                   "AND wait_event_type = 'Lock' AND query ILIKE '%%batch_files%%'")
+
+        def blocked() -> bool:
+            with locker.cursor() as cur:
+                cur.execute(waiting)
+                return cur.fetchone()[0] == 1
+
+        wait_until(blocked, 10)
+        admin_exec(ADMIN_URL, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                              f"datname = '{DB_NAME}' AND wait_event_type = 'Lock'")
+        sender.join(10)
     finally:
-        restore()
-    assert outcome.status == "sent"
-    assert any("Retrying" in r.getMessage() and r.name == "ingest.mail.send"
-               for r in caplog.records), "the record of the 250 never met the outage"
+        locker.rollback()
+        locker.close()
+    assert raised, "the send did not meet the lost connection"
     (log,) = emails_of(batch_id)
-    assert log.send_status == "sent"
-    # Nothing is left for the sweeper to send again.
-    assert batch_id not in emails_to_redrive(timedelta(0), timedelta(0), timedelta(0))
-    time.sleep(1)
-    assert len([m for m in smtp_sink.messages if m["To"] == email]) == 1
+    assert (log.send_status, log.send_attempts) == ("pending", 0)
+    assert send_batch_email(batch_id, get_settings()).status == "sent"
+    assert len(mail_to(smtp_sink, email)) == 1
 
 
 def test_a_retry_lost_with_its_worker_is_redriven_once_it_is_overdue(smtp_sink: Any) -> None:

@@ -2,7 +2,10 @@
 
 The ``email_notification_log`` row (one per batch and type) is claimed with a conditional
 UPDATE ``pending → sending`` that is committed before SMTP is spoken, so two tasks for one
-batch can never both deliver. Every attempt writes a ``notification_retry_log`` row.
+batch can never both deliver. The claim commits in one transaction with the rendered
+message, so a failure before SMTP rolls it back; once SMTP has answered, the outcome is
+written through a database outage of up to two minutes. Every attempt writes a
+``notification_retry_log`` row.
 
 - Transient failures put the row back to ``pending`` and ask the caller to retry after an
   exponential backoff with full jitter, capped at ten minutes, for
@@ -26,6 +29,7 @@ from datetime import datetime, timedelta
 from redis.exceptions import RedisError
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 from tenacity import (
     Retrying,
     before_sleep_log,
@@ -78,18 +82,17 @@ class _Claim:
     claimed: float  # time.monotonic() of the claim
 
 
-def _claim(batch_id: uuid.UUID, settings: Settings) -> _Claim | None:
-    with session_scope() as s:
-        row = s.execute(
-            update(EmailNotificationLog)
-            .where(EmailNotificationLog.batch_id == batch_id,
-                   EmailNotificationLog.email_type == BATCH_EMAIL,
-                   EmailNotificationLog.send_status == "pending")
-            .values(send_status="sending", send_attempts=EmailNotificationLog.send_attempts + 1,
-                    updated_at=func.now())
-            .returning(EmailNotificationLog.id, EmailNotificationLog.send_attempts,
-                       EmailNotificationLog.created_at, func.now().label("now"))
-        ).first()
+def _claim(s: Session, batch_id: uuid.UUID, settings: Settings) -> _Claim | None:
+    row = s.execute(
+        update(EmailNotificationLog)
+        .where(EmailNotificationLog.batch_id == batch_id,
+               EmailNotificationLog.email_type == BATCH_EMAIL,
+               EmailNotificationLog.send_status == "pending")
+        .values(send_status="sending", send_attempts=EmailNotificationLog.send_attempts + 1,
+                updated_at=func.now())
+        .returning(EmailNotificationLog.id, EmailNotificationLog.send_attempts,
+                   EmailNotificationLog.created_at, func.now().label("now"))
+    ).first()
     if row is None:
         return None
     window = settings.smtp_retry_window_minutes * 60
@@ -122,15 +125,19 @@ def _correction_sentence(task: AutoCorrectionTask | None) -> str | None:
 def load_summary(batch_id: uuid.UUID) -> tuple[BatchSummary, Preferences]:
     """The batch's summary as the e-mail shows it, and the preferences snapshotted on it."""
     with session_scope() as s:
-        batch = s.execute(select(BatchProcessingSession)
-                          .where(BatchProcessingSession.batch_id == batch_id)).scalar_one()
-        files = s.execute(select(BatchFile).where(BatchFile.batch_id == batch_id)
-                          .order_by(BatchFile.file_name, BatchFile.id)).scalars().all()
-        corrections = {
-            t.file_document_id: t for t in s.execute(
-                select(AutoCorrectionTask).where(AutoCorrectionTask.batch_id == batch_id)
-            ).scalars()
-        }
+        return _load_summary(s, batch_id)
+
+
+def _load_summary(s: Session, batch_id: uuid.UUID) -> tuple[BatchSummary, Preferences]:
+    batch = s.execute(select(BatchProcessingSession)
+                      .where(BatchProcessingSession.batch_id == batch_id)).scalar_one()
+    files = s.execute(select(BatchFile).where(BatchFile.batch_id == batch_id)
+                      .order_by(BatchFile.file_name, BatchFile.id)).scalars().all()
+    corrections = {
+        t.file_document_id: t for t in s.execute(
+            select(AutoCorrectionTask).where(AutoCorrectionTask.batch_id == batch_id)
+        ).scalars()
+    }
     lines = [
         FileLine(
             name=f.file_name, succeeded=f.processing_status == "success",
@@ -153,18 +160,16 @@ def load_summary(batch_id: uuid.UUID) -> tuple[BatchSummary, Preferences]:
 def _record_attempt(log_id: int, batch_id: uuid.UUID, attempt: int, *, success: bool,
                     error: str | None, next_retry_at: datetime | None,
                     values: dict[str, object]) -> None:
-    if success:
-        # A database hiccup must not turn a delivered e-mail into a second one.
-        for attempt_state in Retrying(stop=stop_after_delay(120),
-                                      wait=wait_exponential_jitter(initial=0.5, max=10),
-                                      retry=retry_if_exception_type(DBAPIError), reraise=True,
-                                      before_sleep=before_sleep_log(log, logging.WARNING)):
-            with attempt_state:
-                _write_attempt(log_id, batch_id, attempt, success=success, error=error,
-                               next_retry_at=next_retry_at, values=values)
-        return
-    _write_attempt(log_id, batch_id, attempt, success=success, error=error,
-                   next_retry_at=next_retry_at, values=values)
+    """Write an attempt's outcome, through a database outage of up to two minutes: SMTP has
+    spoken, so a lost record would leave the row ``sending`` (a 250 lost could even cause a
+    second e-mail)."""
+    for attempt_state in Retrying(stop=stop_after_delay(120),
+                                  wait=wait_exponential_jitter(initial=0.5, max=10),
+                                  retry=retry_if_exception_type(DBAPIError), reraise=True,
+                                  before_sleep=before_sleep_log(log, logging.WARNING)):
+        with attempt_state:
+            _write_attempt(log_id, batch_id, attempt, success=success, error=error,
+                           next_retry_at=next_retry_at, values=values)
 
 
 def _write_attempt(log_id: int, batch_id: uuid.UUID, attempt: int, *, success: bool,
@@ -201,22 +206,29 @@ def _failed(claim: _Claim, batch_id: uuid.UUID, error: str, response: str | None
 @binds(batch_id="batch_id")
 def send_batch_email(batch_id: uuid.UUID, settings: Settings) -> SendOutcome:
     """Send the batch's summary once; safe to call again (a second call finds no claim)."""
-    claim = _claim(batch_id, settings)
-    if claim is None:
-        return SendOutcome("nothing", detail="no pending e-mail for this batch")
-    log_id, attempt = claim.log_id, claim.attempt
-    summary, prefs = load_summary(batch_id)
-    try:
-        rendered = render_batch_summary(
-            summary, prefs, from_email=settings.from_email, from_name=settings.from_name,
-            unsubscribe_url=settings.unsubscribe_url, list_cap=settings.email_list_cap,
-        )
-    except ValueError as exc:  # an address or header value that cannot be sent safely
-        return _failed(claim, batch_id, f"the e-mail cannot be built: {exc}", None)
+    # Claim, load, render and store the message in one transaction: if any of it fails (a
+    # database outage), the claim is rolled back with it and the task's retry claims again.
+    unbuildable: ValueError | None = None
     with session_scope() as s:
-        s.execute(update(EmailNotificationLog).where(EmailNotificationLog.id == log_id).values(
-            email_subject=rendered.subject, email_content_text=rendered.text,
-            email_content_html=rendered.html, message_id=rendered.message["Message-ID"]))
+        claim = _claim(s, batch_id, settings)
+        if claim is None:
+            return SendOutcome("nothing", detail="no pending e-mail for this batch")
+        summary, prefs = _load_summary(s, batch_id)
+        try:
+            rendered = render_batch_summary(
+                summary, prefs, from_email=settings.from_email, from_name=settings.from_name,
+                unsubscribe_url=settings.unsubscribe_url, list_cap=settings.email_list_cap,
+            )
+        except ValueError as exc:  # an address or header value that cannot be sent safely
+            unbuildable = exc
+        else:
+            s.execute(update(EmailNotificationLog).where(EmailNotificationLog.id == claim.log_id)
+                      .values(email_subject=rendered.subject, email_content_text=rendered.text,
+                              email_content_html=rendered.html,
+                              message_id=rendered.message["Message-ID"]))
+    if unbuildable is not None:
+        return _failed(claim, batch_id, f"the e-mail cannot be built: {unbuildable}", None)
+    log_id, attempt = claim.log_id, claim.attempt
     try:
         response = deliver(rendered.message, settings, timeout=settings.smtp_timeout_seconds)
     except SmtpTransient as exc:
