@@ -371,6 +371,8 @@ def cms_outage(stack: Stack, fault: Fault, profile: Profile) -> None:
 
 # -- settling and the checks ------------------------------------------------------------------
 
+# A file's events: its create webhook, or the entry.update that reconciliation records for
+# a document whose webhook never arrived (refused while PostgreSQL restarted).
 SETTLED = """
 SELECT (SELECT count(*) FROM file_events WHERE status NOT IN ('done', 'ignored', 'failed')),
        (SELECT count(*) FROM batch_processing_sessions WHERE status = 'processing'),
@@ -378,7 +380,7 @@ SELECT (SELECT count(*) FROM file_events WHERE status NOT IN ('done', 'ignored',
        (SELECT count(*) FROM auto_correction_tasks
          WHERE status IN ('pending', 'processing', 'held')),
        (SELECT count(DISTINCT document_id) FROM file_events
-         WHERE event = 'entry.create' AND document_id = ANY(%s)
+         WHERE event IN ('entry.create', 'entry.update') AND document_id = ANY(%s)
            AND status IN ('done', 'failed'))
 """
 
@@ -464,7 +466,7 @@ def checks(db: Db, env: dict[str, str], uploads: list[Upload]) -> list[str]:
     outcome = {doc: (status, cat) for doc, status, cat in db.rows("""
         SELECT DISTINCT ON (e.document_id) e.document_id, e.status, f.error_category
         FROM file_events e LEFT JOIN batch_files f ON f.file_event_id = e.id
-        WHERE e.event = 'entry.create' AND e.document_id = ANY(%s)
+        WHERE e.event IN ('entry.create', 'entry.update') AND e.document_id = ANY(%s)
         ORDER BY e.document_id, e.id DESC""", (docs,))}
     files = {doc: status for doc, status in db.rows("""
         SELECT DISTINCT ON (file_document_id) file_document_id, processing_status
