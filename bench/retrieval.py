@@ -11,7 +11,10 @@ fact's value. Both chunkings cut the same extracted blocks, in one run:
 
 - old: ``chunk_text`` of the joined text, 1000/200 characters, no headings;
 - new: ``chunk_blocks`` with the model's tokenizer (overlap a quarter of the size, one
-  record per chunk), at the model's window (256), at 128, 96 and 64 tokens.
+  record per chunk), at the model's window (256), at 128, 64, 48 and 32 tokens.
+
+Chroma's collection is configured as kb-ingest configures its own (``HNSW`` in
+``ingest/adapters/vectors.py``).
 
 Filler sentences name the document's own projects (80 %) or any other project (20 %).
 
@@ -30,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from devtools import samples
+from ingest.adapters.vectors import HNSW
 from ingest.errors import ProcessingError
 from ingest.pipeline.chunking import chunk_blocks, chunk_text
 from ingest.pipeline.extract import extract_blocks
@@ -319,7 +323,7 @@ def evaluate(chunks: list[tuple[str, str]], facts: list[Fact], model, label: str
 
     client = chromadb.EphemeralClient()
     name = f"bench_{label}_{int(time.time() * 1000)}"
-    collection = client.create_collection(name, metadata={"hnsw:space": "cosine"})
+    collection = client.create_collection(name, configuration={"hnsw": HNSW})  # kb-ingest's
     started = time.perf_counter()
     vectors = model.encode([t for _, t in chunks], batch_size=32, normalize_embeddings=True)
     embed_seconds = time.perf_counter() - started
@@ -384,7 +388,7 @@ def main() -> None:
     makers = {label: (extension, maker) for label, extension, maker in available}
     default = Settings().chunk_tokens
     variants = {f"new {t} tok{' (default)' if t == default else ''}": (t, 0)
-                for t in (256, 128, 96, 64)}
+                for t in (256, 128, 64, 48, 40, 32)}
     old: list[tuple[str, str]] = []
     new: dict[str, list[tuple[str, str]]] = {v: [] for v in variants}
     facts: list[Fact] = []

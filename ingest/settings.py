@@ -78,8 +78,8 @@ class Settings(BaseSettings):
     # minilm: chunk length in the model's tokens ([CLS]/[SEP] and heading included; 0 = the
     # model's window, its max_seq_length; never more) and the overlap of consecutive chunks.
     # 64, not the 256 window: fact lookups hit far more often (bench/retrieval.py, README)
-    chunk_tokens: int = Field(64, ge=0, le=8192)
-    chunk_overlap_tokens: int = Field(16, ge=0)
+    chunk_tokens: int = Field(40, ge=0, le=8192)
+    chunk_overlap_tokens: int = Field(10, ge=0)
     # Records (CSV rows, JSON objects) are packed whole, up to this many tokens a chunk
     # (0: one record per chunk, so a one-row fact is not diluted among other rows)
     chunk_record_tokens: int = Field(0, ge=0, le=8192)

@@ -389,7 +389,7 @@ def test_csv_rows_are_chunked_one_row_each(tok: ModelTokenizer) -> None:
                                                   for n in range(40)]
     blocks = extract_blocks(samples.make_csv(rows), "register.csv")
     chunks = chunk_blocks(blocks, tok)
-    assert [c.text for c in chunks] == [f"project: P{n}, attribute: room, value: R{n:03d}"
+    assert [c.text for c in chunks] == [f"project: P{n}\nattribute: room\nvalue: R{n:03d}"
                                         for n in range(40)]
 
 
@@ -400,14 +400,14 @@ def test_records_pack_whole_up_to_record_tokens(tok: ModelTokenizer) -> None:
     chunks = chunk_blocks(blocks, tok, record_tokens=64)
     assert 1 < len(chunks) < 40
     assert all(len(tok.encode(c.text).ids) <= 64 for c in chunks)
-    lines = [line for c in chunks for line in c.text.split("\n")]
-    assert lines == blocks[0].text.split("\n")  # whole rows, in order, no overlap
+    rows = [row for c in chunks for row in c.text.split("\n\n")]
+    assert rows == blocks[0].text.split("\n\n")  # whole rows, in order, no overlap
 
 
 def test_json_leaves_of_one_object_form_one_record(tok: ModelTokenizer) -> None:
     data = samples.make_json({"staff": [{"name": f"N{n}", "desk": f"D{n}"} for n in range(5)]})
     chunks = chunk_blocks(extract_blocks(data, "staff.json"), tok)
-    assert [c.text for c in chunks] == [f"staff[{n}]\nname: N{n}\ndesk: D{n}" for n in range(5)]
+    assert [c.text for c in chunks] == [f"name: N{n}\ndesk: D{n}" for n in range(5)]
 
 
 def test_prose_with_colons_is_not_taken_for_records(tok: ModelTokenizer) -> None:
@@ -445,8 +445,8 @@ def test_xml_elements_and_xlsx_rows_are_records(tok: ModelTokenizer) -> None:
     records = [{"project": f"P{n}", "room": f"R{n}"} for n in range(4)]
     chunks = chunk_blocks(extract_blocks(samples.make_xml("register", records), "r.xml"), tok)
     assert [c.text for c in chunks] == [
-        f"register.record\nid: {n + 1}\nproject: P{n}\nroom: R{n}" for n in range(4)]
+        f"id: {n + 1}\nproject: P{n}\nroom: R{n}" for n in range(4)]
     sheet = [["project", "room"]] + [[f"P{n}", f"R{n}"] for n in range(4)]
     chunks = chunk_blocks(extract_blocks(samples.make_xlsx({"Rooms": sheet}), "r.xlsx"), tok)
     assert [(c.text, c.section, c.page) for c in chunks] == [
-        (f"Rooms\n\nproject: P{n}; room: R{n}", "Rooms", 1) for n in range(4)]
+        (f"Rooms\n\nproject: P{n}\nroom: R{n}", "Rooms", 1) for n in range(4)]

@@ -244,12 +244,28 @@ def test_an_outage_beyond_the_window_fails_alerts_and_resend_delivers_once(
     assert len([m for m in smtp_sink.messages if m["To"] == email]) == 1
 
 
-def _database_cut(seconds: float) -> tuple[Any, Any]:
-    """(cut, restore): ``cut()`` refuses new connections to the test database and ends the
-    open ones, for ``seconds``; ``restore()`` ends the outage now (idempotent)."""
+def _email_due() -> tuple[str, Any]:
+    """(uploader, batch id) of a closed batch whose summary e-mail is pending, its task not
+    yet run (the shared sink quiet)."""
+    from ingest.batches import check_batch
+    from ingest.settings import get_settings
+
+    email = uploader()
+    batch_id = sealed_finished_batch(email)
+    quiet_outbox()
+    wait_until(lambda: check_batch(batch_id, get_settings()).email_pending, 10)
+    return email, batch_id
+
+
+def _send_through_a_database_cut(batch_id: Any, arm: Any) -> Any:
+    """Send the batch's e-mail while ``arm(cut)`` has the SMTP sink call ``cut()`` at its
+    moment: the test database then refuses new connections and ends the open ones, for
+    three seconds."""
     import threading
 
     from devtools.pg import admin_exec
+    from ingest.mail.send import send_batch_email
+    from ingest.settings import get_settings
     from tests.conftest import ADMIN_URL, DB_NAME
 
     def restore() -> None:
@@ -259,9 +275,13 @@ def _database_cut(seconds: float) -> tuple[Any, Any]:
         admin_exec(ADMIN_URL, f'ALTER DATABASE "{DB_NAME}" ALLOW_CONNECTIONS false')
         admin_exec(ADMIN_URL, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                               f"WHERE datname = '{DB_NAME}' AND pid <> pg_backend_pid()")
-        threading.Timer(seconds, restore).start()
+        threading.Timer(3, restore).start()
 
-    return cut, restore
+    arm(cut)
+    try:
+        return send_batch_email(batch_id, get_settings())
+    finally:
+        restore()
 
 
 def _met_the_outage(caplog: Any) -> bool:
@@ -272,20 +292,11 @@ def _met_the_outage(caplog: Any) -> bool:
 def test_the_database_cut_right_after_the_250_never_causes_a_second_send(
     smtp_sink: Any, caplog: Any
 ) -> None:
-    from ingest.batches import check_batch
-    from ingest.mail.send import emails_to_redrive, send_batch_email
-    from ingest.settings import get_settings
+    from ingest.mail.send import emails_to_redrive
 
-    email = uploader()
-    batch_id = sealed_finished_batch(email)
-    quiet_outbox()
-    wait_until(lambda: check_batch(batch_id, get_settings()).email_pending, 10)
-    cut, restore = _database_cut(3)
-    smtp_sink.after_capture(cut)  # the server has the message; its 250 is about to leave
-    try:
-        outcome = send_batch_email(batch_id, get_settings())
-    finally:
-        restore()
+    email, batch_id = _email_due()
+    # The server has the message; its 250 is about to leave.
+    outcome = _send_through_a_database_cut(batch_id, smtp_sink.after_capture)
     assert outcome.status == "sent"
     assert _met_the_outage(caplog), "the record of the 250 never met the outage"
     (log,) = emails_of(batch_id)
@@ -302,20 +313,12 @@ def test_a_refusal_recorded_during_a_database_outage_leaves_the_email_retryable(
     """Found by ``make chaos``: SMTP refused while PostgreSQL restarted, the refusal could
     not be written, and the row stayed ``sending`` (claimed, no task left to finish it)
     until the sweeper's 15-minute re-drive. The record now waits out the outage."""
-    from ingest.batches import check_batch
     from ingest.mail.send import send_batch_email
     from ingest.settings import get_settings
 
-    email = uploader()
-    batch_id = sealed_finished_batch(email)
-    quiet_outbox()
-    wait_until(lambda: check_batch(batch_id, get_settings()).email_pending, 10)
-    cut, restore = _database_cut(3)
-    smtp_sink.reject_rcpt(451, before_reply=cut)
-    try:
-        outcome = send_batch_email(batch_id, get_settings())
-    finally:
-        restore()
+    email, batch_id = _email_due()
+    outcome = _send_through_a_database_cut(
+        batch_id, lambda cut: smtp_sink.reject_rcpt(451, before_reply=cut))
     assert outcome.status == "retry"
     assert _met_the_outage(caplog), "the record of the refusal never met the outage"
     (log,) = emails_of(batch_id)
@@ -337,15 +340,11 @@ def test_a_connection_lost_between_claim_and_smtp_leaves_the_email_claimable(
     from sqlalchemy.exc import DBAPIError
 
     from devtools.pg import admin_exec
-    from ingest.batches import check_batch
     from ingest.mail.send import send_batch_email
     from ingest.settings import get_settings
     from tests.conftest import ADMIN_URL, DB_NAME
 
-    email = uploader()
-    batch_id = sealed_finished_batch(email)
-    quiet_outbox()
-    wait_until(lambda: check_batch(batch_id, get_settings()).email_pending, 10)
+    email, batch_id = _email_due()
     raised: list[BaseException] = []
 
     def send() -> None:
@@ -360,17 +359,23 @@ def test_a_connection_lost_between_claim_and_smtp_leaves_the_email_claimable(
             cur.execute("LOCK TABLE batch_files IN ACCESS EXCLUSIVE MODE")
         sender = threading.Thread(target=send)
         sender.start()
-        waiting = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                   "AND wait_event_type = 'Lock' AND query ILIKE '%%batch_files%%'")
+        # The send's backend (its statements carry the batch id inline), not another test's
+        # that the lock holds up as well.
+        with locker.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            (locker_pid,) = cur.fetchone()
+        ours = (f"datname = '{DB_NAME}' AND {locker_pid} = ANY(pg_blocking_pids(pid)) "
+                f"AND query LIKE '%{batch_id}%'")
 
         def blocked() -> bool:
-            with locker.cursor() as cur:
-                cur.execute(waiting)
+            with locker.cursor() as cur:  # a transaction sees one snapshot of the activity
+                cur.execute("SELECT pg_stat_clear_snapshot()")
+                cur.execute(f"SELECT count(*) FROM pg_stat_activity WHERE {ours}")
                 return cur.fetchone()[0] == 1
 
         wait_until(blocked, 10)
-        admin_exec(ADMIN_URL, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
-                              f"datname = '{DB_NAME}' AND wait_event_type = 'Lock'")
+        admin_exec(ADMIN_URL, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              f"WHERE {ours}")
         sender.join(10)
     finally:
         locker.rollback()
@@ -387,14 +392,10 @@ def test_a_retry_lost_with_its_worker_is_redriven_once_it_is_overdue(smtp_sink: 
     worker holds a countdown's message) was re-driven only after ``retry_after`` (longer
     than any backoff: 11 minutes). Its retry's due time is in the retry log; the sweeper
     re-drives it once that is overdue, once per ``new_after``."""
-    from ingest.batches import check_batch
     from ingest.mail.send import emails_to_redrive, send_batch_email
     from ingest.settings import get_settings
 
-    email = uploader()
-    batch_id = sealed_finished_batch(email)
-    quiet_outbox()
-    wait_until(lambda: check_batch(batch_id, get_settings()).email_pending, 10)
+    email, batch_id = _email_due()
     smtp_sink.refuse_connections(1)
     outcome = send_batch_email(batch_id, get_settings())
     assert outcome.status == "retry"

@@ -158,7 +158,10 @@ def test_normalisation_strips_nuls_and_collapses_blank_lines() -> None:
 
 def test_csv_rows_are_labelled_with_the_header() -> None:
     data = samples.make_csv([["name", "team"], ["Alice", "Payments"], ["Bob", ""]])
-    assert extract_text(data, "people.csv") == "name: Alice, team: Payments\nname: Bob"
+    # A record per row, one field per line; a cell under no header is "column N".
+    assert extract_text(data, "people.csv") == "name: Alice\nteam: Payments\n\nname: Bob"
+    extra = samples.make_csv([["name"], ["Carol", "Audit"]])
+    assert extract_text(extra, "extra.csv") == "name: Carol\ncolumn 2: Audit"
 
 
 def test_csv_without_data_rows_is_joined_cells() -> None:
@@ -554,3 +557,21 @@ def test_memory_and_time_limit_errors_propagate_unchanged(
     with pytest.raises(type(error)) as info:
         extract_text(data, file_name)
     assert info.value is error
+
+
+def test_wrapped_lines_of_a_page_are_joined_and_short_lines_stay_breaks() -> None:
+    from ingest.pipeline.formats.base import unwrap_lines
+
+    page = ("Overview\r\n"
+            "The servers of the Falcon project stand in room F633, next to the\r\n"
+            "loading bay. Facilities repaint the corridor on Friday, so desks must\r\n"
+            "be cleared.\r\n"
+            "Suppliers\r\n\r\n"
+            "The sensors come from Helix Instruments, who deliver every second week.")
+    assert unwrap_lines(page) == (
+        "Overview\n"
+        "The servers of the Falcon project stand in room F633, next to the loading bay. "
+        "Facilities repaint the corridor on Friday, so desks must be cleared.\n"
+        "Suppliers\n\n"
+        "The sensors come from Helix Instruments, who deliver every second week.")
+    assert unwrap_lines("one line") == "one line"

@@ -197,18 +197,26 @@ _MIN_RECORD_LINES = 3
 
 
 def _records(text: str) -> list[str]:
-    """``text`` as records when it is a run of ``key: value`` lines (else ``[]``).
+    """``text`` as records when it is made of ``key: value`` lines (else ``[]``).
 
-    A line is a record (a CSV row: ``name: Ana, team: Payroll``), except that consecutive
-    lines whose keys are paths sharing a parent (JSON leaves ``items[3].name: ...``,
-    ``items[3].team: ...``; XML ``staff.person@id: 7``, ``staff.person.name: ...``) form one
-    record, until a key repeats (the next XML element of the same name). Such a record
-    names its parent once, on its first line, and its fields by their own names
-    (``items[3]`` / ``name: ...`` / ``team: ...``): repeating the path on every line buried
-    the values among path tokens, and the model matched them half as often (bench/retrieval.py).
+    Table rows (CSV, XLSX) come as blank-line separated paragraphs of ``Header: value``
+    lines, a record each. A single paragraph of such lines (JSON leaves
+    ``items[3].name: ...``, ``items[3].team: ...``; XML ``staff.person@id: 7``,
+    ``staff.person.name: ...``) is grouped: consecutive lines whose keys are paths sharing a
+    parent form one record, until a key repeats (the next XML element of the same name);
+    other lines are a record each. A grouped record names its fields by their own names
+    (``name: ...`` / ``team: ...``), without the parent path: the path's tokens buried the
+    values, and the model matched such rows a third less often (bench/retrieval.py).
     """
+    paragraphs = text.split("\n\n")
+    if len(paragraphs) > 1:
+        rows = [p for p in paragraphs if p]
+        if len(rows) >= 2 and all(_RECORD_LINE.match(line) for p in rows
+                                  for line in p.split("\n")):
+            return rows
+        return []
     lines = text.split("\n")
-    if len(lines) < _MIN_RECORD_LINES or "" in lines:
+    if len(lines) < _MIN_RECORD_LINES:
         return []
     grouped: list[tuple[str | None, list[str]]] = []  # (parent, lines) of each record
     parent: str | None = None
@@ -231,11 +239,10 @@ def _records(text: str) -> list[str]:
 
 
 def _record_text(parent: str | None, lines: list[str]) -> str:
-    """One record's text: a lone line as it is; several as the parent, then ``field: value``."""
+    """One record's text: a lone line as it is; several as ``field: value`` lines."""
     if parent is None or len(lines) == 1:
         return "\n".join(lines)
-    fields = [line[len(parent):].lstrip(".@") for line in lines]
-    return "\n".join([parent, *fields])
+    return "\n".join(line[len(parent):].lstrip(".@") for line in lines)
 
 
 def _pack_records(records: list[str], tokenizer: ModelTokenizer, record_tokens: int,
@@ -247,7 +254,7 @@ def _pack_records(records: list[str], tokenizer: ModelTokenizer, record_tokens: 
     for record in records:
         size = len(tokenizer.encode(record).ids)
         if pending and (not record_tokens or used + size > record_tokens):
-            yield "\n".join(pending)
+            yield "\n\n".join(pending)
             pending, used = [], 0
         if size > budget:
             yield from _token_pieces(record, tokenizer, budget, overlap)
@@ -255,7 +262,7 @@ def _pack_records(records: list[str], tokenizer: ModelTokenizer, record_tokens: 
         pending.append(record)
         used += size
     if pending:
-        yield "\n".join(pending)
+        yield "\n\n".join(pending)
 
 
 def _heading(section: str | None, tokenizer: ModelTokenizer, max_tokens: int) -> str:

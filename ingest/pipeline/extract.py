@@ -84,6 +84,7 @@ from ingest.pipeline.formats.base import (
     check_zip_package,
     decode,
     join_capped,
+    record_text,
     too_much_text,
 )
 from ingest.pipeline.formats.ocr import extract_image
@@ -344,29 +345,19 @@ def _extract_markdown(data: bytes, limits: ExtractLimits) -> list[Block]:
 
 
 def _extract_csv(data: bytes, limits: ExtractLimits) -> str:
-    """One line per data row: ``header: value, ...`` (plain joined cells without a header)."""
+    """One record per data row (:func:`record_text`), blank-line separated (plain joined
+    cells without a header)."""
     try:
         rows = [row for row in csv.reader(io.StringIO(decode(data), newline="")) if any(row)]
     except csv.Error as exc:
         raise ProcessingError(f"malformed CSV: {exc}") from exc
     if len(rows) < 2:
-        lines = (", ".join(cell.strip() for cell in row) for row in rows)
-    else:
-        header, *records = rows
-        lines = (_csv_line(header, record) for record in records)
+        return join_capped((", ".join(cell.strip() for cell in row) for row in rows), "\n",
+                           "CSV", limits)
+    header, *records = rows
     # Checked while joining: header labels repeat on every row, so the text can outgrow the file.
-    return join_capped(lines, "\n", "CSV", limits)
-
-
-def _csv_line(header: list[str], record: list[str]) -> str:
-    parts = []
-    for index, value in enumerate(record):
-        value = value.strip()
-        if not value:
-            continue
-        column = header[index].strip() if index < len(header) else ""
-        parts.append(f"{column}: {value}" if column else value)
-    return ", ".join(parts)
+    return join_capped((record_text(header, record) for record in records), "\n\n", "CSV",
+                       limits)
 
 
 def _extract_json(data: bytes, limits: ExtractLimits) -> str:

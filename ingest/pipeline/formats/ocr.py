@@ -33,7 +33,7 @@ import pytesseract
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ingest.errors import ProcessingError, ResourceLimit, Unsupported
-from ingest.pipeline.formats.base import Block, ExtractLimits, check_chars
+from ingest.pipeline.formats.base import Block, ExtractLimits, check_chars, unwrap_lines
 
 # What Pillow raises on malformed image data. OSError is safe to catch here because the
 # image is decoded from memory: no file system or network call happens inside these calls.
@@ -98,8 +98,8 @@ def ocr_image(image: Image.Image, limits: ExtractLimits) -> str:
     pytesseract.pytesseract.tesseract_cmd = limits.tesseract_cmd
     pytesseract.pytesseract.environ = tesseract_environment()
     try:
-        return pytesseract.image_to_string(image, lang=limits.ocr_languages,
-                                           timeout=limits.timeout_seconds)
+        return unwrap_lines(pytesseract.image_to_string(image, lang=limits.ocr_languages,
+                                                        timeout=limits.timeout_seconds))
     except pytesseract.TesseractNotFoundError as exc:  # removed since check_ocr_available
         raise Unsupported(f"OCR unavailable: tesseract is not installed ({exc})") from exc
     except RuntimeError as exc:

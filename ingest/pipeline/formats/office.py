@@ -23,7 +23,13 @@ from pptx.enum.shapes import MSO_SHAPE_TYPE
 from pptx.exc import PythonPptxError
 
 from ingest.errors import ProcessingError
-from ingest.pipeline.formats.base import ZIP_ERRORS, Block, ExtractLimits, check_zip_package
+from ingest.pipeline.formats.base import (
+    ZIP_ERRORS,
+    Block,
+    ExtractLimits,
+    check_zip_package,
+    record_text,
+)
 from ingest.pipeline.formats.collect import BlockCollector
 
 # What each library raises on a malformed package, beyond the zip errors.
@@ -85,7 +91,8 @@ def _shape_texts(shape: Any) -> Iterator[str]:
 
 
 def extract_xlsx(data: bytes, limits: ExtractLimits) -> list[Block]:
-    """Per sheet (section: its name, page: its index), one ``Header: value; ...`` line per row.
+    """Per sheet (section: its name, page: its index), one record per row
+    (:func:`record_text`), blank-line separated.
 
     The first non-empty row is the header. Opened with ``data_only=True``: a formula cell
     gives the value Excel cached when it saved the file, and is skipped when there is none.
@@ -110,13 +117,13 @@ def extract_xlsx(data: bytes, limits: ExtractLimits) -> list[Block]:
                     if header is None:  # its labels go into every line below
                         header = cells
                         continue
-                    line = _row_line(header, cells)
-                    chars += len(line) + 1
+                    line = record_text(header, cells)
+                    chars += len(line) + 2
                     out.check(chars)
                     lines.append(line)
                 if header is not None and not lines:  # a header-only sheet: keep its labels
                     lines.append("; ".join(cell for cell in header if cell))
-                out.add("\n".join(lines), sheet.title, index)
+                out.add("\n\n".join(lines), sheet.title, index)
         finally:
             workbook.close()
     except _XLSX_ERRORS as exc:
@@ -134,17 +141,6 @@ def _cell_text(value: object) -> str:
     if isinstance(value, dt.date | dt.time):
         return value.isoformat()
     return str(value).strip()
-
-
-def _row_line(header: list[str], cells: list[str]) -> str:
-    """``Header: value; Header2: value2`` (a cell under no header stands alone)."""
-    parts = []
-    for index, value in enumerate(cells):
-        if not value:
-            continue
-        column = header[index] if index < len(header) else ""
-        parts.append(f"{column}: {value}" if column else value)
-    return "; ".join(parts)
 
 
 # --- ODT ----------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from pypdf.errors import LimitReachedError, PyPdfError
 from pypdf.generic import DictionaryObject, IndirectObject, StreamObject
 
 from ingest.errors import ProcessingError
-from ingest.pipeline.formats.base import Block, ExtractLimits, check_chars
+from ingest.pipeline.formats.base import Block, ExtractLimits, check_chars, unwrap_lines
 from ingest.pipeline.formats.ocr import (
     check_ocr_available,
     check_page_count,
@@ -135,7 +135,7 @@ def _text_layers(reader: PdfReader, document: pdfium.PdfDocument,
         _inflate_capped(reader.pages[index])
         with closing(document[index]) as page:
             with closing(page.get_textpage()) as textpage:
-                text = textpage.get_text_bounded()
+                text = unwrap_lines(textpage.get_text_bounded())
             has_image = next(page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE]), None)
         total += len(text)
         check_chars(total, "PDF", limits)
