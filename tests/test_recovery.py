@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from devtools.samples import make_txt
 from ingest.db import session_scope
@@ -28,19 +28,6 @@ from tests.procs import BROKER, ready, start_beat, start_worker, stop, stored_bi
 from webhooks.publisher import Publisher
 
 RECOVERY_BOUND = 120.0
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _no_events_of_other_brokers() -> None:
-    """The workers and beat here use their own broker (``tests.procs.BROKER``); events that
-    earlier modules left unfinished belong to the in-thread worker's broker. The relay here
-    would find their messages missing from its broker and publish them again (as it must
-    when there is one broker), putting other modules' files ahead of this module's."""
-    with session_scope() as s:
-        s.execute(update(FileEvent)
-                  .where(FileEvent.status.in_(("received", "enqueued", "processing")))
-                  .values(status="ignored", last_error="left unfinished by another test "
-                                                      "module (another broker)"))
 
 
 def test_a_worker_whose_whole_group_is_killed_has_its_file_done_within_2_minutes(
