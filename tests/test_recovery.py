@@ -101,13 +101,15 @@ def test_messages_a_killed_worker_had_fetched_but_not_started_are_restored_at_on
         wait_until(lambda: received(waiting, 2), 30, 0.05)
         # A message with a countdown: the worker fetches it at once (an ETA message raises
         # its prefetch) and holds it in memory...
+        # (The long file is stored first: storing its 7 MB took longer than the countdown
+        # once, and the short file then ran on the idle pool process.)
+        _, running = stored_big_file(s3_server, "orphan-running.txt", 200_000)
         _, reserved = stored_big_file(s3_server, "orphan-reserved.txt", 200)
         publish(reserved, countdown=3)
         wait_until(lambda: received(reserved), 30, 0.05)
         due = time.monotonic() + 3
         # ...while a long file occupies the only pool process, so when the countdown is
         # over the message waits, received but not started, behind it.
-        _, running = stored_big_file(s3_server, "orphan-running.txt", 200_000)
         publish(running)
         wait_until(lambda: event_row(running).running_since is not None, 60, 0.05)
         time.sleep(max(0.0, due - time.monotonic()) + 0.5)
