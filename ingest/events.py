@@ -292,6 +292,22 @@ def events_to_relay(
     return list(rows)
 
 
+def events_awaiting_their_task(session: Session, published_before: datetime,
+                               limit: int = 500) -> list[int]:
+    """Events published before ``published_before`` whose task has not started: ``enqueued``,
+    or ``processing`` without a lease (a retry waiting for its countdown). Their message is
+    on the broker, unless a worker died holding it in a way the broker cannot tell
+    (``workers.orphans.lost_events`` decides)."""
+    return list(session.execute(
+        select(FileEvent.id)
+        .where(((FileEvent.status == "enqueued")
+                | ((FileEvent.status == "processing") & FileEvent.running_since.is_(None))),
+               FileEvent.updated_at < published_before)
+        .order_by(FileEvent.id)
+        .limit(limit)
+    ).scalars())
+
+
 def relay_cutoffs(now: datetime, after_seconds: float, visibility_timeout: int) -> tuple[
     datetime, datetime
 ]:

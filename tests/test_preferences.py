@@ -265,7 +265,9 @@ def test_concurrent_misses_during_an_outage_make_one_call(
 ) -> None:
     company, bot, email = _user()
     _store_pref(cms, company, bot, batch_size_threshold=55)
-    store = make_store()
+    # The failure marker outlives any scheduling delay of a loaded machine: a thread that
+    # starts late must still see it rather than ask again once it expired.
+    store = make_store(failure_backoff_seconds=600)
     before = _calls(cms)
     cms.state.fail_next("by-user", 503, times=1)  # a second call would succeed (source "cms")
     barrier = threading.Barrier(10)

@@ -21,11 +21,12 @@ from devtools.samples import (
 from ingest.adapters.vectors import VectorStore
 from ingest.db import session_scope
 from ingest.events import FileEntry, store_file_event
-from ingest.names import TASK_RELAY_OUTBOX
+from ingest.names import TASK_PROCESS_FILE_EVENT, TASK_RELAY_OUTBOX
 from ingest.pipeline.embedding import get_embedder
 from ingest.pipeline.run import default_services, process_event
 from ingest.pipeline.tokens import minilm_tokenizer
 from ingest.settings import get_settings
+from tests.conftest import wait_until
 from tests.helpers import (
     envelope,
     errors_for,
@@ -246,6 +247,45 @@ def test_broker_down_event_is_processed_after_the_relay(web: str, s3_server: Any
     time.sleep(get_settings().outbox_relay_after_seconds + 0.2)  # the relay's grace period
     celery_app.send_task(TASK_RELAY_OUTBOX)  # what beat does every few seconds
     assert wait_terminal(event_id).status == "done"
+
+
+def test_an_enqueued_event_whose_message_was_lost_is_published_again(
+    web: str, s3_server: Any, celery_app: Any
+) -> None:
+    """Found by ``make chaos``: a worker SIGKILLed between taking a message off the queue
+    and recording it in ``unacked`` loses it for good, and its event stayed ``enqueued``
+    until the last-resort re-drive (two visibility timeouts: two hours). Once the ingest
+    queue is empty, the relay publishes an event again whose message is nowhere on the
+    broker; one published within the grace period is left alone."""
+    import redis as redis_lib
+    from sqlalchemy import text
+
+    from ingest.events import publish_then_mark_enqueued
+    from ingest.names import QUEUE_INGEST
+    from ingest.redis_client import broker_was_emptied
+
+    settings = get_settings()
+    broker_was_emptied(settings.broker_url)  # else the first relay re-publishes everything
+    lost, young = (file_entry(name, "text/plain") for name in ("lost.txt", "young.txt"))
+    for entry in (lost, young):
+        upload(s3_server, entry, make_txt(f"Stored as {entry['name']}; its message vanished."))
+    lost_id, young_id = store_event(lost), store_event(young)
+    with session_scope() as s:  # marked enqueued, as after a publish, but nothing is sent
+        assert publish_then_mark_enqueued(s, [lost_id, young_id], lambda _: None) == [
+            lost_id, young_id]
+        s.execute(text("UPDATE file_events SET updated_at = now() - make_interval(secs => :g) "
+                       "WHERE id = :i"), {"g": settings.broker_orphan_grace_seconds + 5,
+                                          "i": lost_id})
+    broker = redis_lib.Redis.from_url(settings.broker_url)
+    wait_until(lambda: broker.llen(QUEUE_INGEST) == 0, 30)
+    celery_app.send_task(TASK_RELAY_OUTBOX)
+    assert wait_terminal(lost_id).status == "done"
+    young_row = event_row(young_id)
+    assert (young_row.status, young_row.attempts) == ("enqueued", 0)
+    with session_scope() as s:  # not left for later tests' relays to find
+        publish_then_mark_enqueued(s, [young_id], lambda e: celery_app.send_task(
+            TASK_PROCESS_FILE_EVENT, args=[e]), relayed=True)
+    assert wait_terminal(young_id).status == "done"
 
 
 def test_semantic_query_finds_the_right_documents_chunk(

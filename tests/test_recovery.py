@@ -120,7 +120,13 @@ def test_messages_a_killed_worker_had_fetched_but_not_started_are_restored_at_on
             # full suite (fresh clones, 2026-11-30) the worker started it first in 4 runs
             # of 4 (cause not found yet: see the closing note of that day); alone, this test
             # reaches the scenario every time.
-            pytest.skip("the short file ran before the long one: the scenario was not reached")
+            marks = (tasks[reserved], tasks[running], f"event_id={reserved}",
+                     f"event {reserved}")
+            lines = [line for line in log1.read_text(errors="replace").splitlines()
+                     if any(mark in line for mark in marks)]
+            pytest.skip("the short file ran before the long one: the scenario was not "
+                        f"reached ({rows[reserved].status}, attempts "
+                        f"{rows[reserved].attempts}; worker log: {lines})")
         assert (rows[reserved].status, rows[reserved].attempts) == ("enqueued", 0)
         assert rows[waiting].status == "processing" and rows[waiting].running_since is None
         os.killpg(first.pid, signal.SIGKILL)

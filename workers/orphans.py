@@ -17,6 +17,11 @@ kombu's own ``QoS.restore_by_tag`` (a WATCH/MULTI transaction: an entry acked me
 restores nothing) under the transport's ``unacked_mutex``, which kombu's own periodic
 ``restore_visible`` also takes.
 
+A message can also be lost outright: kombu's Redis transport takes it off its list (BRPOP)
+before it records it in ``unacked``, and a worker killed between the two (``make chaos``
+caught one) leaves its event ``enqueued`` with no message anywhere. :func:`lost_events`
+finds such events once the ingest queue is empty, and the relay publishes them again.
+
 A mistaken restore (a living worker that did not answer in time) is a duplicate delivery,
 which is harmless: the claim of an event is one conditional UPDATE (``ingest.pipeline.run.
 claim``: only ``received``/``enqueued``/``processing`` rows without a live lease are taken),
@@ -39,7 +44,7 @@ from kombu.transport.redis import Mutex, MutexHeld
 from kombu.utils.encoding import bytes_to_str
 
 from ingest import metrics
-from ingest.names import TASK_PROCESS_FILE_EVENT
+from ingest.names import QUEUE_INGEST, TASK_PROCESS_FILE_EVENT
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +116,35 @@ def restore_orphans(app: Celery, grace_seconds: float,
             log.info("unacked_mutex held elsewhere: orphaned messages are left for the "
                      "next relay run")
         return restored
+
+
+def lost_events(app: Celery, candidates: list[int]) -> list[int]:
+    """Of ``candidates`` (events published a while ago whose task has not started: see
+    ``ingest.events.events_awaiting_their_task``), those whose message is nowhere on the
+    broker: not in the ingest queue, not fetched by any worker (``unacked``).
+
+    Answered only while the ingest queue is empty (else ``[]``): a message behind a long
+    queue is not lost, and reading a long queue would be costly; a lost one is found when
+    the backlog is worked off. A message a worker takes between the two reads may be
+    counted lost: its event is then published twice, which is harmless (see above)."""
+    if not candidates:
+        return []
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        if not hasattr(channel, "unacked_key"):
+            return []
+        client = channel.client
+        if any(client.llen(channel._q_for_pri(QUEUE_INGEST, priority))
+               for priority in channel.priority_steps):
+            return []
+        held = {found.event_id for raw in client.hvals(channel.unacked_key)
+                if (found := _describe(raw)) is not None}
+    lost = [event_id for event_id in candidates if event_id not in held]
+    for event_id in lost:
+        metrics.BROKER_RESTORES.labels(TASK_PROCESS_FILE_EVENT).inc()
+        log.warning("event %s is enqueued but its message is nowhere on the broker (lost "
+                    "with a killed worker): publishing it again", event_id)
+    return lost
 
 
 def _describe(raw: bytes) -> Restored | None:
