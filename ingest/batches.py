@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, func, select, update
+from sqlalchemy import case, delete, func, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -139,7 +139,10 @@ def join_batch(
         assert found is not None
         batch, now = found
         snapshot = Preferences.model_validate(batch.user_preferences_snapshot or {})
-        s.execute(
+        # One statement: the file's row, and the count (the rows of the snapshot, taken
+        # after the lock above, plus the one just inserted) with the decision it leads to:
+        # full → sealed now, else due after the quiet period.
+        added = (
             insert(BatchFile)
             .values(
                 batch_id=batch.batch_id, file_document_id=document_id, file_event_id=event_id,
@@ -153,10 +156,11 @@ def join_batch(
                       "processing_start_time": now, "processing_end_time": None,
                       "error_message": None, "error_category": None, "updated_at": now},
             )
+            .returning(literal_column("xmax = 0").label("inserted"))  # not a conflict
+            .cte("added")
         )
-        # The count (which sees the row just written) and the decision it leads to, in the
-        # UPDATE itself: full → sealed now, else due after the quiet period.
-        total = _file_count(batch.batch_id)
+        total = _file_count(batch.batch_id) + (
+            select(func.count()).select_from(added).where(added.c.inserted).scalar_subquery())
         full = total >= snapshot.batch_size_threshold
         due = _due(batch.batch_start_time, now, snapshot, settings)
         total_now, close_at = s.execute(
@@ -166,6 +170,7 @@ def join_batch(
                     close_at=case((full, now), else_=due),
                     sealed_at=case((full, now), else_=None), updated_at=now)
             .returning(BatchProcessingSession.total_files, BatchProcessingSession.close_at)
+            .add_cte(added)
         ).one()
         return Joined(batch.batch_id, created, total_now >= snapshot.batch_size_threshold,
                       close_at)
@@ -178,15 +183,15 @@ def _file_count(batch_id: uuid.UUID) -> Any:
             .scalar_subquery())
 
 
-def record_file_outcome(
-    s: Session, event_id: int, *, succeeded: bool, chunks: int = 0,
-    error_category: str | None = None, error_message: str | None = None,
-) -> uuid.UUID | None:
-    """Write the file's outcome on its batch row and the batch's live counters.
+def file_outcome(
+    event_id: int, *, succeeded: bool, chunks: int = 0, error_category: str | None = None,
+    error_message: str | None = None,
+) -> Any:
+    """The UPDATE (returning ``batch_id``) that writes the file's outcome on its batch row.
 
-    Only while this event owns a live row — or, for a success, a row the batch already
-    reported as timed out: the record then says the file succeeded late, and a closed
-    batch's counters and status are brought up to date.
+    It changes the row only while this event owns a live one — or, for a success, a row the
+    batch already reported as timed out: the record then says the file succeeded late. The
+    batch's counters are brought up to date by :func:`recount` after it.
     """
     now = func.now()  # the transaction's start, as SELECT now() would return it
     live = BatchFile.processing_status.in_(("pending", "processing"))
@@ -195,7 +200,7 @@ def record_file_outcome(
         owned, message = live | late, case((late, LATE_SUCCESS), else_=None)
     else:
         owned, message = live, (error_message or "")[:2000] or None
-    row = s.execute(
+    return (
         update(BatchFile)
         .where(BatchFile.file_event_id == event_id, owned)
         .values(
@@ -208,34 +213,55 @@ def record_file_outcome(
             updated_at=now,
         )
         .returning(BatchFile.batch_id)
-    ).first()
+    )
+
+
+def record_file_outcome(
+    s: Session, event_id: int, *, succeeded: bool, chunks: int = 0,
+    error_category: str | None = None, error_message: str | None = None,
+) -> uuid.UUID | None:
+    """Write the file's outcome on its batch row (:func:`file_outcome`) and the batch's
+    live counters; the batch's id, or None when the event owns no row."""
+    row = s.execute(file_outcome(event_id, succeeded=succeeded, chunks=chunks,
+                                 error_category=error_category,
+                                 error_message=error_message)).first()
     if row is None:
         return None
-    # Derived from the files, not incremented: a newer version of a document takes over its
-    # file's row, so a count kept by increments would count that document twice.
-    _recount(s, row.batch_id, now)
+    s.execute(select(BatchProcessingSession.id)
+              .where(BatchProcessingSession.batch_id == row.batch_id).with_for_update())
+    recount(s, row.batch_id)
     return row.batch_id
 
 
-def _recount(s: Session, batch_id: uuid.UUID, now: Any) -> None:
-    """Counters (and, once closed, the status) of a batch, derived from its files again.
+def recount(s: Session, batch_id: uuid.UUID) -> datetime | None:
+    """Counters (and, once closed, the status) of a batch, derived from its files again;
+    returns its ``close_at`` while it is open and not yet due (nothing to check before),
+    else None.
 
-    The batch row is locked first, so two files finishing at once count each other (the
-    second UPDATE, whose counts run in its own snapshot, starts after the first commit)
-    instead of overwriting each other's count. An UPDATE alone would not do: waiting for the
-    row lock, it would keep the counts of the snapshot it started with.
+    The caller has locked the batch row in an earlier statement, so two files finishing at
+    once count each other (this UPDATE, whose counts run in its own snapshot, starts after
+    the other's commit) instead of overwriting each other's count. An UPDATE alone would not
+    do: waiting for the row lock, it would keep the counts of the snapshot it started with.
+    Counts are derived from the files, not incremented: a newer version of a document takes
+    over its file's row, so a count kept by increments would count that document twice.
     """
-    s.execute(select(BatchProcessingSession.id)
-              .where(BatchProcessingSession.batch_id == batch_id).with_for_update())
+    now = func.now()
     ok, failed = (select(func.count()).where(BatchFile.batch_id == batch_id,
                                              BatchFile.processing_status == outcome)
                   .scalar_subquery() for outcome in ("success", "failed"))
     status = case((BatchProcessingSession.status == "processing", "processing"),
                   else_=_status_sql(ok, failed))
-    s.execute(update(BatchProcessingSession)
-              .where(BatchProcessingSession.batch_id == batch_id)
-              .values(total_files=_file_count(batch_id), successful_files=ok,
-                      failed_files=failed, status=status, updated_at=now))
+    open_until = case(
+        ((BatchProcessingSession.sealed_at.is_(None)) & (BatchProcessingSession.close_at > now)
+         & (BatchProcessingSession.status == "processing"), BatchProcessingSession.close_at),
+        else_=None)
+    return s.execute(
+        update(BatchProcessingSession)
+        .where(BatchProcessingSession.batch_id == batch_id)
+        .values(total_files=_file_count(batch_id), successful_files=ok,
+                failed_files=failed, status=status, updated_at=now)
+        .returning(open_until)
+    ).scalar_one_or_none()
 
 
 def _status_sql(ok: Any, failed: Any) -> Any:

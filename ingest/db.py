@@ -25,9 +25,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import ColumnElement, Engine, Row, create_engine, func, select, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
@@ -109,9 +109,16 @@ def reconnecting(attempts: int = 3) -> Retrying:
                     wait=wait_exponential_jitter(initial=0.05, max=1.0), reraise=True)
 
 
-def lock_xact(session: Session, name: str) -> None:
-    """Take the advisory lock ``name`` until the session's transaction ends."""
-    session.execute(text(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})"), {"n": name})
+def lock_xact(session: Session, name: str, *also: ColumnElement[Any]) -> Row[Any]:
+    """Take the advisory lock ``name`` until the session's transaction ends; the row also
+    holds the ``also`` columns, read in the same statement.
+
+    Those are read in the statement's snapshot, taken before the lock was granted: what a
+    holder of the lock committed while we waited is not in them. Only pass columns for
+    which that holder's writes do not matter (rows it did not write under the lock).
+    """
+    return session.execute(select(
+        func.pg_advisory_xact_lock(func.hashtextextended(name, 0)), *also)).one()
 
 
 @contextmanager

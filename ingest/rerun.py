@@ -7,7 +7,7 @@ published, else the beat relay publishes it. Its dedupe key ``rerun:{source even
 makes a re-run of one event happen once, however often it is asked for; a document with
 an unfinished event gets no second one (that event is returned instead). Being the same
 version, a re-run is never stale against its source, and a newer version (or a deletion)
-still wins over it (``ingest.pipeline.run.is_stale``).
+still wins over it (``ingest.pipeline.run.superseded``).
 """
 
 from __future__ import annotations

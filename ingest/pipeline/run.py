@@ -35,12 +35,13 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import case, func, select, true, update
+from sqlalchemy import case, exists, func, literal, select, true, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from ingest import metrics
@@ -51,9 +52,11 @@ from ingest.addresses import usable_address
 from ingest.batches import (
     NO_RECIPIENT,
     batch_of_event,
+    file_outcome,
     join_batch,
     leave_batch,
     record_file_outcome,
+    recount,
 )
 from ingest.corrections import plan_correction
 from ingest.db import lock_xact, session_scope
@@ -69,11 +72,11 @@ from ingest.errors import (
     ProcessingError,
     ResourceLimit,
 )
-from ingest.events import FileEntry, event_kind
+from ingest.events import DELETE_EVENTS, UPSERT_EVENTS, FileEntry, event_kind
 from ingest.leases import heartbeat, owner, owner_dead
 from ingest.log_context import bind, binds
 from ingest.mail.alerts import FILE_NEEDS_OPERATOR, raise_alert
-from ingest.models import FileEvent, FileProcessingStatus
+from ingest.models import BatchFile, BatchProcessingSession, FileEvent, FileProcessingStatus
 from ingest.models import ProcessingError as ProcessingErrorRow
 from ingest.pipeline.chunking import Chunk, chunk_blocks, chunk_blocks_by_chars
 from ingest.pipeline.embedding import Embedder, get_embedder
@@ -124,6 +127,8 @@ class Outcome:
     detail: str = ""
     batch_id: uuid.UUID | None = None
     correction_id: int | None = None
+    #: The batch is still open and not due before this time: nothing to check yet.
+    batch_open_until: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,11 @@ class ClaimedEvent:
     payload: dict[str, Any]
     attempts: int
     worker_losses: int
+    #: Upserts only, read by the claiming statement itself: superseded already, the
+    #: ``download`` stage row it opened (None when stale), the batch an earlier attempt joined.
+    stale: bool = False
+    download_stage: int | None = None
+    batch_id: uuid.UUID | None = None
 
 
 #: What ending an attempt clears: it is no longer running, and holds no lease.
@@ -180,8 +190,13 @@ def claim(event_id: int, lease_seconds: float = 60.0) -> ClaimedEvent | None:
 
 
 def _take(s: Session, event_id: int, lease_seconds: float, condition: Any) -> Any:
-    """The claiming UPDATE of a live event that meets ``condition``; its row, or None."""
-    return s.execute(
+    """The claiming UPDATE of a live event that meets ``condition``; its row, or None.
+
+    For an upsert the same statement checks whether it is superseded already, opens its
+    ``download`` stage row unless it is, and reads the batch an earlier attempt joined:
+    one round trip where there were two transactions.
+    """
+    taken = (
         update(FileEvent)
         .where(FileEvent.id == event_id,
                FileEvent.status.in_(("received", "enqueued", "processing")), condition)
@@ -197,27 +212,54 @@ def _take(s: Session, event_id: int, lease_seconds: float, condition: Any) -> An
             FileEvent.entry_updated_at, FileEvent.payload, FileEvent.attempts,
             FileEvent.worker_losses,
         )
+        .cte("taken")
+    )
+    stale = taken.c.event.in_(UPSERT_EVENTS) & exists().where(
+        _supersedes(FileEvent, taken.c.id, taken.c.document_id, taken.c.entry_updated_at,
+                    upsert=True))
+    opened = (
+        insert(FileProcessingStatus)
+        .from_select(["file_event_id", "file_document_id", "processing_stage", "status"],
+                     select(taken.c.id, taken.c.document_id, literal("download"),
+                            literal("processing"))
+                     .where(taken.c.event.in_(UPSERT_EVENTS), ~stale))
+        .returning(FileProcessingStatus.id)
+        .cte("opened")
+    )
+    joined = (select(BatchFile.batch_id).where(BatchFile.file_event_id == taken.c.id)
+              .scalar_subquery())
+    return s.execute(
+        select(*taken.c, stale, opened.c.id, joined)
+        .select_from(taken.outerjoin(opened, true()))
     ).one_or_none()
 
 
-def is_stale(s: Session, ev: ClaimedEvent) -> bool:
-    """Whether a newer event of the same document supersedes ``ev`` (DESIGN §7).
+def _supersedes(other: Any, event_id: Any, document_id: Any, updated_at: Any, *,
+                upsert: bool) -> Any:
+    """The condition on a row ``other`` of ``file_events`` that supersedes the event
+    (DESIGN §7): any event loses to one with a later ``updatedAt``; an upsert also loses to
+    a delete with the same ``updatedAt`` (a delete wins over an older or equal create)."""
+    newer = (other.entry_updated_at > updated_at) & (other.status != "ignored")
+    if upsert:
+        newer = newer | (other.event.in_(DELETE_EVENTS) & (other.entry_updated_at >= updated_at))
+    return (other.document_id == document_id) & (other.id != event_id) & newer
 
-    Any event loses to one with a later ``updatedAt``; an upsert also loses to a delete with
-    the same ``updatedAt`` (a delete wins over an older or equal create).
+
+def superseded(ev: ClaimedEvent) -> Any:
+    """Whether a newer event of the same document supersedes ``ev``, as a SQL expression."""
+    return exists().where(_supersedes(FileEvent, ev.id, ev.document_id, ev.entry_updated_at,
+                                      upsert=event_kind(ev.event) == "upsert"))
+
+
+def lock_document(s: Session, ev: ClaimedEvent) -> bool:
+    """Take the document's advisory lock for the transaction; return whether ``ev`` is
+    superseded (one statement).
+
+    The check reads the snapshot of before the lock was granted. That is enough: the rows
+    it reads are events, which are stored before any worker takes the lock for them, so a
+    newer event whose holder we waited for was already there when we asked.
     """
-    newer = (FileEvent.entry_updated_at > ev.entry_updated_at) & (FileEvent.status != "ignored")
-    if event_kind(ev.event) == "upsert":
-        newer = newer | (
-            FileEvent.event.in_(("entry.delete", "entry.unpublish"))
-            & (FileEvent.entry_updated_at >= ev.entry_updated_at)
-        )
-    found = s.execute(
-        select(FileEvent.id)
-        .where(FileEvent.document_id == ev.document_id, FileEvent.id != ev.id, newer)
-        .limit(1)
-    ).first()
-    return found is not None
+    return bool(lock_xact(s, ev.document_id, superseded(ev))[1])
 
 
 def finish(s: Session, event_id: int, status: str, error: str | None = None) -> bool:
@@ -241,31 +283,40 @@ def end_attempt(event_id: int) -> None:
 
 @dataclass
 class StageRow:
-    """The ``file_processing_status`` row of a running stage, and writes that commit with
-    its end, whichever way it ends (what the download saw, say)."""
+    """The ``file_processing_status`` row of a running stage, and what the attempt saw
+    meanwhile, recorded on the event with the stage's end, whichever way it ends."""
 
     row_id: int
     ended: bool = False
-    end_writes: list[Callable[[Session], object]] = field(default_factory=list)
-
-    def succeed_in(self, s: Session) -> None:
-        """End the stage as a success inside ``s``, so it commits with what follows it: the
-        next stage's start, or the outcome it led to (no reader sees a finished event whose
-        last stage still runs)."""
-        s.execute(update(FileProcessingStatus).where(FileProcessingStatus.id == self.row_id)
-                  .values(status="success", stage_end_time=func.now(), updated_at=_now()))
-        for write in self.end_writes:
-            write(s)
-        self.ended = True
+    saw: ObjectInfo | None = None
 
 
-def start_stage(s: Session, ev: ClaimedEvent, name: str) -> StageRow:
-    """Write the stage's ``processing`` row in ``s``."""
-    row = FileProcessingStatus(file_event_id=ev.id, file_document_id=ev.document_id,
-                               processing_stage=name, status="processing")
-    s.add(row)
-    s.flush()
-    return StageRow(row.id)
+def _ending(ev_id: int, row: StageRow, status: str,
+            exc: BaseException | None = None) -> list[Any]:
+    """The writes that end ``row``, as CTEs: they run in the statement that follows them (the
+    next stage's start, the outcome it led to), so no reader sees a finished event whose last
+    stage still runs, nor a stage whose successor is missing."""
+    row.ended = True
+    ctes = [update(FileProcessingStatus).where(FileProcessingStatus.id == row.row_id)
+            .values(status=status, stage_end_time=func.now(), updated_at=_now(),
+                    error_message=str(exc) if exc else None,
+                    error_details={"exception": type(exc).__name__} if exc else None)
+            .returning(FileProcessingStatus.id).cte("ended")]
+    if row.saw is not None:
+        ctes.append(update(FileEvent).where(FileEvent.id == ev_id)
+                    .values(object_key=row.saw.key, object_etag=row.saw.etag,
+                            object_size=row.saw.size)
+                    .returning(FileEvent.id).cte("saw"))
+    return ctes
+
+
+def _open_stage(ev: ClaimedEvent, name: str, *, status: str = "processing") -> Any:
+    """The INSERT of a stage row of ``ev``, returning its id."""
+    values: dict[str, Any] = {"file_event_id": ev.id, "file_document_id": ev.document_id,
+                              "processing_stage": name, "status": status}
+    if status != "processing":
+        values["stage_end_time"] = func.now()
+    return insert(FileProcessingStatus).values(**values).returning(FileProcessingStatus.id)
 
 
 @contextmanager
@@ -273,44 +324,33 @@ def stage(ev: ClaimedEvent, name: str, *, started: StageRow | None = None,
           after: StageRow | None = None, hand_on: bool = False) -> Iterator[StageRow]:
     """Record a stage in ``file_processing_status``: processing → success | failed.
 
-    The row is written in a transaction of its own, which also ends the stage ``after``
-    (one transaction from one stage to the next), unless the caller ``started`` it in one
-    of its own. A failed stage is ended at once; a stage that succeeds is ended on leaving
-    the block, or, with ``hand_on``, by the next stage (``after=``) or ``succeed_in``.
+    The row is written by one statement of its own, which also ends the stage ``after`` (one
+    statement from one stage to the next), unless the caller ``started`` it. A failed stage
+    is ended at once; a stage that succeeds is ended on leaving the block, or, with
+    ``hand_on``, by the next stage (``after=``) or by the outcome (:func:`_ending`).
     """
     current = started
     if current is None:
+        opening = _open_stage(ev, name)
+        if after is not None and not after.ended:
+            opening = opening.add_cte(*_ending(ev.id, after, "success"))
         with session_scope() as s:
-            if after is not None and not after.ended:
-                after.succeed_in(s)
-            current = start_stage(s, ev, name)
+            current = StageRow(s.execute(opening).scalar_one())
     try:
         yield current
     except Exception as exc:
         if isinstance(exc, IngestError) and not hasattr(exc, "stage"):
             exc.stage = name  # type: ignore[attr-defined]
-        _end_stage(current, "failed", exc)  # also after succeed_in: it rolled back
+        _end_stage(ev, current, "failed", exc)  # also after _ending: it rolled back
         raise
     if not current.ended and not hand_on:
-        _end_stage(current, "success", None)
+        _end_stage(ev, current, "success", None)
 
 
-def _end_stage(row: StageRow, status: str, exc: BaseException | None) -> None:
+def _end_stage(ev: ClaimedEvent, row: StageRow, status: str,
+               exc: BaseException | None) -> None:
     with session_scope() as s:
-        s.execute(
-            update(FileProcessingStatus)
-            .where(FileProcessingStatus.id == row.row_id)
-            .values(
-                status=status,
-                stage_end_time=func.now(),
-                updated_at=_now(),
-                error_message=str(exc) if exc else None,
-                error_details={"exception": type(exc).__name__} if exc else None,
-            )
-        )
-        for write in row.end_writes:
-            write(s)
-    row.ended = True
+        s.execute(select(literal(1)).add_cte(*_ending(ev.id, row, status, exc)))
 
 
 def resolve_entry(ev: ClaimedEvent, cms: CmsClient) -> FileEntry:
@@ -418,12 +458,6 @@ def _object_missing(ev: ClaimedEvent, entry: FileEntry, svc: Services) -> Object
                              retry_in=wait)
 
 
-def _record_object(event_id: int, info: ObjectInfo) -> Callable[[Session], object]:
-    return lambda s: s.execute(
-        update(FileEvent).where(FileEvent.id == event_id)
-        .values(object_key=info.key, object_etag=info.etag, object_size=info.size))
-
-
 def _download(ev: ClaimedEvent, entry: FileEntry, svc: Services, download: StageRow) -> bytes:
     """The object's bytes; what was opened (key, ETag, size) is recorded with the end of the
     download stage, also when reading fails, so it is there before any failure is."""
@@ -432,7 +466,7 @@ def _download(ev: ClaimedEvent, entry: FileEntry, svc: Services, download: Stage
         obj = svc.s3.open(entry.storage_key)
     except FileNotFound:
         raise _object_missing(ev, entry, svc) from None
-    download.end_writes.append(_record_object(ev.id, obj.info))
+    download.saw = obj.info
     return obj.read(svc.settings.max_file_bytes)
 
 
@@ -467,16 +501,14 @@ def _extract_chunks(data: bytes, entry: FileEntry, settings: Settings,
 
 
 def _process_upsert(ev: ClaimedEvent, svc: Services) -> Outcome:
-    with session_scope() as s:
-        stale = is_stale(s, ev)
-        first = None if stale else start_stage(s, ev, "download")
-        joined_before = None if stale else batch_of_event(s, ev.id)
-    if first is None:
+    if ev.stale:
         return _ignore(ev, "superseded by a newer event of the document")
+    assert ev.download_stage is not None  # the claim opened it
     try:
-        with stage(ev, "download", started=first, hand_on=True) as download:
+        with stage(ev, "download", started=StageRow(ev.download_stage),
+                   hand_on=True) as download:
             entry = resolve_entry(ev, svc.cms)
-            batch_id = joined_before or _join(ev, entry, svc)
+            batch_id = ev.batch_id or _join(ev, entry, svc)
             bind(batch_id=batch_id)
             check_key(entry, svc.settings)
             with metrics.timed("download"):
@@ -488,8 +520,7 @@ def _process_upsert(ev: ClaimedEvent, svc: Services) -> Outcome:
         with metrics.timed("embed"):
             embeddings = svc.embedder.embed([chunk.text for chunk in chunks])
     with stage(ev, "storage", after=processing) as storage, session_scope() as s:
-        lock_xact(s, ev.document_id)
-        if is_stale(s, ev):
+        if lock_document(s, ev):
             finish(s, ev.id, "ignored", "superseded while processing")
             return Outcome("ignored", detail="superseded while processing",
                            batch_id=leave_batch(s, ev.id))
@@ -498,13 +529,25 @@ def _process_upsert(ev: ClaimedEvent, svc: Services) -> Outcome:
                 ev.document_id, embeddings, [chunk.text for chunk in chunks],
                 [_chunk_metadata(entry, n, chunk) for n, chunk in enumerate(chunks)],
             )
-        finish(s, ev.id, "done")
-        record_file_outcome(s, ev.id, succeeded=True, chunks=stored)
-        storage.succeed_in(s)
-        s.add(FileProcessingStatus(file_event_id=ev.id, file_document_id=ev.document_id,
-                                   processing_stage="completed", status="success",
-                                   stage_end_time=func.now()))
-    return Outcome("done", chunks=stored, batch_id=batch_id)
+        # One statement: the event done, the storage stage ended and the completed one
+        # written, the file's outcome in its batch with the batch row locked for its count.
+        outcome = file_outcome(ev.id, succeeded=True, chunks=stored).cte("outcome")
+        locked = (select(BatchProcessingSession.id)
+                  .where(BatchProcessingSession.batch_id.in_(select(outcome.c.batch_id)))
+                  .with_for_update().cte("locked"))
+        done = (update(FileEvent)
+                .where(FileEvent.id == ev.id, FileEvent.status == "processing")
+                .values(status="done", last_error=None, updated_at=_now(), **ATTEMPT_ENDED)
+                .returning(FileEvent.id).cte("done"))
+        completed = _open_stage(ev, "completed", status="success").cte("completed")
+        batch_id = s.execute(
+            select(outcome.c.batch_id, select(func.count()).select_from(locked)
+                   .scalar_subquery())  # a SELECT in WITH runs only where it is used
+            .add_cte(*_ending(ev.id, storage, "success"), done, completed)
+        ).scalars().first()
+        due = recount(s, batch_id) if batch_id is not None else None
+    return Outcome("done", chunks=stored, batch_id=batch_id or ev.batch_id,
+                   batch_open_until=due)
 
 
 def _join(ev: ClaimedEvent, entry: FileEntry, svc: Services) -> uuid.UUID | None:
@@ -530,8 +573,7 @@ def _join(ev: ClaimedEvent, entry: FileEntry, svc: Services) -> uuid.UUID | None
 
 def _process_delete(ev: ClaimedEvent, svc: Services) -> Outcome:
     with session_scope() as s:
-        lock_xact(s, ev.document_id)
-        if is_stale(s, ev):
+        if lock_document(s, ev):
             finish(s, ev.id, "ignored", "superseded by a newer event of the document")
             return Outcome("ignored", detail="superseded")
         removed = svc.vectors.delete_document(ev.document_id)
@@ -590,6 +632,8 @@ class Failure:
 
     batch_id: uuid.UUID | None = None
     correction_id: int | None = None
+    #: Always None: a failure is rare, its batch is checked (it may have been the last file).
+    batch_open_until: datetime | None = None
 
 
 @binds(event_id="event_id")

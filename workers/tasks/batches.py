@@ -45,8 +45,15 @@ def _schedule_hint(batch_id: uuid.UUID, at: datetime) -> bool:
     return True
 
 
-def follow_up_batch(batch_id: uuid.UUID) -> str:
-    """Check a batch; send its e-mail if it closed, else schedule the next hint."""
+def follow_up_batch(batch_id: uuid.UUID, open_until: datetime | None = None) -> str:
+    """Check a batch; send its e-mail if it closed, else schedule the next hint.
+
+    ``open_until``: the caller read that the batch stays open and is not due before then
+    (as the final write of a file does), so no check is needed yet, only the hint.
+    """
+    if open_until is not None:
+        _schedule_hint(batch_id, open_until)
+        return "open"
     result = check_batch(batch_id, get_settings())
     if result.email_pending:
         app.send_task(TASK_SEND_BATCH_EMAIL, args=[str(batch_id)])

@@ -86,4 +86,4 @@ def _follow_up(result: Outcome | Failure) -> None:
         app.send_task(TASK_RUN_CORRECTION, args=[result.correction_id],
                       countdown=min(delay, 300))
     if result.batch_id is not None:
-        follow_up_batch(result.batch_id)
+        follow_up_batch(result.batch_id, result.batch_open_until)
