@@ -266,7 +266,9 @@ def test_an_enqueued_event_whose_message_was_lost_is_published_again(
 
     settings = get_settings()
     broker_was_emptied(settings.broker_url)  # else the first relay re-publishes everything
-    lost, young = (file_entry(name, "text/plain") for name in ("lost.txt", "young.txt"))
+    lost = file_entry("lost.txt", "text/plain")
+    # Not small: else the worker would take it along with the lost one (a group).
+    young = file_entry("young.txt", "text/plain", size_bytes="900000")
     for entry in (lost, young):
         upload(s3_server, entry, make_txt(f"Stored as {entry['name']}; its message vanished."))
     lost_id, young_id = store_event(lost), store_event(young)

@@ -69,8 +69,9 @@ def test_messages_a_killed_worker_had_fetched_but_not_started_are_restored_at_on
     its countdown. Neither event has a lease (``enqueued``; ``processing`` without
     ``running_since``) and their messages sit in the broker's ``unacked`` hash for the
     visibility timeout: the relay restores them (``workers.orphans``)."""
+    # Each file alone: grouped with the retry, the waiting file would run at once.
     env = {"EVENT_LEASE_SECONDS": "15", "BROKER_ORPHAN_GRACE_SECONDS": "5",
-           "S3_MISSING_GRACE_SECONDS": "300"}
+           "S3_MISSING_GRACE_SECONDS": "300", "INGEST_GROUP_FILES": "1"}
     log1, log2 = TMP / "worker-orphans-1.log", TMP / "worker-orphans-2.log"
     beat = start_beat(TMP / "beat-orphans.log", **env)
     first = start_worker(log1, 1, queues="ingest,notifications", **env)

@@ -63,6 +63,16 @@ def _classify(exc: Exception, action: str) -> IngestError:
     return TransientError(f"Chroma failed during {action}: {name}: {exc}")
 
 
+@dataclass(frozen=True)
+class Replacement:
+    """A document's new chunks: what :meth:`VectorStore.replace_documents` writes."""
+
+    document_id: str
+    embeddings: list[list[float]]
+    texts: list[str]
+    metadatas: list[dict[str, Any]]
+
+
 def batches(count: int, size: int) -> list[slice]:
     """Slices covering ``range(count)`` in pieces of at most ``size``."""
     return [slice(start, min(start + size, count)) for start in range(0, count, max(1, size))]
@@ -134,11 +144,16 @@ class VectorStore:
     def chunk_ids(self, document_id: str) -> list[str]:
         """Ids of the document's stored chunks."""
         try:
-            return list(self.collection.get(where={"document_id": document_id}, include=[])["ids"])
+            return self._chunk_ids_of([document_id])
         except IngestError:
             raise
         except Exception as exc:
             raise _classify(exc, "get") from exc
+
+    def _chunk_ids_of(self, document_ids: list[str]) -> list[str]:
+        where = ({"document_id": document_ids[0]} if len(document_ids) == 1
+                 else {"document_id": {"$in": document_ids}})
+        return list(self.collection.get(where=where, include=[])["ids"])
 
     def replace_document(
         self,
@@ -151,20 +166,31 @@ class VectorStore:
 
         Upsert-then-delete leaves no moment in which the document has no chunks at all.
         """
-        ids = [f"{document_id}:{n}" for n in range(len(texts))]
+        return self.replace_documents([Replacement(document_id, embeddings, texts,
+                                                   metadatas)])[0]
+
+    def replace_documents(self, documents: list[Replacement]) -> list[int]:
+        """:meth:`replace_document` for several documents at once: one read of their stored
+        chunk ids, upserts of at most the server's batch size, one delete of what is left
+        over. Returns each document's number of chunks, in order."""
+        ids = [[f"{d.document_id}:{n}" for n in range(len(d.texts))] for d in documents]
+        flat_ids = [i for doc_ids in ids for i in doc_ids]
+        embeddings = [e for d in documents for e in d.embeddings]
+        texts = [t for d in documents for t in d.texts]
+        metadatas = [m for d in documents for m in d.metadatas]
         try:
-            old = set(self.chunk_ids(document_id))
-            for part in batches(len(ids), self.max_batch_size):
-                self.collection.upsert(ids=ids[part], embeddings=embeddings[part],
+            old = set(self._chunk_ids_of([d.document_id for d in documents]))
+            for part in batches(len(flat_ids), self.max_batch_size):
+                self.collection.upsert(ids=flat_ids[part], embeddings=embeddings[part],
                                        documents=texts[part], metadatas=metadatas[part])
-            leftover = sorted(old - set(ids))
+            leftover = sorted(old - set(flat_ids))
             if leftover:
                 self._delete_ids(leftover)
         except IngestError:
             raise
         except Exception as exc:
             raise _classify(exc, "upsert") from exc
-        return len(ids)
+        return [len(doc_ids) for doc_ids in ids]
 
     def delete_document(self, document_id: str) -> int:
         """Delete every chunk of the document; returns how many there were (0 = already gone)."""

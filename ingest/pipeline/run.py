@@ -33,21 +33,21 @@ import logging
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import case, exists, func, literal, select, true, update
+from sqlalchemy import case, exists, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from ingest import metrics
 from ingest.adapters.cms import CmsClient
 from ingest.adapters.s3 import ObjectInfo, S3Store
-from ingest.adapters.vectors import VectorStore
+from ingest.adapters.vectors import Replacement, VectorStore
 from ingest.addresses import usable_address
 from ingest.batches import (
     NO_RECIPIENT,
@@ -129,6 +129,10 @@ class Outcome:
     correction_id: int | None = None
     #: The batch is still open and not due before this time: nothing to check yet.
     batch_open_until: datetime | None = None
+    #: The event, and for ``released`` (a file processed with others that must run again
+    #: on its own: ``ingest.pipeline.together``) when to run it again.
+    event_id: int | None = None
+    retry_in: float | None = None
 
 
 @dataclass(frozen=True)
@@ -169,9 +173,9 @@ def claim(event_id: int, lease_seconds: float = 60.0) -> ClaimedEvent | None:
     with session_scope() as s:
         free = (FileEvent.running_since.is_(None) | FileEvent.lease_until.is_(None)
                 | (FileEvent.lease_until <= func.now()))
-        row = _take(s, event_id, lease_seconds, free)
-        if row is not None:
-            return ClaimedEvent(*row)
+        rows = take(s, (FileEvent.id == event_id) & free, lease_seconds)
+        if rows:
+            return rows[0]
         current = s.execute(
             select(FileEvent.status, FileEvent.running_since, FileEvent.lease_until,
                    FileEvent.claimed_by, func.now().label("now"))
@@ -185,12 +189,12 @@ def claim(event_id: int, lease_seconds: float = 60.0) -> ClaimedEvent | None:
             log.info("event %s is held by %s until %s; not run twice", event_id,
                      current.claimed_by, current.lease_until)
             return None
-        row = _take(s, event_id, lease_seconds, true())
-    return None if row is None else ClaimedEvent(*row)
+        rows = take(s, FileEvent.id == event_id, lease_seconds)
+    return rows[0] if rows else None
 
 
-def _take(s: Session, event_id: int, lease_seconds: float, condition: Any) -> Any:
-    """The claiming UPDATE of a live event that meets ``condition``; its row, or None.
+def take(s: Session, condition: Any, lease_seconds: float) -> list[ClaimedEvent]:
+    """The claiming UPDATE of the live events that meet ``condition``; what it claimed.
 
     For an upsert the same statement checks whether it is superseded already, opens its
     ``download`` stage row unless it is, and reads the batch an earlier attempt joined:
@@ -198,8 +202,7 @@ def _take(s: Session, event_id: int, lease_seconds: float, condition: Any) -> An
     """
     taken = (
         update(FileEvent)
-        .where(FileEvent.id == event_id,
-               FileEvent.status.in_(("received", "enqueued", "processing")), condition)
+        .where(FileEvent.status.in_(("received", "enqueued", "processing")), condition)
         .values(status="processing", attempts=FileEvent.attempts + 1, updated_at=_now(),
                 # still set = the previous attempt died with its worker process
                 worker_losses=FileEvent.worker_losses + case(
@@ -223,15 +226,15 @@ def _take(s: Session, event_id: int, lease_seconds: float, condition: Any) -> An
                      select(taken.c.id, taken.c.document_id, literal("download"),
                             literal("processing"))
                      .where(taken.c.event.in_(UPSERT_EVENTS), ~stale))
-        .returning(FileProcessingStatus.id)
+        .returning(FileProcessingStatus.id, FileProcessingStatus.file_event_id)
         .cte("opened")
     )
     joined = (select(BatchFile.batch_id).where(BatchFile.file_event_id == taken.c.id)
               .scalar_subquery())
-    return s.execute(
+    return [ClaimedEvent(*row) for row in s.execute(
         select(*taken.c, stale, opened.c.id, joined)
-        .select_from(taken.outerjoin(opened, true()))
-    ).one_or_none()
+        .select_from(taken.outerjoin(opened, opened.c.file_event_id == taken.c.id))
+    )]
 
 
 def _supersedes(other: Any, event_id: Any, document_id: Any, updated_at: Any, *,
@@ -500,7 +503,28 @@ def _extract_chunks(data: bytes, entry: FileEntry, settings: Settings,
     return chunks
 
 
-def _process_upsert(ev: ClaimedEvent, svc: Services) -> Outcome:
+@dataclass(frozen=True)
+class Embed:
+    """What an upsert asks its driver for: the embeddings of these texts."""
+
+    texts: list[str]
+
+
+@dataclass(frozen=True)
+class Write:
+    """What an upsert asks its driver for while it holds its document's lock: write these
+    chunks (the driver answers with their number), or None to write them itself."""
+
+    replacement: Replacement
+
+
+#: The steps of an upsert: it yields its requests and returns its outcome.
+UpsertSteps = Generator[Embed | Write, Any, Outcome]
+
+
+def upsert_steps(ev: ClaimedEvent, svc: Services) -> UpsertSteps:
+    """Process an upsert, handing its embedding and its Chroma write to the driver (see
+    :func:`run_steps` for one file, :func:`run_together` for several at once)."""
     if ev.stale:
         return _ignore(ev, "superseded by a newer event of the document")
     assert ev.download_stage is not None  # the claim opened it
@@ -508,8 +532,8 @@ def _process_upsert(ev: ClaimedEvent, svc: Services) -> Outcome:
         with stage(ev, "download", started=StageRow(ev.download_stage),
                    hand_on=True) as download:
             entry = resolve_entry(ev, svc.cms)
-            batch_id = ev.batch_id or _join(ev, entry, svc)
-            bind(batch_id=batch_id)
+            joined = ev.batch_id or _join(ev, entry, svc)
+            bind(batch_id=joined)
             check_key(entry, svc.settings)
             with metrics.timed("download"):
                 data = _download(ev, entry, svc, download)
@@ -517,18 +541,19 @@ def _process_upsert(ev: ClaimedEvent, svc: Services) -> Outcome:
         return _ignore(ev, f"superseded: {exc}")
     with stage(ev, "processing", after=download, hand_on=True) as processing:
         chunks = _extract_chunks(data, entry, svc.settings, svc.embedder.name)
-        with metrics.timed("embed"):
-            embeddings = svc.embedder.embed([chunk.text for chunk in chunks])
+        embeddings = yield Embed([chunk.text for chunk in chunks])
     with stage(ev, "storage", after=processing) as storage, session_scope() as s:
         if lock_document(s, ev):
             finish(s, ev.id, "ignored", "superseded while processing")
             return Outcome("ignored", detail="superseded while processing",
                            batch_id=leave_batch(s, ev.id))
-        with metrics.timed("store"):
-            stored = svc.vectors.replace_document(
-                ev.document_id, embeddings, [chunk.text for chunk in chunks],
-                [_chunk_metadata(entry, n, chunk) for n, chunk in enumerate(chunks)],
-            )
+        replacement = Replacement(
+            ev.document_id, embeddings, [chunk.text for chunk in chunks],
+            [_chunk_metadata(entry, n, chunk) for n, chunk in enumerate(chunks)])
+        stored = yield Write(replacement)
+        if stored is None:
+            with metrics.timed("store"):
+                stored = svc.vectors.replace_documents([replacement])[0]
         # One statement: the event done, the storage stage ended and the completed one
         # written, the file's outcome in its batch with the batch row locked for its count.
         outcome = file_outcome(ev.id, succeeded=True, chunks=stored).cte("outcome")
@@ -540,14 +565,36 @@ def _process_upsert(ev: ClaimedEvent, svc: Services) -> Outcome:
                 .values(status="done", last_error=None, updated_at=_now(), **ATTEMPT_ENDED)
                 .returning(FileEvent.id).cte("done"))
         completed = _open_stage(ev, "completed", status="success").cte("completed")
-        batch_id = s.execute(
+        counted = s.execute(
             select(outcome.c.batch_id, select(func.count()).select_from(locked)
                    .scalar_subquery())  # a SELECT in WITH runs only where it is used
             .add_cte(*_ending(ev.id, storage, "success"), done, completed)
         ).scalars().first()
-        due = recount(s, batch_id) if batch_id is not None else None
-    return Outcome("done", chunks=stored, batch_id=batch_id or ev.batch_id,
-                   batch_open_until=due)
+        due = recount(s, counted) if counted is not None else None
+    return Outcome("done", chunks=stored, batch_id=counted or joined, batch_open_until=due)
+
+
+def run_steps(steps: UpsertSteps, svc: Services) -> Outcome:
+    """Drive one upsert alone: embed its texts, let it write its chunks itself."""
+    answer: Any = None
+    try:
+        request = next(steps)
+        while True:
+            try:
+                answer = serve_alone(request, svc)
+            except Exception as exc:  # noqa: BLE001 - the upsert's own stage records it
+                request = steps.throw(exc)
+            else:
+                request = steps.send(answer)
+    except StopIteration as stop:
+        return stop.value
+
+
+def serve_alone(request: Embed | Write, svc: Services) -> Any:
+    if isinstance(request, Embed):
+        with metrics.timed("embed"):
+            return svc.embedder.embed(request.texts)
+    return None  # Write: the upsert writes its chunks itself
 
 
 def _join(ev: ClaimedEvent, entry: FileEntry, svc: Services) -> uuid.UUID | None:
@@ -595,35 +642,47 @@ def process_event(event_id: int, svc: Services | None = None) -> Outcome:
         return Outcome("skipped", detail="already finished, or running elsewhere")
     bind(document_id=ev.document_id)
     with heartbeat(event_id, lease):
-        return _run_claimed(ev, svc)
+        return run_claimed(ev, svc)
 
 
-def _run_claimed(ev: ClaimedEvent, svc: Services) -> Outcome:
-    event_id = ev.id
+def run_claimed(ev: ClaimedEvent, svc: Services) -> Outcome:
     started = time.perf_counter()
-    handler: Callable[[ClaimedEvent, Services], Outcome] = (
-        _process_delete if event_kind(ev.event) == "delete" else _process_upsert
-    )
+    is_delete = event_kind(ev.event) == "delete"
     try:
-        if ev.worker_losses >= svc.settings.max_worker_losses:
-            raise ResourceLimit(
-                f"the worker processing this file was lost {ev.worker_losses} times (killed "
-                "or out of memory); it is not tried again (MAX_WORKER_LOSSES)")
-        outcome = handler(ev, svc)
+        check_losses(ev, svc.settings)
+        outcome = (_process_delete(ev, svc) if is_delete
+                   else run_steps(upsert_steps(ev, svc), svc))
     except PermanentError as exc:
-        failure = fail_event(event_id, exc, retries=ev.attempts - 1, settings=svc.settings)
-        return Outcome("failed", detail=f"{exc.category}: {exc}", batch_id=failure.batch_id,
-                       correction_id=failure.correction_id)
+        return failed(ev, exc, svc.settings)
     except BaseException:
-        end_attempt(event_id)
+        end_attempt(ev.id)
         raise
-    deleted = outcome.status == "done" and handler is _process_delete
-    metrics.FILES.labels("deleted" if deleted else outcome.status, "none").inc()
-    log.info(
-        "event %s (%s %s) %s in %.2fs, %d chunks", ev.id, ev.event, ev.document_id,
-        outcome.status, time.perf_counter() - started, outcome.chunks,
-    )
+    report(ev, outcome, started, deleted=is_delete and outcome.status == "done")
     return outcome
+
+
+def check_losses(ev: ClaimedEvent, settings: Settings) -> None:
+    """Raise :class:`ResourceLimit` once the event's workers were lost too often."""
+    if ev.worker_losses >= settings.max_worker_losses:
+        raise ResourceLimit(
+            f"the worker processing this file was lost {ev.worker_losses} times (killed "
+            "or out of memory); it is not tried again (MAX_WORKER_LOSSES)")
+
+
+def failed(ev: ClaimedEvent, exc: PermanentError, settings: Settings) -> Outcome:
+    """Fail the event for good (:func:`fail_event`); its outcome."""
+    failure = fail_event(ev.id, exc, retries=ev.attempts - 1, settings=settings)
+    return Outcome("failed", detail=f"{exc.category}: {exc}", batch_id=failure.batch_id,
+                   correction_id=failure.correction_id, event_id=ev.id)
+
+
+def report(ev: ClaimedEvent, outcome: Outcome, started: float, *, deleted: bool = False,
+           together: int = 1) -> None:
+    """Count and log how an event ended."""
+    metrics.FILES.labels("deleted" if deleted else outcome.status, "none").inc()
+    log.info("event %s (%s %s) %s in %.2fs, %d chunks%s", ev.id, ev.event, ev.document_id,
+             outcome.status, time.perf_counter() - started, outcome.chunks,
+             f" (with {together - 1} other files)" if together > 1 else "")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The ingest task: a thin wrapper over :func:`ingest.pipeline.run.process_event`.
+"""The ingest task: a thin wrapper over :func:`ingest.pipeline.together.process_with_others`.
 
 - An object not there yet (:class:`ObjectNotYetThere`) is looked for again after the
   countdown the pipeline chose; the pipeline ends the wait after S3_MISSING_GRACE_SECONDS,
@@ -26,7 +26,8 @@ from ingest.db import DB_CONNECTION_ERRORS, is_disconnect
 from ingest.errors import ObjectNotYetThere, ResourceLimit, TransientError
 from ingest.metrics import TASK_RETRIES
 from ingest.names import TASK_PROCESS_FILE_EVENT, TASK_RUN_CORRECTION
-from ingest.pipeline.run import Failure, Outcome, fail_event, process_event
+from ingest.pipeline.run import Failure, Outcome, fail_event
+from ingest.pipeline.together import process_with_others
 from ingest.retry import backoff_seconds
 from ingest.settings import get_settings
 from workers.app import app
@@ -45,7 +46,7 @@ def process_file_event(self: Task, event_id: int, waited: int = 0) -> str:
     batch is checked: it may now be due, or finished.
     """
     try:
-        outcome = process_event(event_id)
+        outcome = process_with_others(event_id, _other_done)
     except ObjectNotYetThere as exc:
         TASK_RETRIES.labels(self.name, "object_not_there_yet").inc()
         raise self.retry(countdown=exc.retry_in, kwargs={"waited": waited + 1}) from exc
@@ -77,6 +78,17 @@ def _fail(task: Task, event_id: int, exc: BaseException, retries: int) -> None:
         TASK_RETRIES.labels(task.name, "recording_failure").inc()
         raise task.retry(countdown=backoff_seconds(2.0, task.request.retries),
                          exc=fail_exc) from fail_exc
+
+
+def _other_done(outcome: Outcome) -> None:
+    """A file processed together with this task's file ended: follow it up, or publish it
+    again when its attempt ended in an error that is not its own fault."""
+    if outcome.status == "released":
+        TASK_RETRIES.labels(TASK_PROCESS_FILE_EVENT, "released_from_group").inc()
+        app.send_task(TASK_PROCESS_FILE_EVENT, args=[outcome.event_id],
+                      countdown=outcome.retry_in if outcome.retry_in is not None else 1.0)
+    else:
+        _follow_up(outcome)
 
 
 def _follow_up(result: Outcome | Failure) -> None:
