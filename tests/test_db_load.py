@@ -65,6 +65,16 @@ def test_processing_one_file_runs_a_bounded_number_of_statements(s3_server: Any,
     assert len(transactions) <= MAX_TRANSACTIONS, f"{len(transactions)} transactions"
     assert "SELECT 1" not in statements, "a ping before each use is back"
 
+    # A second message of the finished event (a file processed together with another one
+    # keeps its own message on the broker) costs one statement.
+    statements.clear()
+    event.listen(engine, "before_cursor_execute", on_execute)
+    try:
+        assert process_event(event_id, svc).status == "skipped"
+    finally:
+        event.remove(engine, "before_cursor_execute", on_execute)
+    assert len(statements) == 1, statements
+
 
 def test_a_webhook_after_postgresql_dropped_every_connection_is_stored(
     web: str, worker: Any, s3_server: Any

@@ -40,7 +40,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import case, exists, func, literal, select, update
+from sqlalchemy import Select, case, exists, func, literal, select, true, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -173,9 +173,19 @@ def claim(event_id: int, lease_seconds: float = 60.0) -> ClaimedEvent | None:
     with session_scope() as s:
         free = (FileEvent.running_since.is_(None) | FileEvent.lease_until.is_(None)
                 | (FileEvent.lease_until <= func.now()))
-        rows = take(s, (FileEvent.id == event_id) & free, lease_seconds)
-        if rows:
-            return rows[0]
+        # One statement for the common cases: the claim, or the state of a finished event
+        # (read in the statement's snapshot, before the claim: only looked at when it took
+        # nothing), which is all a duplicate message of a finished event costs.
+        picked = _claiming((FileEvent.id == event_id) & free, lease_seconds).subquery()
+        state = select(FileEvent.status).where(FileEvent.id == event_id).scalar_subquery()
+        row = s.execute(
+            select(picked, state)
+            .select_from(select(literal(1)).subquery().outerjoin(picked, true()))
+        ).one()
+        if row[0] is not None:
+            return ClaimedEvent(*row[:-1])
+        if row[-1] not in ("received", "enqueued", "processing"):
+            return None
         current = s.execute(
             select(FileEvent.status, FileEvent.running_since, FileEvent.lease_until,
                    FileEvent.claimed_by, func.now().label("now"))
@@ -194,7 +204,13 @@ def claim(event_id: int, lease_seconds: float = 60.0) -> ClaimedEvent | None:
 
 
 def take(s: Session, condition: Any, lease_seconds: float) -> list[ClaimedEvent]:
-    """The claiming UPDATE of the live events that meet ``condition``; what it claimed.
+    """The claiming UPDATE of the live events that meet ``condition``; what it claimed."""
+    return [ClaimedEvent(*row) for row in s.execute(_claiming(condition, lease_seconds))]
+
+
+def _claiming(condition: Any, lease_seconds: float) -> Select[Any]:
+    """The claiming UPDATE of the live events that meet ``condition``, as a SELECT of the
+    :class:`ClaimedEvent` fields.
 
     For an upsert the same statement checks whether it is superseded already, opens its
     ``download`` stage row unless it is, and reads the batch an earlier attempt joined:
@@ -231,10 +247,8 @@ def take(s: Session, condition: Any, lease_seconds: float) -> list[ClaimedEvent]
     )
     joined = (select(BatchFile.batch_id).where(BatchFile.file_event_id == taken.c.id)
               .scalar_subquery())
-    return [ClaimedEvent(*row) for row in s.execute(
-        select(*taken.c, stale, opened.c.id, joined)
-        .select_from(taken.outerjoin(opened, opened.c.file_event_id == taken.c.id))
-    )]
+    return (select(*taken.c, stale, opened.c.id, joined)
+            .select_from(taken.outerjoin(opened, opened.c.file_event_id == taken.c.id)))
 
 
 def _supersedes(other: Any, event_id: Any, document_id: Any, updated_at: Any, *,
