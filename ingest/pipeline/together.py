@@ -22,6 +22,7 @@ retried like any other file.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -57,6 +58,8 @@ from ingest.pipeline.run import (
 )
 from ingest.settings import Settings
 
+log = logging.getLogger(__name__)
+
 #: Called with the outcome of each file processed together with the one asked for.
 OnOther = Callable[[Outcome], None]
 
@@ -84,8 +87,14 @@ def process_with_others(event_id: int, on_other: OnOther,
             run_together(runs, svc)
     finally:
         for run in runs:
-            if run.ev.id != ev.id:
+            if run.ev.id == ev.id:
+                continue
+            try:
                 on_other(run.released() if run.error is not None else run.outcome())
+            except Exception as exc:  # noqa: BLE001 - the relay and the sweeper cover it
+                log.warning("handing over event %s failed (%s: %s); the beat relay "
+                            "publishes it again and the sweeper checks its batch",
+                            run.ev.id, type(exc).__name__, exc)
     return next(run for run in runs if run.ev.id == ev.id).outcome()
 
 
