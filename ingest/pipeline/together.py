@@ -37,6 +37,7 @@ from ingest.db import session_scope
 from ingest.errors import PermanentError
 from ingest.events import UPSERT_EVENTS, event_kind
 from ingest.leases import heartbeat
+from ingest.log_context import bind, binds, bound
 from ingest.models import FileEvent
 from ingest.pipeline.run import (
     ClaimedEvent,
@@ -64,6 +65,7 @@ log = logging.getLogger(__name__)
 OnOther = Callable[[Outcome], None]
 
 
+@binds(event_id="event_id")
 def process_with_others(event_id: int, on_other: OnOther,
                         svc: Services | None = None) -> Outcome:
     """Process one stored event like :func:`ingest.pipeline.run.process_event`, together
@@ -75,6 +77,7 @@ def process_with_others(event_id: int, on_other: OnOther,
     ev = claim(event_id, lease)
     if ev is None:
         return Outcome("skipped", detail="already finished, or running elsewhere")
+    bind(document_id=ev.document_id)
     others = co_claim(ev, svc.settings)
     runs = [Run(held, upsert_steps(held, svc), svc.settings)
             for held in sorted((ev, *others), key=lambda e: (e.document_id, e.id))]
@@ -147,7 +150,12 @@ class Run:
     error: BaseException | None = None
 
     def advance(self, move: Callable[[UpsertSteps], Any]) -> None:
-        """Run the file's steps on to its next request, or to its end."""
+        """Run the file's steps on to its next request, or to its end (its log lines carry
+        its own event and document)."""
+        with bound(event_id=self.ev.id, document_id=self.ev.document_id):
+            self._advance(move)
+
+    def _advance(self, move: Callable[[UpsertSteps], Any]) -> None:
         try:
             self.request = move(self.steps)
         except StopIteration as stop:
@@ -199,7 +207,9 @@ def run_together(runs: list[Run], svc: Services) -> None:
         raise
     for run in runs:
         if run.error is None and run.ended is not None:
-            report(run.ev, run.ended, started, together=len(runs))
+            with bound(event_id=run.ev.id, document_id=run.ev.document_id,
+                       batch_id=run.ended.batch_id):
+                report(run.ev, run.ended, started, together=len(runs))
 
 
 def _serve(run: Run, svc: Services) -> None:
