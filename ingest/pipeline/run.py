@@ -650,13 +650,23 @@ def process_event(event_id: int, svc: Services | None = None) -> Outcome:
     fails the event): only a dead worker leaves it set.
     """
     svc = svc or default_services()
-    lease = svc.settings.event_lease_seconds
-    ev = claim(event_id, lease)
+    ev = claim_bound(event_id, svc)
     if ev is None:
-        return Outcome("skipped", detail="already finished, or running elsewhere")
-    bind(document_id=ev.document_id)
-    with heartbeat(event_id, lease):
+        return SKIPPED
+    with heartbeat(event_id, svc.settings.event_lease_seconds):
         return run_claimed(ev, svc)
+
+
+#: The outcome of a message whose event is finished, or running elsewhere.
+SKIPPED = Outcome("skipped", detail="already finished, or running elsewhere")
+
+
+def claim_bound(event_id: int, svc: Services) -> ClaimedEvent | None:
+    """:func:`claim` with the services' lease; binds the document for the log lines."""
+    ev = claim(event_id, svc.settings.event_lease_seconds)
+    if ev is not None:
+        bind(document_id=ev.document_id)
+    return ev
 
 
 def run_claimed(ev: ClaimedEvent, svc: Services) -> Outcome:

@@ -37,9 +37,10 @@ from ingest.db import session_scope
 from ingest.errors import PermanentError
 from ingest.events import UPSERT_EVENTS, event_kind
 from ingest.leases import heartbeat
-from ingest.log_context import bind, binds, bound
+from ingest.log_context import binds, bound
 from ingest.models import FileEvent
 from ingest.pipeline.run import (
+    SKIPPED,
     ClaimedEvent,
     Embed,
     Outcome,
@@ -47,7 +48,7 @@ from ingest.pipeline.run import (
     UpsertSteps,
     Write,
     check_losses,
-    claim,
+    claim_bound,
     default_services,
     end_attempt,
     failed,
@@ -73,18 +74,16 @@ def process_with_others(event_id: int, on_other: OnOther,
     their outcomes (``released`` ones must be published again). Raises what processing
     the event itself raises, after the others are handed over."""
     svc = svc or default_services()
-    lease = svc.settings.event_lease_seconds
-    ev = claim(event_id, lease)
+    ev = claim_bound(event_id, svc)
     if ev is None:
-        return Outcome("skipped", detail="already finished, or running elsewhere")
-    bind(document_id=ev.document_id)
+        return SKIPPED
     others = co_claim(ev, svc.settings)
     runs = [Run(held, upsert_steps(held, svc), svc.settings)
             for held in sorted((ev, *others), key=lambda e: (e.document_id, e.id))]
     try:
         with ExitStack() as leases:
             for held in (ev, *others):
-                leases.enter_context(heartbeat(held.id, lease))
+                leases.enter_context(heartbeat(held.id, svc.settings.event_lease_seconds))
             if not others:
                 return run_claimed(ev, svc)
             run_together(runs, svc)
