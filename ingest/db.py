@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, Engine, Row, create_engine, func, select, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
@@ -43,8 +44,10 @@ _LOCK_KEY = "hashtextextended(:n, 0)"
 #: Pooled connections older than this are replaced at checkout (below the idle timeouts of
 #: common firewalls and proxies, so those never hand us a connection they dropped).
 POOL_RECYCLE_SECONDS = 1800
-#: What a lost or refused database connection raises (a retry gets a fresh connection).
-DB_CONNECTION_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
+#: What a lost or refused database connection raises (a retry gets a fresh connection),
+#: and a pool with no connection free in time (a retry waits for one).
+DB_CONNECTION_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError,
+                                                     PoolTimeoutError)
 
 _engine: Engine | None = None
 _factory: sessionmaker[Session] | None = None

@@ -17,7 +17,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -51,8 +51,10 @@ def owner_dead(claimed_by: str | None) -> bool:
 
 
 @contextmanager
-def heartbeat(event_id: int, lease_seconds: float) -> Iterator[None]:
-    """Renew the event's lease every third of ``lease_seconds`` until the block ends."""
+def heartbeat(event_ids: int | Sequence[int], lease_seconds: float) -> Iterator[None]:
+    """Renew the events' leases (one statement for all) every third of ``lease_seconds``
+    until the block ends."""
+    ids = [event_ids] if isinstance(event_ids, int) else list(event_ids)
     stop = threading.Event()
     me = owner()
 
@@ -61,14 +63,14 @@ def heartbeat(event_id: int, lease_seconds: float) -> Iterator[None]:
             try:
                 with session_scope() as s:
                     s.execute(update(FileEvent)
-                              .where(FileEvent.id == event_id, FileEvent.claimed_by == me,
+                              .where(FileEvent.id.in_(ids), FileEvent.claimed_by == me,
                                      FileEvent.status == "processing")
                               .values(lease_until=func.now()
                                       + timedelta(seconds=lease_seconds)))
             except Exception as exc:  # the next beat tries again; the lease may lapse
-                log.warning("lease heartbeat of event %s failed: %s", event_id, exc)
+                log.warning("lease heartbeat of events %s failed: %s", ids, exc)
 
-    thread = threading.Thread(target=beat, name=f"lease-{event_id}", daemon=True)
+    thread = threading.Thread(target=beat, name=f"lease-{ids[0]}", daemon=True)
     thread.start()
     try:
         yield

@@ -86,8 +86,10 @@ class Settings(BaseSettings):
     ingest_max_retries: int = Field(5, ge=0, le=20)
     # Small files waiting in the outbox are processed together, up to this many at once:
     # one embedding call and one Chroma write for all (1: each file alone). A file counts
-    # as small up to INGEST_GROUP_MAX_BYTES by its entry's size_bytes.
-    ingest_group_files: int = Field(8, ge=1, le=64)
+    # as small up to INGEST_GROUP_MAX_BYTES by its entry's size_bytes. Each file of a group
+    # holds a database connection while the group's Chroma write runs: at most 12 of the
+    # pool's 15 per worker child.
+    ingest_group_files: int = Field(8, ge=1, le=12)
     ingest_group_max_bytes: int = Field(64 * 1024, ge=0)
     # Resource caps per file (DESIGN §8): over a cap, the file fails as processing_error.
     max_unzipped_bytes: int = Field(100 * 1024 * 1024, ge=1024)

@@ -42,7 +42,7 @@ def _waiting(*entries: dict[str, Any], event: str = "entry.create") -> list[int]
 
 def _services(**settings: Any) -> Services:
     return replace(default_services(),
-                   settings=get_settings().model_copy(update={"ingest_group_files": 64,
+                   settings=get_settings().model_copy(update={"ingest_group_files": 12,
                                                               **settings}))
 
 
@@ -172,3 +172,19 @@ def wait_terminal_or(event_id: int, ready: Any, timeout: float = 60.0) -> Any:
 
     wait_until(check, timeout, 0.05)
     return rows[0]
+
+
+def test_a_group_takes_at_most_ingest_group_files(s3_server: Any, chroma_server: str,
+                                                  cms: Any) -> None:
+    entries = [file_entry(f"capped-{n}.txt", "text/plain") for n in range(6)]
+    for entry in entries:
+        upload(s3_server, entry, PROSE.format(entry["name"]).encode())
+    first, *rest = _waiting(*entries)
+    others: list[Outcome] = []
+    assert process_with_others(first, others.append, _services(ingest_group_files=3)
+                               ).status == "done"
+    assert len(others) == 2  # (the oldest waiting: another test's may be among them)
+    for event_id in rest:
+        if event_id not in {o.event_id for o in others}:
+            assert event_row(event_id).status == "enqueued"
+            assert process_event(event_id).status == "done"

@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -81,9 +80,7 @@ def process_with_others(event_id: int, on_other: OnOther,
     runs = [Run(held, upsert_steps(held, svc), svc.settings)
             for held in sorted((ev, *others), key=lambda e: (e.document_id, e.id))]
     try:
-        with ExitStack() as leases:
-            for held in (ev, *others):
-                leases.enter_context(heartbeat(held.id, svc.settings.event_lease_seconds))
+        with heartbeat([held.id for held in (ev, *others)], svc.settings.event_lease_seconds):
             if not others:
                 return run_claimed(ev, svc)
             run_together(runs, svc)
@@ -124,6 +121,9 @@ def co_claim(ev: ClaimedEvent, settings: Settings) -> list[ClaimedEvent]:
     first_of_document = ~exists().where(
         older.document_id == FileEvent.document_id, older.id < FileEvent.id,
         older.status.in_(("received", "enqueued", "processing")))
+    # Chosen once, in a materialized CTE: as a plain subquery of the UPDATE, PostgreSQL
+    # re-runs it to re-check a row that changed meanwhile, and with SKIP LOCKED a re-run
+    # picks other rows, so the LIMIT did not hold (make bench: a group of 29).
     waiting = (
         select(FileEvent.id)
         .where(FileEvent.status == "enqueued", FileEvent.event.in_(UPSERT_EVENTS),
@@ -132,9 +132,11 @@ def co_claim(ev: ClaimedEvent, settings: Settings) -> list[ClaimedEvent]:
         .order_by(FileEvent.id)
         .limit(settings.ingest_group_files - 1)
         .with_for_update(skip_locked=True)
+        .cte("waiting")
+        .prefix_with("MATERIALIZED")
     )
     with session_scope() as s:
-        return take(s, FileEvent.id.in_(waiting), settings.event_lease_seconds)
+        return take(s, FileEvent.id.in_(select(waiting.c.id)), settings.event_lease_seconds)
 
 
 @dataclass
