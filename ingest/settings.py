@@ -84,11 +84,11 @@ class Settings(BaseSettings):
     # (0: one record per chunk, so a one-row fact is not diluted among other rows)
     chunk_record_tokens: int = Field(0, ge=0, le=8192)
     ingest_max_retries: int = Field(5, ge=0, le=20)
-    # Small files waiting in the outbox are processed together, up to this many at once:
-    # one embedding call and one Chroma write for all (1: each file alone). A file counts
-    # as small up to INGEST_GROUP_MAX_BYTES by its entry's size_bytes. Each file of a group
-    # holds a database connection while the group's Chroma write runs: at most 12 of the
-    # pool's 15 per worker child.
+    # Small files waiting in the outbox are processed together: one embedding call and one
+    # Chroma write for at most INGEST_GROUP_FILES files of INGEST_GROUP_MAX_BYTES in all
+    # (by their entries' size_bytes; 1 file: each alone). Each file of a group holds a
+    # database connection while the group's Chroma write runs: at most 12 of the pool's 15
+    # per worker child.
     ingest_group_files: int = Field(8, ge=1, le=12)
     ingest_group_max_bytes: int = Field(64 * 1024, ge=0)
     # Resource caps per file (DESIGN §8): over a cap, the file fails as processing_error.

@@ -188,3 +188,26 @@ def test_a_group_takes_at_most_ingest_group_files(s3_server: Any, chroma_server:
         if event_id not in {o.event_id for o in others}:
             assert event_row(event_id).status == "enqueued"
             assert process_event(event_id).status == "done"
+
+
+def test_a_group_holds_at_most_ingest_group_max_bytes_in_all(
+    s3_server: Any, chroma_server: str, cms: Any
+) -> None:
+    """So a group keeps a worker child about as long as one file of that size would."""
+    first = file_entry("budget-first.txt", "text/plain", size_bytes="40000")
+    rest = [file_entry(f"budget-{n}.txt", "text/plain", size_bytes="20000") for n in range(3)]
+    for entry in (first, *rest):
+        upload(s3_server, entry, PROSE.format(entry["name"]).encode())
+    first_id, *rest_ids = _waiting(first, *rest)
+    others: list[Outcome] = []
+    svc = _services(ingest_group_max_bytes=65536)
+    assert process_with_others(first_id, others.append, svc).status == "done"
+    assert len([o for o in others if o.event_id in rest_ids]) <= 1  # 40000 + 20000 fits
+    assert sum(int(file_entry_size(o.event_id)) for o in others) <= 65536 - 40000
+    for event_id in rest_ids:
+        if event_row(event_id).status == "enqueued":
+            assert process_event(event_id).status == "done"
+
+
+def file_entry_size(event_id: int) -> str:
+    return event_row(event_id).payload["entry"]["size_bytes"]

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import BigInteger, case, cast, exists, select
+from sqlalchemy import BigInteger, case, cast, exists, func, select
 from sqlalchemy.orm import aliased
 
 from ingest import metrics
@@ -97,21 +97,25 @@ def process_with_others(event_id: int, on_other: OnOther,
     return next(run for run in runs if run.ev.id == ev.id).outcome()
 
 
-def is_small(payload: dict[str, Any], settings: Settings) -> bool:
-    """Whether the event's entry says the file is small enough to go with others."""
+def entry_size(payload: dict[str, Any]) -> int | None:
+    """The file's size by its entry's ``size_bytes`` (None when absent or not a number)."""
     size = ((payload or {}).get("entry") or {}).get("size_bytes")
     if isinstance(size, str) and size.isdigit() and len(size) <= 15:
         size = int(size)
-    return isinstance(size, int) and not isinstance(size, bool) and (
-        0 <= size <= settings.ingest_group_max_bytes)
+    return size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None
 
 
 def co_claim(ev: ClaimedEvent, settings: Settings) -> list[ClaimedEvent]:
     """Claim the small upserts waiting in the outbox to go with ``ev`` (none unless ``ev``
-    is a small upsert that will run): oldest first, one per document, none of ``ev``'s."""
+    is a small upsert that will run): oldest first, one per document, none of ``ev``'s, at
+    most ``INGEST_GROUP_FILES`` files and ``INGEST_GROUP_MAX_BYTES`` in all (a group then
+    keeps a worker child about as long as one file of that size would, so the e-mails and
+    checks queued behind it do not wait longer)."""
+    first_size = entry_size(ev.payload)
     if (settings.ingest_group_files < 2 or event_kind(ev.event) != "upsert" or ev.stale
-            or not is_small(ev.payload, settings)):
+            or first_size is None or first_size >= settings.ingest_group_max_bytes):
         return []
+    budget = settings.ingest_group_max_bytes - first_size
     size = FileEvent.payload["entry"]["size_bytes"].astext
     size_bytes = case((size.regexp_match(r"^[0-9]{1,15}$"), cast(size, BigInteger)),
                       else_=None)
@@ -125,18 +129,22 @@ def co_claim(ev: ClaimedEvent, settings: Settings) -> list[ClaimedEvent]:
     # re-runs it to re-check a row that changed meanwhile, and with SKIP LOCKED a re-run
     # picks other rows, so the LIMIT did not hold (make bench: a group of 29).
     waiting = (
-        select(FileEvent.id)
+        select(FileEvent.id, size_bytes.label("size"))
         .where(FileEvent.status == "enqueued", FileEvent.event.in_(UPSERT_EVENTS),
-               size_bytes <= settings.ingest_group_max_bytes,
-               FileEvent.document_id != ev.document_id, first_of_document)
+               size_bytes <= budget, FileEvent.document_id != ev.document_id,
+               first_of_document)
         .order_by(FileEvent.id)
         .limit(settings.ingest_group_files - 1)
         .with_for_update(skip_locked=True)
         .cte("waiting")
         .prefix_with("MATERIALIZED")
     )
+    # The oldest that fit the budget together (the rest stay enqueued, for their messages).
+    running = select(waiting.c.id, func.sum(waiting.c.size).over(order_by=waiting.c.id)
+                     .label("total")).subquery()
+    within = select(running.c.id).where(running.c.total <= budget)
     with session_scope() as s:
-        return take(s, FileEvent.id.in_(select(waiting.c.id)), settings.event_lease_seconds)
+        return take(s, FileEvent.id.in_(within), settings.event_lease_seconds)
 
 
 @dataclass
