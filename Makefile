@@ -62,7 +62,7 @@ deploy-check: install services
 # files/s (typical documents, one-chunk memos), worker CPU per file against a bare Celery
 # no-op, SQL statements per file, webhook accept rate against a bare endpoint, e-mail and
 # correction latency, worker RSS over a soak (bench/e2e.py). Prints a table, writes
-# bench/results/latest.json and latest.png (about 25 minutes; QUICK=1: fewer files and a
+# bench/results/latest.json and latest.png (about 11 minutes; QUICK=1: fewer files and a
 # 1,000-file soak, a few minutes, written to quick.json). Not part of test.
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP)
