@@ -367,6 +367,9 @@ class EmailNotificationLog(Base):
     # Seed 000's column; no longer read: SMTP_RETRY_WINDOW_MINUTES bounds the retries.
     max_attempts: Mapped[int] = mapped_column(Integer, server_default="3", nullable=False)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set just before DATA by the attempt that holds the row ``sending`` (cleared by each
+    # claim): a ``sending`` row without it cannot have been delivered.
+    body_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     error_message: Mapped[str | None] = mapped_column(Text)
     smtp_response: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _now()

@@ -410,3 +410,122 @@ def test_a_retry_lost_with_its_worker_is_redriven_once_it_is_overdue(smtp_sink: 
     assert redriven(-(outcome.retry_in + 1))
     assert send_batch_email(batch_id, get_settings()).status == "sent"
     assert len(mail_to(smtp_sink, email)) == 1
+
+
+def _send_in_a_process_killed(batch_id: Any, arm: Any) -> None:
+    """Send the batch's e-mail in a child process that ``arm(kill)`` has SIGKILLed at the
+    moment of its choosing (the chaos run's worker group killed during SMTP)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    code = ("import sys, uuid\nfrom ingest.mail.send import send_batch_email\n"
+            "from ingest.settings import get_settings\n"
+            "send_batch_email(uuid.UUID(sys.argv[1]), get_settings())\n")
+    child = subprocess.Popen([sys.executable, "-c", code, str(batch_id)])
+
+    def kill() -> None:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(10)
+
+    arm(kill)
+    try:
+        assert child.wait(60) == -signal.SIGKILL, "the child was not killed"
+    finally:
+        if child.poll() is None:
+            child.kill()
+
+
+def _settled(batch_id: Any) -> bool:
+    """Run the sweeper as if the ``sending`` row were old; whether it re-drives the batch."""
+    from ingest.mail.send import emails_to_redrive
+
+    return batch_id in emails_to_redrive(timedelta(0), timedelta(0), timedelta(0))
+
+
+def test_a_worker_killed_before_the_body_left_is_sent_again_once(smtp_sink: Any) -> None:
+    """Killed at RCPT: the row stays ``sending`` without ``body_started_at``, so nothing
+    can have been delivered and the sweeper sends it again."""
+    from ingest.mail.send import send_batch_email
+    from ingest.settings import get_settings
+
+    email, batch_id = _email_due()
+    _send_in_a_process_killed(batch_id, lambda kill: smtp_sink.reject_rcpt(
+        451, before_reply=kill))
+    (log,) = emails_of(batch_id)
+    assert (log.send_status, log.body_started_at) == ("sending", None)
+    assert _settled(batch_id)
+    assert send_batch_email(batch_id, get_settings()).status == "sent"
+    assert len(mail_to(smtp_sink, email)) == 1
+    time.sleep(0.5)
+    assert len([m for m in smtp_sink.messages if m["To"] == email]) == 1
+
+
+def test_a_worker_killed_after_the_body_left_is_never_sent_twice(smtp_sink: Any) -> None:
+    """Killed between the body's end and the 250 (the full chaos run's duplicate): the
+    outcome is unknown, so the e-mail is not sent again; it fails as such and the operator
+    is alerted, with the command to send it if the user did not get it."""
+    from ingest.models import OperatorAlert
+
+    email, batch_id = _email_due()
+    _send_in_a_process_killed(batch_id, smtp_sink.after_capture)
+    (log,) = emails_of(batch_id)
+    assert log.send_status == "sending" and log.body_started_at is not None
+    assert not _settled(batch_id)
+    (log,) = emails_of(batch_id)
+    assert log.send_status == "failed" and "outcome unknown" in log.error_message
+    with session_scope() as s:
+        (alert,) = s.execute(select(OperatorAlert).where(
+            OperatorAlert.batch_id == batch_id)).scalars()
+    assert alert.kind == "email_failed" and f"ingest email resend {batch_id}" in alert.body
+    assert not _settled(batch_id)  # settled once: no second alert, no send
+    time.sleep(0.5)
+    assert len([m for m in smtp_sink.messages if m["To"] == email]) == 1
+
+
+def test_a_worker_killed_after_the_250_with_the_database_away_is_recorded_sent(
+    smtp_sink: Any, redis_server: str
+) -> None:
+    """Killed after the 250 while PostgreSQL was away: the marker written to Redis at the
+    250 tells the sweeper the e-mail was delivered."""
+    import threading
+
+    from devtools.pg import admin_exec
+    from ingest.db import get_engine
+    from ingest.mail.send import SENT_MARKER
+    from ingest.redis_client import get_redis
+    from tests.conftest import ADMIN_URL, DB_NAME
+
+    email, batch_id = _email_due()
+    (log,) = emails_of(batch_id)
+    marker = SENT_MARKER.format(log.id)
+
+    def restore() -> None:
+        admin_exec(ADMIN_URL, f'ALTER DATABASE "{DB_NAME}" ALLOW_CONNECTIONS true')
+
+    def arm(kill: Any) -> None:
+        def cut_then_kill() -> None:
+            admin_exec(ADMIN_URL, f'ALTER DATABASE "{DB_NAME}" ALLOW_CONNECTIONS false')
+            admin_exec(ADMIN_URL, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                  f"WHERE datname = '{DB_NAME}' AND pid <> pg_backend_pid()")
+
+            def later() -> None:  # once the 250 is in Redis, while the record waits
+                wait_until(lambda: get_redis().exists(marker), 20, 0.05)
+                kill()
+                restore()
+            threading.Thread(target=later).start()
+        smtp_sink.after_capture(cut_then_kill)
+
+    try:
+        _send_in_a_process_killed(batch_id, arm)
+    finally:
+        restore()
+    get_engine().dispose()  # this process's pooled connections were ended by the cut
+    (log,) = emails_of(batch_id)
+    assert log.send_status == "sending"
+    assert not _settled(batch_id)
+    (log,) = emails_of(batch_id)
+    assert log.send_status == "sent"
+    time.sleep(0.5)
+    assert len([m for m in smtp_sink.messages if m["To"] == email]) == 1

@@ -13,9 +13,20 @@ written through a database outage of up to two minutes. Every attempt writes a
 - Permanent ones (5xx, or an unknown outcome after the message body was sent) fail it at
   once. A final failure alerts the operator (``operator_alerts``, an ERROR log line;
   ``kb_ingest_emails{send_status="failed"}`` counts it); ``ingest email resend`` re-sends.
-- A 250 is recorded at once in Redis (``kb-ingest:email-sent:{log id}``), then committed to
-  PostgreSQL with retries; if the database stays away, the sweeper that would re-send a
-  ``sending`` row finds the marker and records the send instead: never a second e-mail.
+- A 250 is recorded as soon as it arrives, before ``QUIT``: at once in Redis
+  (``kb-ingest:email-sent:{log id}``), then committed to PostgreSQL with retries; if the
+  database stays away, the sweeper that would re-send a ``sending`` row finds the marker and
+  records the send instead: never a second e-mail.
+
+A worker that dies during SMTP leaves its row ``sending``; ``body_started_at``, committed
+just before ``DATA``, tells the sweeper what it may do with it after ``sending_after``:
+
+- no ``body_started_at``: the body never left, so nothing was delivered: sent again;
+- a 250 remembered in Redis: recorded as sent;
+- the body started and no reply is on record: the outcome is unknown (the server may have
+  queued it). As with a live "outcome unknown", it is not sent again automatically, which
+  could deliver it twice: the row fails as ``outcome unknown`` and the operator is alerted,
+  with ``ingest email resend`` to send it if the user did not get it.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from redis.exceptions import RedisError
 from sqlalchemy import func, select, update
@@ -40,7 +52,7 @@ from tenacity import (
 
 from ingest import metrics
 from ingest.batches import BATCH_EMAIL, NO_RECIPIENT
-from ingest.db import session_scope
+from ingest.db import DB_CONNECTION_ERRORS, session_scope
 from ingest.log_context import binds
 from ingest.mail.alerts import EMAIL_FAILED, raise_alert
 from ingest.mail.render import BatchSummary, FileLine, render_batch_summary
@@ -89,7 +101,7 @@ def _claim(s: Session, batch_id: uuid.UUID, settings: Settings) -> _Claim | None
                EmailNotificationLog.email_type == BATCH_EMAIL,
                EmailNotificationLog.send_status == "pending")
         .values(send_status="sending", send_attempts=EmailNotificationLog.send_attempts + 1,
-                updated_at=func.now())
+                body_started_at=None, updated_at=func.now())
         .returning(EmailNotificationLog.id, EmailNotificationLog.send_attempts,
                    EmailNotificationLog.created_at, func.now().label("now"))
     ).first()
@@ -229,8 +241,18 @@ def send_batch_email(batch_id: uuid.UUID, settings: Settings) -> SendOutcome:
     if unbuildable is not None:
         return _failed(claim, batch_id, f"the e-mail cannot be built: {unbuildable}", None)
     log_id, attempt = claim.log_id, claim.attempt
+
+    def record_sent(reply: str) -> None:  # before QUIT: the 250 is a fact from here on
+        _mark_sent(log_id)
+        _record_attempt(log_id, batch_id, attempt, success=True, error=None,
+                        next_retry_at=None,
+                        values={"send_status": "sent", "sent_at": func.now(),
+                                "smtp_response": reply, "error_message": None})
+
     try:
-        response = deliver(rendered.message, settings, timeout=settings.smtp_timeout_seconds)
+        response = deliver(rendered.message, settings, timeout=settings.smtp_timeout_seconds,
+                           before_body=lambda: _note_body_started(log_id),
+                           on_accepted=record_sent)
     except SmtpTransient as exc:
         if claim.window_left <= 0:
             return _failed(claim, batch_id, f"{exc} (still failing after the retry window, "
@@ -247,14 +269,22 @@ def send_batch_email(batch_id: uuid.UUID, settings: Settings) -> SendOutcome:
         return SendOutcome("retry", retry_in=delay, detail=str(exc))
     except SmtpPermanent as exc:
         return _failed(claim, batch_id, str(exc), exc.response or None)
-    _mark_sent(log_id)
-    _record_attempt(log_id, batch_id, attempt, success=True, error=None, next_retry_at=None,
-                    values={"send_status": "sent", "sent_at": func.now(),
-                            "smtp_response": response, "error_message": None})
     metrics.EMAIL_OUTCOMES.labels("sent").inc()
     metrics.EMAIL_DUE_TO_SENT.observe(claim.due_for + time.monotonic() - claim.claimed)
     log.info("batch %s e-mail sent (attempt %d)", batch_id, attempt)
     return SendOutcome("sent", detail=response)
+
+
+def _note_body_started(log_id: int) -> None:
+    """Commit, just before ``DATA``, that the body is about to leave; if that cannot be
+    written, nothing is sent (a crash after an unrecorded DATA would look undelivered)."""
+    try:
+        with session_scope() as s:
+            s.execute(update(EmailNotificationLog).where(EmailNotificationLog.id == log_id)
+                      .values(body_started_at=func.now()))
+    except DB_CONNECTION_ERRORS as exc:
+        raise SmtpTransient("not sent: the database could not record that the message was "
+                            f"about to go out ({type(exc).__name__})") from None
 
 
 def _mark_sent(log_id: int) -> None:
@@ -293,6 +323,31 @@ def resend(batch_id: uuid.UUID, settings: Settings) -> SendOutcome:
     return send_batch_email(batch_id, settings)
 
 
+def _settle_abandoned(s: Session, row: Any, now: datetime) -> dict[str, object]:
+    """The new values of a ``sending`` row whose worker died during SMTP."""
+    if _was_sent(row.id):  # delivered; only the record was lost
+        s.add(NotificationRetryLog(batch_id=row.batch_id, retry_attempt=row.send_attempts,
+                                   success=True,
+                                   error_message="recorded after a database outage"))
+        return {"send_status": "sent", "sent_at": now}
+    if row.body_started_at is None:  # the body never left: nothing was delivered
+        return {"send_status": "pending"}
+    error = ("SMTP outcome unknown: the worker stopped after the message body started to go "
+             f"out (at {row.body_started_at:%Y-%m-%d %H:%M:%S %Z}) and before the server's "
+             "reply was recorded; it may have been delivered, so it is not sent again "
+             "automatically")
+    s.add(NotificationRetryLog(batch_id=row.batch_id, retry_attempt=row.send_attempts,
+                               success=False, error_message=error))
+    metrics.EMAIL_OUTCOMES.labels("failed").inc()
+    log.error("batch %s e-mail outcome unknown after attempt %d: not sent again",
+              row.batch_id, row.send_attempts)
+    raise_alert(s, EMAIL_FAILED, str(row.batch_id), f"batch {row.batch_id}",
+                f"The summary e-mail of batch {row.batch_id} may or may not have been "
+                f"delivered:\n\n  {error}.\n\nIf the uploader did not get it:\n\n"
+                f"  ingest email resend {row.batch_id}\n", batch_id=row.batch_id)
+    return {"send_status": "failed", "error_message": error}
+
+
 def emails_to_redrive(new_after: timedelta, retry_after: timedelta, sending_after: timedelta,
                       limit: int = 200) -> list[uuid.UUID]:
     """Batches whose e-mail task was lost, for the sweeper to publish again.
@@ -303,27 +358,28 @@ def emails_to_redrive(new_after: timedelta, retry_after: timedelta, sending_afte
     countdown, or with the broker — and one untouched for ``retry_after`` (longer than any
     backoff) is re-driven in any case. A re-driven row's ``updated_at`` is moved to now, so
     a busy queue gets one more copy per ``new_after``, not one per sweep. A ``sending`` row
-    older than ``sending_after`` belongs to a worker that died during SMTP; it is put back
-    to ``pending`` (the deterministic Message-ID lets mail systems collapse the rare
-    duplicate this can cause). Publishing twice is harmless: only one task can claim the
-    row. A ``sending`` row whose 250 is remembered in Redis is recorded as sent instead.
+    older than ``sending_after`` belongs to a worker that died during SMTP: recorded as
+    sent if its 250 is remembered in Redis; put back to ``pending`` if its body never
+    started (nothing was delivered); else failed as "outcome unknown", with an operator
+    alert (see the module docstring). Publishing twice is harmless: only one task can claim
+    the row.
     """
     with session_scope() as s:
         now = s.execute(select(func.now())).scalar_one()
         stale = s.execute(
-            select(EmailNotificationLog.id, EmailNotificationLog.batch_id)
+            select(EmailNotificationLog.id, EmailNotificationLog.batch_id,
+                   EmailNotificationLog.send_attempts, EmailNotificationLog.body_started_at)
             .where(EmailNotificationLog.send_status == "sending",
                    EmailNotificationLog.updated_at < now - sending_after)
+            .with_for_update(skip_locked=True)
         ).all()
-        for log_id, batch_id in stale:
-            if _was_sent(log_id):  # delivered; only the record was lost
-                s.add(NotificationRetryLog(batch_id=batch_id, retry_attempt=1, success=True,
-                                           error_message="recorded after a database outage"))
-                values: dict[str, object] = {"send_status": "sent", "sent_at": now}
-            else:
-                values = {"send_status": "pending"}
-            s.execute(update(EmailNotificationLog).where(EmailNotificationLog.id == log_id)
+        undelivered = []  # abandoned before their body left: re-driven in this sweep
+        for row in stale:
+            values = _settle_abandoned(s, row, now)
+            s.execute(update(EmailNotificationLog).where(EmailNotificationLog.id == row.id)
                       .values(updated_at=now, **values))
+            if values["send_status"] == "pending":
+                undelivered.append(row.batch_id)
         retry_due = (select(func.max(NotificationRetryLog.next_retry_at))
                      .where(NotificationRetryLog.batch_id == EmailNotificationLog.batch_id)
                      .scalar_subquery())
@@ -342,4 +398,4 @@ def emails_to_redrive(new_after: timedelta, retry_after: timedelta, sending_afte
             s.execute(update(EmailNotificationLog)
                       .where(EmailNotificationLog.id.in_([r.id for r in rows]))
                       .values(updated_at=now))
-        return [r.batch_id for r in rows]
+        return undelivered + [r.batch_id for r in rows]

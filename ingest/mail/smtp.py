@@ -16,6 +16,11 @@ never by message text:
   "outcome unknown" message: the server may already have queued the message, and a retry
   could deliver it twice — the user must never get two e-mails.
 
+Two optional hooks let the caller keep a durable record of the moments that decide what a
+crash leaves behind: ``before_body()`` runs once every recipient is accepted, just before
+``DATA`` (an exception from it aborts the attempt, nothing sent); ``on_accepted(reply)``
+runs as soon as the server's 250 to the body arrives, before ``QUIT``.
+
 Every recipient must be accepted; if any RCPT is refused nothing is sent (5xx wins over 4xx
 when several are refused). The envelope sender is ``settings.from_email``; the recipients
 are the message's ``To`` addresses (a ``Bcc`` header is stripped, never delivered). The
@@ -31,6 +36,7 @@ import re
 import smtplib
 import socket
 import ssl
+from collections.abc import Callable
 from email.generator import BytesGenerator
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
@@ -193,7 +199,8 @@ class _Session:
             except smtplib.SMTPException as exc:  # e.g. "No suitable authentication method"
                 raise self.fail(SmtpPermanent, "failed", detail=str(exc)) from None
 
-    def send(self, message: EmailMessage, recipients: list[str]) -> str:
+    def send(self, message: EmailMessage, recipients: list[str],
+             before_body: Callable[[], None] | None = None) -> str:
         """MAIL, RCPT for every recipient, DATA, body; return the final reply."""
         client = self.client
         assert client is not None, "open() first"
@@ -219,6 +226,8 @@ class _Session:
             # A 5xx anywhere makes the whole attempt permanent; else the first 4xx.
             permanent = [r for r in refused if 500 <= r[0] < 600]
             self.check((permanent or refused)[0], _RCPT_OK)
+        if before_body is not None:
+            before_body()
         self.phase = "DATA"
         self.check(client.docmd("DATA"), (354,))
         self.phase = "message body"
@@ -239,11 +248,14 @@ class _Session:
             self.client.close()
 
 
-def deliver(message: EmailMessage, settings: Settings, *, timeout: float = 30.0) -> str:
+def deliver(message: EmailMessage, settings: Settings, *, timeout: float = 30.0,
+            before_body: Callable[[], None] | None = None,
+            on_accepted: Callable[[str], None] | None = None) -> str:
     """Send ``message`` to its ``To`` addresses; return the server's final reply to DATA.
 
     Raises :class:`SmtpTransient` or :class:`SmtpPermanent` as the module docstring
-    describes; ``timeout`` (seconds) applies to every socket operation.
+    describes; ``timeout`` (seconds) applies to every socket operation. ``before_body`` and
+    ``on_accepted`` are the hooks the module docstring describes.
     """
     recipients = recipients_of(message)
     if not recipients:
@@ -251,7 +263,7 @@ def deliver(message: EmailMessage, settings: Settings, *, timeout: float = 30.0)
     session = _Session(settings, timeout)
     try:
         session.open()
-        return session.send(message, recipients)
+        reply = session.send(message, recipients, before_body)
     except SmtpError:
         raise
     except ssl.SSLCertVerificationError as exc:
@@ -266,5 +278,9 @@ def deliver(message: EmailMessage, settings: Settings, *, timeout: float = 30.0)
         if session.body_sent:
             raise session.unknown_outcome(detail) from None
         raise session.fail(SmtpTransient, "failed (connection)", detail=detail) from None
+    else:  # outside the handlers above: the hook's own errors never look like SMTP's
+        if on_accepted is not None:
+            on_accepted(reply)
+        return reply
     finally:
         session.close()
