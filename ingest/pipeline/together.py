@@ -77,12 +77,13 @@ def process_with_others(event_id: int, on_other: OnOther,
     if ev is None:
         return SKIPPED
     others = co_claim(ev, svc.settings)
+    if not others:
+        with heartbeat([ev.id], svc.settings.event_lease_seconds):
+            return run_claimed(ev, svc)
     runs = [Run(held, upsert_steps(held, svc), svc.settings)
             for held in sorted((ev, *others), key=lambda e: (e.document_id, e.id))]
     try:
-        with heartbeat([held.id for held in (ev, *others)], svc.settings.event_lease_seconds):
-            if not others:
-                return run_claimed(ev, svc)
+        with heartbeat([run.ev.id for run in runs], svc.settings.event_lease_seconds):
             run_together(runs, svc)
     finally:
         for run in runs:
