@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -193,35 +193,47 @@ class Stored:
     created: bool
 
 
+# The outbox statements, built once: a webhook runs them for every request, and building
+# them per call cost more CPU than running them (SQLAlchemy caches their compiled SQL).
+# Core statements on the table: no ORM objects of these rows are held while they run.
+_EVENTS = FileEvent.__table__
+_INSERT_EVENT = (
+    insert(_EVENTS)
+    .values({name: bindparam(name) for name in (
+        "event", "model", "document_id", "entry_updated_at", "payload", "dedupe_key")})
+    .on_conflict_do_nothing(index_elements=["dedupe_key"])
+    .returning(_EVENTS.c.id)
+)
+_EVENT_BY_KEY = select(_EVENTS.c.id).where(_EVENTS.c.dedupe_key == bindparam("dedupe_key"))
+_MARK_ENQUEUED = (
+    update(_EVENTS)
+    .where(_EVENTS.c.id.in_(bindparam("ids", expanding=True)),
+           _EVENTS.c.status.in_(bindparam("from_statuses", expanding=True)))
+    .values(status="enqueued", updated_at=func.now())
+)
+
+
 def store_file_event(
-    session: Session, event: str, entry: FileEntry, payload: dict[str, Any]
+    session: Session | Connection, event: str, entry: FileEntry, payload: dict[str, Any]
 ) -> Stored:
-    """INSERT the event unless its dedupe key exists; the caller commits before publishing."""
+    """INSERT the event unless its dedupe key exists; the caller commits before publishing
+    (on an :func:`ingest.db.autocommit` connection the INSERT is committed as it returns)."""
     kind = event_kind(event)
     if kind is None:
         raise ValueError(f"not a file event: {event}")
     key = dedupe_key(kind, entry.documentId, entry.updatedAt)
-    inserted = session.execute(
-        insert(FileEvent)
-        .values(
-            event=event,
-            model=FILE_MODEL,
-            document_id=entry.documentId,
-            entry_updated_at=_utc(entry.updatedAt),
-            payload=payload,
-            dedupe_key=key,
-        )
-        .on_conflict_do_nothing(index_elements=["dedupe_key"])
-        .returning(FileEvent.id)
-    ).scalar_one_or_none()
+    inserted = session.execute(_INSERT_EVENT, {
+        "event": event, "model": FILE_MODEL, "document_id": entry.documentId,
+        "entry_updated_at": _utc(entry.updatedAt), "payload": payload, "dedupe_key": key,
+    }).scalar_one_or_none()
     if inserted is not None:
         return Stored(inserted, True)
-    existing = session.execute(select(FileEvent.id).where(FileEvent.dedupe_key == key)).scalar_one()
+    existing = session.execute(_EVENT_BY_KEY, {"dedupe_key": key}).scalar_one()
     return Stored(existing, False)
 
 
 def publish_then_mark_enqueued(
-    session: Session, event_ids: Sequence[int], publish: Callable[[int], object], *,
+    session: Session | Connection, event_ids: Sequence[int], publish: Callable[[int], object], *,
     relayed: bool = False,
 ) -> list[int]:
     """Publish each (committed) event with ``publish``, then mark the published ones
@@ -243,12 +255,8 @@ def publish_then_mark_enqueued(
             break
         published.append(event_id)
     if published:
-        from_statuses = ("received", "enqueued", "processing") if relayed else ("received",)
-        session.execute(
-            update(FileEvent)
-            .where(FileEvent.id.in_(published), FileEvent.status.in_(from_statuses))
-            .values(status="enqueued", updated_at=text("now()"))
-        )
+        from_statuses = ["received", "enqueued", "processing"] if relayed else ["received"]
+        session.execute(_MARK_ENQUEUED, {"ids": published, "from_statuses": from_statuses})
     return published
 
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy import text
 
-from ingest.db import get_engine, reconnecting, session_scope
+from ingest.db import autocommit, get_engine, reconnecting
 from ingest.events import (
     FILE_MODEL,
     PREFERENCE_MODEL,
@@ -148,14 +148,16 @@ def _accept_file_event(envelope: WebhookEnvelope, body: dict[str, Any]) -> tuple
     entry = _validate(FileEntry, envelope.entry, "entry.")
     # Strapi never re-sends a webhook: a pooled connection that died with a PostgreSQL
     # restart costs a retry here, not the event (storing is idempotent by the dedupe key).
+    # Autocommit: the INSERT is committed when it returns (one round trip), before the
+    # publish; so is the UPDATE that marks the event enqueued after it.
     for attempt in reconnecting():
-        with attempt, session_scope() as s:
-            stored = store_file_event(s, envelope.event, entry, body)
+        with attempt, autocommit() as conn:
+            stored = store_file_event(conn, envelope.event, entry, body)
     if not stored.created:
         WEBHOOKS.labels("duplicate").inc()
         return jsonify({"status": "duplicate", "event_id": stored.event_id}), 200
-    with session_scope() as s:
-        publish_then_mark_enqueued(s, [stored.event_id],
+    with autocommit() as conn:
+        publish_then_mark_enqueued(conn, [stored.event_id],
                                    current_app.extensions["kb_publisher"].publish_file_event)
     WEBHOOKS.labels("accepted").inc()
     return jsonify({"status": "accepted", "event_id": stored.event_id}), 202
