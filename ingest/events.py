@@ -8,12 +8,20 @@ same row, so each version of a document is processed once.
 Publishing follows one idiom, :func:`publish_then_mark_enqueued`: the row is committed
 first, then published, then marked ``enqueued``; a publish that fails leaves the row for
 the outbox relay (:func:`events_to_relay`), so nothing is lost when the broker is down.
+The web process marks through :class:`EnqueuedMarks`, which gathers the marks of a few
+webhooks into one UPDATE off the request path; a mark that never happens leaves the row
+``received``, and the relay publishes it again (a second message, which the claim makes
+harmless).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import re
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,6 +32,7 @@ from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from ingest.db import autocommit, reconnecting
 from ingest.models import FileEvent
 
 log = logging.getLogger(__name__)
@@ -245,6 +254,15 @@ def publish_then_mark_enqueued(
     holds its rows locked, passes ``relayed=True`` to re-drive any unfinished row and
     restart its clock.
     """
+    published = _publish_each(event_ids, publish)
+    if published:
+        from_statuses = ["received", "enqueued", "processing"] if relayed else ["received"]
+        session.execute(_MARK_ENQUEUED, {"ids": published, "from_statuses": from_statuses})
+    return published
+
+
+def _publish_each(event_ids: Sequence[int], publish: Callable[[int], object]) -> list[int]:
+    """Publish the events in order until one fails; the ids that went out."""
     published: list[int] = []
     for event_id in event_ids:
         try:
@@ -254,10 +272,77 @@ def publish_then_mark_enqueued(
                         event_id, type(exc).__name__, len(event_ids) - len(published))
             break
         published.append(event_id)
-    if published:
-        from_statuses = ["received", "enqueued", "processing"] if relayed else ["received"]
-        session.execute(_MARK_ENQUEUED, {"ids": published, "from_statuses": from_statuses})
     return published
+
+
+#: How long :class:`EnqueuedMarks` lets marks gather before one UPDATE writes them: far
+#: below the relay's ``OUTBOX_RELAY_AFTER_SECONDS``, so a row whose message went out is
+#: not published again while its mark waits.
+MARK_ENQUEUED_AFTER_SECONDS = 0.05
+
+
+class EnqueuedMarks:
+    """:func:`publish_then_mark_enqueued` for the web process, with the mark deferred: the
+    ``received`` → ``enqueued`` UPDATEs of the webhooks published in the last
+    :data:`MARK_ENQUEUED_AFTER_SECONDS` are one statement, run by a daemon thread on an
+    autocommit connection (:func:`ingest.db.autocommit`), not by the request.
+
+    The outbox rule holds: a row is marked only after its publish succeeded, and only while
+    still ``received`` (a worker may have claimed it already). A mark that never happens —
+    the process died first, or the UPDATE failed — leaves the row ``received``: the beat
+    relay publishes it again, and the second message finds the event claimed or finished.
+    What is pending is written at interpreter exit (a gunicorn worker's graceful stop).
+    The thread starts with the first mark, in the process that makes it (never before a
+    fork).
+    """
+
+    def __init__(self, after_seconds: float = MARK_ENQUEUED_AFTER_SECONDS) -> None:
+        self.after_seconds = after_seconds
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+        self._pending: list[int] = []
+        self._waiting = threading.Event()
+
+    def publish_then_mark(self, event_id: int, publish: Callable[[int], object]) -> bool:
+        """Publish the committed event; if it went out, mark it ``enqueued`` soon. Whether
+        it went out (if not, it stays ``received`` for the relay)."""
+        if not _publish_each([event_id], publish):
+            return False
+        with self._lock:
+            if self._pid != os.getpid():
+                self._start()
+            self._pending.append(event_id)
+            self._waiting.set()
+        return True
+
+    def _start(self) -> None:
+        """(Re)start the thread in this process (a fork copies the object, not its thread)."""
+        self._pid, self._pending = os.getpid(), []
+        self._waiting = threading.Event()
+        threading.Thread(target=self._run, name="kb-enqueued-marks", daemon=True).start()
+        atexit.register(self.flush)
+
+    def _run(self) -> None:
+        while True:
+            self._waiting.wait()
+            time.sleep(self.after_seconds)  # let the marks of the next webhooks gather
+            self.flush()
+
+    def flush(self) -> int:
+        """Mark what is pending now; how many ids the UPDATE covered."""
+        with self._lock:
+            ids, self._pending = self._pending, []
+            self._waiting.clear()
+        if not ids:
+            return 0
+        try:
+            for attempt in reconnecting():
+                with attempt, autocommit() as conn:
+                    conn.execute(_MARK_ENQUEUED, {"ids": ids, "from_statuses": ["received"]})
+        except Exception as exc:  # the rows stay received: the relay publishes them again
+            log.warning("marking %d published events enqueued failed (%s: %s); the outbox "
+                        "relay publishes them again", len(ids), type(exc).__name__, exc)
+        return len(ids)
 
 
 def events_to_relay(
