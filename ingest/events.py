@@ -214,10 +214,14 @@ _INSERT_EVENT = (
     .returning(_EVENTS.c.id)
 )
 _EVENT_BY_KEY = select(_EVENTS.c.id).where(_EVENTS.c.dedupe_key == bindparam("dedupe_key"))
+# Never over a live attempt: a worker may take the message and claim the event between its
+# publish and this mark; set back to enqueued, that attempt could not end the event.
 _MARK_ENQUEUED = (
     update(_EVENTS)
     .where(_EVENTS.c.id.in_(bindparam("ids", expanding=True)),
-           _EVENTS.c.status.in_(bindparam("from_statuses", expanding=True)))
+           _EVENTS.c.status.in_(bindparam("from_statuses", expanding=True)),
+           _EVENTS.c.running_since.is_(None) | _EVENTS.c.lease_until.is_(None)
+           | (_EVENTS.c.lease_until <= func.now()))
     .values(status="enqueued", updated_at=func.now())
 )
 
@@ -250,9 +254,10 @@ def publish_then_mark_enqueued(
 
     ``publish`` raises when the broker cannot take the message: the first failure stops the
     loop and the rest stay as they are, for the outbox relay. Without ``relayed`` only
-    ``received`` rows move (a worker may already have claimed the event); the relay, which
-    holds its rows locked, passes ``relayed=True`` to re-drive any unfinished row and
-    restart its clock.
+    ``received`` rows move (a worker may already have claimed the event); the relay passes
+    ``relayed=True`` to re-drive any unfinished row and restart its clock. A row that a
+    live attempt holds (claimed after the publish: the relay does not lock the events whose
+    message was lost) is left to that attempt.
     """
     published = _publish_each(event_ids, publish)
     if published:
