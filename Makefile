@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # --index-url https://download.pytorch.org/whl/cpu (see README).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install system-deps services test demo lint deploy-check bench bench-retrieval bench-sql chaos run-web run-worker run-beat run-flower clean
+.PHONY: install system-deps services test demo lint deploy-check bench bench-webhooks bench-retrieval bench-sql chaos run-web run-worker run-beat run-flower clean
 
 install: $(STAMP) system-deps
 
@@ -73,6 +73,12 @@ QUICK ?=
 ROUNDS ?= 1
 bench: install services $(BENCH_STAMP)
 	$(BIN)/python -m bench.e2e $(if $(QUICK),--quick) --rounds $(ROUNDS)
+
+# Only the webhook accept rate of bench (1,000 webhooks, 8 client threads, the service then
+# the bare endpoint, ROUNDS times back to back; every ratio and their median) on PostgreSQL,
+# Redis and the web alone, so no system packages or model: about 20 s a round. Not part of test.
+bench-webhooks: $(STAMP) services
+	$(BIN)/python -m bench.e2e --only webhooks --rounds $(ROUNDS)
 
 # Retrieval quality, old (characters) against new (tokens, headings, rows) chunking, on a
 # generated corpus of 220 documents with the real model (several minutes; not part of test).

@@ -32,6 +32,7 @@ Prints a table, writes ``bench/results/latest.json`` and ``latest.png`` (``--qui
 ``quick.json``/``quick.png``). Never part of ``make test``.
 
     .venv/bin/python -m bench.e2e [--quick] [--typical 60] [--memos 300] [--soak 10000]
+    .venv/bin/python -m bench.e2e --only webhooks [--rounds 3] [--webhooks 1000]
 """
 
 from __future__ import annotations
@@ -474,7 +475,8 @@ def soak(stack: Stack, count: int, timeout: float) -> dict[str, Any]:
 def webhooks(stack: Stack, count: int, threads: int = 8) -> dict[str, Any]:
     """Accepted webhooks per second: the service's, then a bare endpoint's."""
     print(f"\n== webhook accept rate: {count} webhooks, {threads} client threads ==")
-    stack.stop_service("worker")  # only the web path is measured
+    if any(s.name == "worker" for s in stack.started):
+        stack.stop_service("worker")  # only the web path is measured
     stack.server.rows("CREATE TABLE IF NOT EXISTS bench_bare_events (id bigserial PRIMARY KEY,"
                       " payload jsonb NOT NULL, received_at timestamptz DEFAULT now())",
                       database=DB, user="postgres")
@@ -617,6 +619,32 @@ def plot(r: dict[str, Any], path: Path) -> None:
 
 # -- the run ----------------------------------------------------------------------------------
 
+def webhooks_only(count: int, rounds: int, out: Path | None) -> int:
+    """``--only webhooks``: the webhook accept rate ``rounds`` times (service, then bare,
+    back to back) on a stack of PostgreSQL, Redis and the web alone; every ratio and their
+    median. Writes JSON only to ``out``."""
+    print(f"machine: {machine()}")
+    began, done = time.monotonic(), []
+    with Stack(FOLDER, "hashing", ("web",)) as stack:
+        for n in range(rounds):
+            done.append(webhooks(stack, count) | {"load_after": load_average()})
+            print(f"  round {n + 1}/{rounds}: load average {done[-1]['load_after']:.1f}")
+    ratios = [r["ratio"] for r in done]
+    result = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
+              "webhooks": count, "rounds": done, "ratio_median": statistics.median(ratios),
+              "seconds": round(time.monotonic() - began)}
+    print(f"\n== webhook accept rate, {rounds} round(s) of {count}: service "
+          + ", ".join(f"{r['service_per_s']:.0f}" for r in done) + "/s; bare "
+          + ", ".join(f"{r['bare_per_s']:.0f}" for r in done) + "/s; ratios "
+          + ", ".join(f"{x:.2f}" for x in ratios) + f"; median {result['ratio_median']:.2f} "
+          f"(goal ≥ {GOALS['webhook_ratio']}) ==")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        print(f"wrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -633,6 +661,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="loop and service back to back this many times per workload; "
                              "the table shows the medians (the cores may be shared)")
     parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--only", choices=["webhooks"],
+                        help="only this measurement, on a stack of only what it needs "
+                             "(webhooks: PostgreSQL, Redis and the web); --rounds times, "
+                             "service and bare back to back (make bench-webhooks)")
     parser.add_argument("--out", type=Path, help="JSON path (default bench/results/"
                         "latest.json, or quick.json with --quick); the PNG goes beside it")
     args = parser.parse_args(argv)
@@ -643,6 +675,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.only == "webhooks":
+        return webhooks_only(args.webhooks, args.rounds, args.out)
     out = args.out or RESULTS / ("quick.json" if args.quick else "latest.json")
     began = time.monotonic()
     typical, memo_files = typical_documents(args.typical), memos(args.memos)

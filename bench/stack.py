@@ -6,8 +6,8 @@ A throwaway PostgreSQL with ``pg_stat_statements`` preloaded and a throwaway Red
 benches poll as ``bench_observer``, so their own queries are not the service's), then the
 processes ``make demo`` starts (``devtools.demo.services``: S3 via moto, Chroma, the SMTP
 sink, the CMS stand-in, gunicorn, a prefork Celery worker ``-c 2``, and beat if asked),
-and the S3 bucket. Files are uploaded as ``ingest upload`` does: the S3 object, then
-``POST /api/files`` to the CMS, which sends the webhook.
+and the S3 bucket (when S3 is wanted). Files are uploaded as ``ingest upload`` does: the S3
+object, then ``POST /api/files`` to the CMS, which sends the webhook.
 
     with Stack(folder, backend="minilm", wanted={...}, overrides={...}) as stack:
         stack.server.rows("SELECT …", database=DB)
@@ -121,10 +121,11 @@ class Stack:
                            check=True, capture_output=True)
             self.started = [s for s in self.services(self.backend) if s.name in self.wanted]
             self.supervisor.start(self.started, self.env, self._report)
-            import boto3
+            if "s3" in self.wanted:
+                import boto3
 
-            boto3.client("s3", endpoint_url=self.env["S3_ENDPOINT_URL"]).create_bucket(
-                Bucket=self.env["S3_BUCKET"])
+                boto3.client("s3", endpoint_url=self.env["S3_ENDPOINT_URL"]).create_bucket(
+                    Bucket=self.env["S3_BUCKET"])
         except BaseException:
             self.supervisor.stop()
             raise

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Engine, Row, create_engine, func, select, text
+from sqlalchemy import ColumnElement, Connection, Engine, Row, create_engine, func, select, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
@@ -51,29 +51,30 @@ DB_CONNECTION_ERRORS: tuple[type[Exception], ...] = (OperationalError, Interface
 
 _engine: Engine | None = None
 _factory: sessionmaker[Session] | None = None
+_autocommit_engine: Engine | None = None
+
+
+def _create_engine(**options: Any) -> Engine:
+    return create_engine(get_settings().database_url, pool_recycle=POOL_RECYCLE_SECONDS,
+                         pool_size=5, max_overflow=10, future=True, **options)
 
 
 def get_engine() -> Engine:
     """The process's engine, created on first use."""
     global _engine, _factory
     if _engine is None:
-        _engine = create_engine(
-            get_settings().database_url,
-            pool_recycle=POOL_RECYCLE_SECONDS,
-            pool_size=5,
-            max_overflow=10,
-            future=True,
-        )
+        _engine = _create_engine()
         _factory = sessionmaker(_engine, expire_on_commit=False)
     return _engine
 
 
 def reset_engine() -> None:
-    """Forget the engine (after a fork); the next use creates a fresh pool."""
-    global _engine, _factory
-    if _engine is not None:
-        _engine.dispose(close=False)
-    _engine = None
+    """Forget the engines (after a fork); the next use creates fresh pools."""
+    global _engine, _factory, _autocommit_engine
+    for engine in (_engine, _autocommit_engine):
+        if engine is not None:
+            engine.dispose(close=False)
+    _engine = _autocommit_engine = None
     _factory = None
 
 
@@ -91,6 +92,23 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+@contextmanager
+def autocommit() -> Iterator[Connection]:
+    """A connection on which each statement is a transaction of its own, committed when the
+    statement returns: one round trip, no ``BEGIN`` and no ``COMMIT``. For work that is one
+    statement, or statements that need no transaction around them (the webhook's outbox
+    INSERT and its mark-enqueued UPDATE).
+
+    Its pool is its own (created on first use, so only in processes that use it): switching
+    a pooled connection of :func:`get_engine` to autocommit and back costs psycopg2 a
+    ``SET default_transaction_isolation`` round trip at every return to the pool."""
+    global _autocommit_engine
+    if _autocommit_engine is None:
+        _autocommit_engine = _create_engine(isolation_level="AUTOCOMMIT")
+    with _autocommit_engine.connect() as conn:
+        yield conn
 
 
 def is_disconnect(exc: BaseException) -> bool:

@@ -8,22 +8,31 @@ same row, so each version of a document is processed once.
 Publishing follows one idiom, :func:`publish_then_mark_enqueued`: the row is committed
 first, then published, then marked ``enqueued``; a publish that fails leaves the row for
 the outbox relay (:func:`events_to_relay`), so nothing is lost when the broker is down.
+The web process marks through :class:`EnqueuedMarks`, which gathers the marks of a few
+webhooks into one UPDATE off the request path; a mark that never happens leaves the row
+``received``, and the relay publishes it again (a second message, which the claim makes
+harmless).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import re
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from ingest.db import autocommit, reconnecting
 from ingest.models import FileEvent
 
 log = logging.getLogger(__name__)
@@ -193,35 +202,51 @@ class Stored:
     created: bool
 
 
+# The outbox statements, built once: a webhook runs them for every request, and building
+# them per call cost more CPU than running them (SQLAlchemy caches their compiled SQL).
+# Core statements on the table: no ORM objects of these rows are held while they run.
+_EVENTS = FileEvent.__table__
+_INSERT_EVENT = (
+    insert(_EVENTS)
+    .values({name: bindparam(name) for name in (
+        "event", "model", "document_id", "entry_updated_at", "payload", "dedupe_key")})
+    .on_conflict_do_nothing(index_elements=["dedupe_key"])
+    .returning(_EVENTS.c.id)
+)
+_EVENT_BY_KEY = select(_EVENTS.c.id).where(_EVENTS.c.dedupe_key == bindparam("dedupe_key"))
+# Never over a live attempt: a worker may take the message and claim the event between its
+# publish and this mark; set back to enqueued, that attempt could not end the event.
+_MARK_ENQUEUED = (
+    update(_EVENTS)
+    .where(_EVENTS.c.id.in_(bindparam("ids", expanding=True)),
+           _EVENTS.c.status.in_(bindparam("from_statuses", expanding=True)),
+           _EVENTS.c.running_since.is_(None) | _EVENTS.c.lease_until.is_(None)
+           | (_EVENTS.c.lease_until <= func.now()))
+    .values(status="enqueued", updated_at=func.now())
+)
+
+
 def store_file_event(
-    session: Session, event: str, entry: FileEntry, payload: dict[str, Any]
+    session: Session | Connection, event: str, entry: FileEntry, payload: dict[str, Any]
 ) -> Stored:
-    """INSERT the event unless its dedupe key exists; the caller commits before publishing."""
+    """INSERT the event unless its dedupe key exists; the caller commits before publishing
+    (on an :func:`ingest.db.autocommit` connection the INSERT is committed as it returns)."""
     kind = event_kind(event)
     if kind is None:
         raise ValueError(f"not a file event: {event}")
     key = dedupe_key(kind, entry.documentId, entry.updatedAt)
-    inserted = session.execute(
-        insert(FileEvent)
-        .values(
-            event=event,
-            model=FILE_MODEL,
-            document_id=entry.documentId,
-            entry_updated_at=_utc(entry.updatedAt),
-            payload=payload,
-            dedupe_key=key,
-        )
-        .on_conflict_do_nothing(index_elements=["dedupe_key"])
-        .returning(FileEvent.id)
-    ).scalar_one_or_none()
+    inserted = session.execute(_INSERT_EVENT, {
+        "event": event, "model": FILE_MODEL, "document_id": entry.documentId,
+        "entry_updated_at": _utc(entry.updatedAt), "payload": payload, "dedupe_key": key,
+    }).scalar_one_or_none()
     if inserted is not None:
         return Stored(inserted, True)
-    existing = session.execute(select(FileEvent.id).where(FileEvent.dedupe_key == key)).scalar_one()
+    existing = session.execute(_EVENT_BY_KEY, {"dedupe_key": key}).scalar_one()
     return Stored(existing, False)
 
 
 def publish_then_mark_enqueued(
-    session: Session, event_ids: Sequence[int], publish: Callable[[int], object], *,
+    session: Session | Connection, event_ids: Sequence[int], publish: Callable[[int], object], *,
     relayed: bool = False,
 ) -> list[int]:
     """Publish each (committed) event with ``publish``, then mark the published ones
@@ -229,10 +254,20 @@ def publish_then_mark_enqueued(
 
     ``publish`` raises when the broker cannot take the message: the first failure stops the
     loop and the rest stay as they are, for the outbox relay. Without ``relayed`` only
-    ``received`` rows move (a worker may already have claimed the event); the relay, which
-    holds its rows locked, passes ``relayed=True`` to re-drive any unfinished row and
-    restart its clock.
+    ``received`` rows move (a worker may already have claimed the event); the relay passes
+    ``relayed=True`` to re-drive any unfinished row and restart its clock. A row that a
+    live attempt holds (claimed after the publish: the relay does not lock the events whose
+    message was lost) is left to that attempt.
     """
+    published = _publish_each(event_ids, publish)
+    if published:
+        from_statuses = ["received", "enqueued", "processing"] if relayed else ["received"]
+        session.execute(_MARK_ENQUEUED, {"ids": published, "from_statuses": from_statuses})
+    return published
+
+
+def _publish_each(event_ids: Sequence[int], publish: Callable[[int], object]) -> list[int]:
+    """Publish the events in order until one fails; the ids that went out."""
     published: list[int] = []
     for event_id in event_ids:
         try:
@@ -242,14 +277,77 @@ def publish_then_mark_enqueued(
                         event_id, type(exc).__name__, len(event_ids) - len(published))
             break
         published.append(event_id)
-    if published:
-        from_statuses = ("received", "enqueued", "processing") if relayed else ("received",)
-        session.execute(
-            update(FileEvent)
-            .where(FileEvent.id.in_(published), FileEvent.status.in_(from_statuses))
-            .values(status="enqueued", updated_at=text("now()"))
-        )
     return published
+
+
+#: How long :class:`EnqueuedMarks` lets marks gather before one UPDATE writes them: far
+#: below the relay's ``OUTBOX_RELAY_AFTER_SECONDS``, so a row whose message went out is
+#: not published again while its mark waits.
+MARK_ENQUEUED_AFTER_SECONDS = 0.05
+
+
+class EnqueuedMarks:
+    """:func:`publish_then_mark_enqueued` for the web process, with the mark deferred: the
+    ``received`` → ``enqueued`` UPDATEs of the webhooks published in the last
+    :data:`MARK_ENQUEUED_AFTER_SECONDS` are one statement, run by a daemon thread on an
+    autocommit connection (:func:`ingest.db.autocommit`), not by the request.
+
+    The outbox rule holds: a row is marked only after its publish succeeded, and only while
+    still ``received`` (a worker may have claimed it already). A mark that never happens —
+    the process died first, or the UPDATE failed — leaves the row ``received``: the beat
+    relay publishes it again, and the second message finds the event claimed or finished.
+    What is pending is written at interpreter exit (a gunicorn worker's graceful stop).
+    The thread starts with the first mark, in the process that makes it (never before a
+    fork).
+    """
+
+    def __init__(self, after_seconds: float = MARK_ENQUEUED_AFTER_SECONDS) -> None:
+        self.after_seconds = after_seconds
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+        self._pending: list[int] = []
+        self._waiting = threading.Event()
+
+    def publish_then_mark(self, event_id: int, publish: Callable[[int], object]) -> bool:
+        """Publish the committed event; if it went out, mark it ``enqueued`` soon. Whether
+        it went out (if not, it stays ``received`` for the relay)."""
+        if not _publish_each([event_id], publish):
+            return False
+        with self._lock:
+            if self._pid != os.getpid():
+                self._start()
+            self._pending.append(event_id)
+            self._waiting.set()
+        return True
+
+    def _start(self) -> None:
+        """(Re)start the thread in this process (a fork copies the object, not its thread)."""
+        self._pid, self._pending = os.getpid(), []
+        self._waiting = threading.Event()
+        threading.Thread(target=self._run, name="kb-enqueued-marks", daemon=True).start()
+        atexit.register(self.flush)
+
+    def _run(self) -> None:
+        while True:
+            self._waiting.wait()
+            time.sleep(self.after_seconds)  # let the marks of the next webhooks gather
+            self.flush()
+
+    def flush(self) -> int:
+        """Mark what is pending now; how many ids the UPDATE covered."""
+        with self._lock:
+            ids, self._pending = self._pending, []
+            self._waiting.clear()
+        if not ids:
+            return 0
+        try:
+            for attempt in reconnecting():
+                with attempt, autocommit() as conn:
+                    conn.execute(_MARK_ENQUEUED, {"ids": ids, "from_statuses": ["received"]})
+        except Exception as exc:  # the rows stay received: the relay publishes them again
+            log.warning("marking %d published events enqueued failed (%s: %s); the outbox "
+                        "relay publishes them again", len(ids), type(exc).__name__, exc)
+        return len(ids)
 
 
 def events_to_relay(

@@ -16,7 +16,7 @@ from sqlalchemy import event, text
 
 from devtools.pg import admin_exec
 from ingest.batches import check_batch
-from ingest.db import get_engine, session_scope
+from ingest.db import autocommit, get_engine, session_scope
 from ingest.pipeline.embedding import get_embedder
 from ingest.pipeline.run import default_services, process_event
 from ingest.settings import get_settings
@@ -83,6 +83,8 @@ def test_a_webhook_after_postgresql_dropped_every_connection_is_stored(
     the webhook is stored anyway (Strapi would never send it again)."""
     with session_scope() as s:  # at least one pooled connection to lose
         s.execute(text("SELECT 1"))
+    with autocommit() as conn:  # and one of the pool the webhook stores with
+        conn.execute(text("SELECT 1"))
     _drop_every_connection()
     entry = file_entry("after-restart.txt", "text/plain")
     upload(s3_server, entry, b"Stored although every pooled connection was dead.")

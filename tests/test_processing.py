@@ -290,6 +290,28 @@ def test_an_enqueued_event_whose_message_was_lost_is_published_again(
     assert wait_terminal(young_id).status == "done"
 
 
+def test_a_relayed_mark_never_undoes_a_claim_made_after_the_publish() -> None:
+    """The relay publishes events it has not locked (those whose message was lost,
+    ``workers.orphans``); a worker may claim one before the relay marks it ``enqueued``.
+    The mark must leave that claim alone: set back to ``enqueued``, the attempt's final
+    UPDATE (``WHERE status = 'processing'``) would find nothing and the event would never
+    be done (seen as a flaky test above, whose clean-up publishes like that)."""
+    from ingest.events import publish_then_mark_enqueued
+    from ingest.leases import owner
+    from ingest.pipeline.run import claim, finish
+
+    event_id = store_event(file_entry("raced.txt", "text/plain"))
+    claims: list[Any] = []
+    with session_scope() as s:  # the worker's claim commits between the publish and the mark
+        assert publish_then_mark_enqueued(s, [event_id], lambda e: claims.append(claim(e)),
+                                          relayed=True) == [event_id]
+    assert claims[0] is not None
+    row = event_row(event_id)
+    assert (row.status, row.claimed_by) == ("processing", owner())
+    with session_scope() as s:  # the attempt can still end it
+        assert finish(s, event_id, "ignored", "ended by the test")
+
+
 def test_semantic_query_finds_the_right_documents_chunk(
     web: str, s3_server: Any, vectors: VectorStore
 ) -> None:

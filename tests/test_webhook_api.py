@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from ingest.db import session_scope
+from ingest.events import (
+    EnqueuedMarks,
+    events_to_relay,
+    publish_then_mark_enqueued,
+    relay_cutoffs,
+)
 from ingest.models import FileEvent
 from ingest.preferences import cache_key
 from ingest.settings import get_settings
-from tests.conftest import WEBHOOK_SECRET, WEBHOOK_TOKEN
-from tests.helpers import document_id, envelope, event_row, file_entry, post
+from tests.conftest import WEBHOOK_SECRET, WEBHOOK_TOKEN, wait_until
+from tests.helpers import document_id, envelope, event_row, file_entry, post, store_event
 from webhooks.app import create_app
 from webhooks.auth import sign
 from webhooks.publisher import Publisher
@@ -218,6 +228,81 @@ def test_broker_down_the_event_is_stored_and_answered_202() -> None:
     assert response.status_code == 202
     assert time.monotonic() - started < 5
     assert event_row(response.get_json()["event_id"]).status == "received"
+
+
+class _Recording:
+    """Stands in for the broker: remembers what was published (``Publisher``'s one call)."""
+
+    def __init__(self) -> None:
+        self.sent: list[int] = []
+
+    def publish_file_event(self, event_id: int) -> None:
+        self.sent.append(event_id)
+
+
+def test_an_accepted_webhook_is_marked_enqueued_right_after_its_answer(web: str) -> None:
+    response = post(web, envelope("entry.create", file_entry("marked.txt", "text/plain")))
+    assert response.status_code == 202
+    # enqueued; or already taken by a worker of another module when the whole suite runs
+    wait_until(lambda: event_row(response.json()["event_id"]).status != "received", 5, 0.02)
+
+
+def test_marks_follow_the_publish_and_never_undo_a_claim() -> None:
+    published, failed, claimed = (store_event(file_entry(f"{n}.txt", "text/plain"))
+                                  for n in ("published", "failed", "claimed"))
+    marks, broker = EnqueuedMarks(after_seconds=0.3), _Recording()
+
+    def down(event_id: int) -> None:
+        raise ConnectionError("broker down")
+
+    assert marks.publish_then_mark(published, broker.publish_file_event)
+    assert not marks.publish_then_mark(failed, down)
+    assert marks.publish_then_mark(claimed, broker.publish_file_event)
+    with session_scope() as s:  # a worker claims this one before the mark is written
+        s.execute(update(FileEvent).where(FileEvent.id == claimed).values(status="processing"))
+    assert broker.sent == [published, claimed]
+    assert event_row(published).status == "received"  # published; its mark is on its way
+    wait_until(lambda: event_row(published).status == "enqueued", 5, 0.02)
+    assert event_row(claimed).status == "processing"
+    assert event_row(failed).status == "received"  # for the relay
+
+
+def test_an_event_whose_mark_never_happened_is_published_again_by_the_relay() -> None:
+    """The web process died between the publish and the mark: the row is still
+    ``received``, so the relay publishes it again (the claim makes the second message
+    harmless: tests/test_db_load.py)."""
+    broker = _Recording()
+    app = create_app(get_settings(), publisher=broker)  # type: ignore[arg-type]
+    app.extensions["kb_enqueued_marks"] = EnqueuedMarks(after_seconds=3600)  # never marks
+    response = app.test_client().post(
+        "/webhooks/cms", json=envelope("entry.create", file_entry("died.txt", "text/plain")),
+        headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"})
+    assert response.status_code == 202
+    event_id = response.get_json()["event_id"]
+    assert broker.sent == [event_id] and event_row(event_id).status == "received"
+    settings = get_settings()
+    later = datetime.now(UTC) + timedelta(seconds=settings.outbox_relay_after_seconds + 1)
+    with session_scope() as s:
+        due = events_to_relay(s, *relay_cutoffs(later, settings.outbox_relay_after_seconds,
+                                                settings.visibility_timeout_seconds),
+                              limit=100_000)
+        assert event_id in due
+        publish_then_mark_enqueued(s, [event_id], broker.publish_file_event, relayed=True)
+    assert broker.sent == [event_id, event_id]
+    assert event_row(event_id).status == "enqueued"
+    app.extensions["kb_enqueued_marks"].flush()  # not at exit, when the database is gone
+
+
+def test_pending_marks_are_written_when_the_process_exits() -> None:
+    """A gunicorn worker stopped gracefully writes the marks still gathering."""
+    event_id = store_event(file_entry("exit.txt", "text/plain"))
+    code = ("import sys\n"
+            "from ingest.events import EnqueuedMarks\n"
+            "marks = EnqueuedMarks(after_seconds=3600)\n"
+            "assert marks.publish_then_mark(int(sys.argv[1]), lambda event_id: None)\n")
+    subprocess.run([sys.executable, "-c", code, str(event_id)], check=True, timeout=60,
+                   cwd=Path(__file__).resolve().parent.parent)
+    assert event_row(event_id).status == "enqueued"
 
 
 def test_health_reports_each_dependency(web: str) -> None:

@@ -9,6 +9,7 @@ from flask import Flask, Response, g, jsonify, request
 from redis import Redis
 from werkzeug.exceptions import HTTPException
 
+from ingest.events import EnqueuedMarks
 from ingest.logging_setup import configure_logging
 from ingest.settings import Settings, get_settings
 from webhooks.auth import check_configured
@@ -33,6 +34,7 @@ def create_app(settings: Settings | None = None, publisher: Publisher | None = N
     app.config["MAX_CONTENT_LENGTH"] = settings.webhook_max_body_bytes
     app.extensions["kb_settings"] = settings
     app.extensions["kb_publisher"] = publisher or Publisher(settings.broker_url)
+    app.extensions["kb_enqueued_marks"] = EnqueuedMarks()
     app.extensions["kb_redis"] = Redis.from_url(
         settings.redis_url, socket_timeout=2, socket_connect_timeout=2
     )

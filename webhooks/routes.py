@@ -1,8 +1,9 @@
 """Routes: ``POST /webhooks/cms``, ``GET /health``, the probes ``GET /livez`` and ``/readyz``.
 
 The webhook path is authenticate → validate → INSERT the outbox row → COMMIT → publish →
-answer. If publishing fails the answer is still 202: the row is stored and the beat relay
-publishes it.
+answer; the row is marked ``enqueued`` right after, a few webhooks in one UPDATE
+(:class:`ingest.events.EnqueuedMarks`). If publishing fails the answer is still 202: the row
+is stored and the beat relay publishes it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy import text
 
-from ingest.db import get_engine, reconnecting, session_scope
+from ingest.db import autocommit, get_engine, reconnecting
 from ingest.events import (
     FILE_MODEL,
     PREFERENCE_MODEL,
@@ -27,7 +28,6 @@ from ingest.events import (
     PreferenceUpdate,
     WebhookEnvelope,
     event_kind,
-    publish_then_mark_enqueued,
     store_file_event,
 )
 from ingest.metrics import WEBHOOKS
@@ -148,15 +148,17 @@ def _accept_file_event(envelope: WebhookEnvelope, body: dict[str, Any]) -> tuple
     entry = _validate(FileEntry, envelope.entry, "entry.")
     # Strapi never re-sends a webhook: a pooled connection that died with a PostgreSQL
     # restart costs a retry here, not the event (storing is idempotent by the dedupe key).
+    # Autocommit: the INSERT is committed when it returns (one round trip), before the
+    # publish. The mark ``enqueued`` follows off the request path, with the marks of the
+    # next webhooks (ingest.events.EnqueuedMarks).
     for attempt in reconnecting():
-        with attempt, session_scope() as s:
-            stored = store_file_event(s, envelope.event, entry, body)
+        with attempt, autocommit() as conn:
+            stored = store_file_event(conn, envelope.event, entry, body)
     if not stored.created:
         WEBHOOKS.labels("duplicate").inc()
         return jsonify({"status": "duplicate", "event_id": stored.event_id}), 200
-    with session_scope() as s:
-        publish_then_mark_enqueued(s, [stored.event_id],
-                                   current_app.extensions["kb_publisher"].publish_file_event)
+    current_app.extensions["kb_enqueued_marks"].publish_then_mark(
+        stored.event_id, current_app.extensions["kb_publisher"].publish_file_event)
     WEBHOOKS.labels("accepted").inc()
     return jsonify({"status": "accepted", "event_id": stored.event_id}), 202
 
