@@ -210,7 +210,6 @@ def test_an_outage_beyond_the_window_fails_alerts_and_resend_delivers_once(
     from ingest.batches import check_batch
     from ingest.cli import main
     from ingest.mail.send import send_batch_email
-    from ingest.models import OperatorAlert
     from ingest.settings import get_settings
 
     settings = get_settings().model_copy(update={"smtp_retry_window_minutes": 0.05,
@@ -228,12 +227,7 @@ def test_an_outage_beyond_the_window_fails_alerts_and_resend_delivers_once(
     finally:
         smtp_sink.refuse_for(0)
     assert outcomes[-1].status == "failed" and len(outcomes) >= 2
-    (log,) = emails_of(batch_id)
-    assert log.send_status == "failed" and "SMTP_RETRY_WINDOW_MINUTES" in log.error_message
-    with session_scope() as s:
-        (alert,) = s.execute(select(OperatorAlert).where(
-            OperatorAlert.batch_id == batch_id)).scalars()
-    assert alert.kind == "email_failed" and f"ingest email resend {batch_id}" in alert.body
+    _failed_and_alerted(batch_id, "SMTP_RETRY_WINDOW_MINUTES")
     assert not [m for m in smtp_sink.messages if m["To"] == email]
     # The operator fixed the mail server: one more send, logged as a new attempt.
     assert main(["email", "resend", str(batch_id)]) == 0
@@ -242,6 +236,18 @@ def test_an_outage_beyond_the_window_fails_alerts_and_resend_delivers_once(
     assert _retry_rows(batch_id)[-1] == (len(outcomes) + 1, True)
     assert main(["email", "resend", str(batch_id)]) == 1  # sent: nothing to re-send
     assert len([m for m in smtp_sink.messages if m["To"] == email]) == 1
+
+
+def _failed_and_alerted(batch_id: Any, why: str) -> None:
+    """The batch's e-mail failed for ``why`` and one operator alert says how to resend it."""
+    from ingest.models import OperatorAlert
+
+    (log,) = emails_of(batch_id)
+    assert log.send_status == "failed" and why in log.error_message
+    with session_scope() as s:
+        (alert,) = s.execute(select(OperatorAlert).where(
+            OperatorAlert.batch_id == batch_id)).scalars()
+    assert alert.kind == "email_failed" and f"ingest email resend {batch_id}" in alert.body
 
 
 def _email_due() -> tuple[str, Any]:
@@ -466,19 +472,13 @@ def test_a_worker_killed_after_the_body_left_is_never_sent_twice(smtp_sink: Any)
     """Killed between the body's end and the 250 (the full chaos run's duplicate): the
     outcome is unknown, so the e-mail is not sent again; it fails as such and the operator
     is alerted, with the command to send it if the user did not get it."""
-    from ingest.models import OperatorAlert
 
     email, batch_id = _email_due()
     _send_in_a_process_killed(batch_id, smtp_sink.after_capture)
     (log,) = emails_of(batch_id)
     assert log.send_status == "sending" and log.body_started_at is not None
     assert not _settled(batch_id)
-    (log,) = emails_of(batch_id)
-    assert log.send_status == "failed" and "outcome unknown" in log.error_message
-    with session_scope() as s:
-        (alert,) = s.execute(select(OperatorAlert).where(
-            OperatorAlert.batch_id == batch_id)).scalars()
-    assert alert.kind == "email_failed" and f"ingest email resend {batch_id}" in alert.body
+    _failed_and_alerted(batch_id, "outcome unknown")
     assert not _settled(batch_id)  # settled once: no second alert, no send
     time.sleep(0.5)
     assert len([m for m in smtp_sink.messages if m["To"] == email]) == 1
