@@ -11,6 +11,8 @@ from ingest.names import (
     QUEUE_INGEST,
     QUEUE_NOTIFICATIONS,
     TASK_CHECK_BATCH,
+    TASK_DELIVER_CHANNEL,
+    TASK_PLAN_CHANNELS,
     TASK_PROCESS_FILE_EVENT,
     TASK_RECONCILE_CMS,
     TASK_RELAY_OUTBOX,
@@ -77,6 +79,8 @@ task_queues = (
 task_routes = {
     TASK_PROCESS_FILE_EVENT: {"queue": QUEUE_INGEST},
     TASK_SEND_BATCH_EMAIL: {"queue": QUEUE_NOTIFICATIONS},
+    TASK_PLAN_CHANNELS: {"queue": QUEUE_NOTIFICATIONS},
+    TASK_DELIVER_CHANNEL: {"queue": QUEUE_NOTIFICATIONS},
     TASK_RUN_CORRECTION: {"queue": QUEUE_CORRECTIONS},
     # Reconciliation talks to the CMS only; it feeds the ingest queue.
     TASK_RECONCILE_CMS: {"queue": QUEUE_CORRECTIONS},

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 FILE = "file"
 PREFERENCE = "user-notification-preference"
+BOT_SETTING = "bot-notification-setting"
 DEFAULT_PAGE_SIZE = 25
 MAX_PAGE_SIZE = 100
 WEBHOOK_WORKERS = 5
@@ -67,9 +68,12 @@ FIELDS: dict[str, dict[str, tuple[bool, Any]]] = {
         "notification_delay_minutes": (False, 30), "email_format": (False, "html"),
         "include_success_details": (False, True), "include_error_details": (False, True),
     },
+    BOT_SETTING: {
+        "company_id": (True, None), "bot_id": (True, None), "notification_channels": (False, []),
+    },
 }
 #: Route names, as counted in ``CmsState.calls`` (``"<METHOD> <route>"``) and for faults.
-ROUTES = frozenset({"files", "file", "preferences", "by-user"})
+ROUTES = frozenset({"files", "file", "preferences", "by-user", "bot-settings"})
 BY_USER_MESSAGE = "companyId and botId must be integers and userEmail must be set"
 ERROR_NAMES = {400: "BadRequestError", 401: "UnauthorizedError", 404: "NotFoundError",
                429: "RateLimitError", 500: "InternalServerError"}
@@ -152,7 +156,8 @@ class CmsState:
         self.calls: Counter[str] = Counter()
         self.webhook_deliveries: list[dict[str, Any]] = []
         self._lock = threading.RLock()
-        self._entries: dict[str, dict[str, dict[str, Any]]] = {FILE: {}, PREFERENCE: {}}
+        self._entries: dict[str, dict[str, dict[str, Any]]] = {
+            FILE: {}, PREFERENCE: {}, BOT_SETTING: {}}
         self._last_id = 0
         self._last_tick: datetime | None = None
         self._faults: dict[str, list[int]] = {}
@@ -209,6 +214,23 @@ class CmsState:
                        ) -> dict[str, Any]:
         """Create, or update by ``documentId``, a preference entry without HTTP; return it."""
         return self.save(PREFERENCE, fields, send_webhook=send_webhook)
+
+    def put_bot_setting(self, company_id: int, bot_id: int, channels: list[Any],
+                        send_webhook: bool = False) -> dict[str, Any]:
+        """Set a bot's ``notification_channels`` (one entry per company and bot)."""
+        with self._lock:
+            found = next((doc for doc, e in self._entries[BOT_SETTING].items()
+                          if (e["company_id"], e["bot_id"]) == (company_id, bot_id)), None)
+        fields = {"company_id": company_id, "bot_id": bot_id, "notification_channels": channels}
+        if found:
+            fields["documentId"] = found
+        return self.save(BOT_SETTING, fields, send_webhook=send_webhook)  # type: ignore[return-value]
+
+    def bot_settings(self, company_id: int | None, bot_id: int | None) -> list[dict[str, Any]]:
+        """The bot setting entries matching the filters (None: any)."""
+        with self._lock:
+            return [dict(e) for e in self._entries[BOT_SETTING].values()
+                    if company_id in (None, e["company_id"]) and bot_id in (None, e["bot_id"])]
 
     def get_file(self, document_id: str) -> dict[str, Any] | None:
         """A file entry, or None."""
@@ -391,6 +413,25 @@ def _list_files(state: CmsState) -> Response:
     return _json({"data": data, "meta": {"pagination": meta}})
 
 
+def _list_bot_settings(state: CmsState) -> Response:
+    """``GET /api/bot-notification-settings`` with ``$eq`` filters on company and bot."""
+    allowed = {"filters[company_id][$eq]", "filters[bot_id][$eq]", "pagination[pageSize]"}
+    unknown = sorted(set(request.args) - allowed)
+    if unknown:
+        raise _validation(f"Invalid key {unknown[0]}")
+    ids = []
+    for name in ("filters[company_id][$eq]", "filters[bot_id][$eq]"):
+        raw = request.args.get(name)
+        if raw is not None and not raw.isdigit():
+            raise _validation(f"Invalid value {raw!r} for {name}")
+        ids.append(int(raw) if raw is not None else None)
+    size = min(_positive("pagination[pageSize]", DEFAULT_PAGE_SIZE), MAX_PAGE_SIZE)
+    data = state.bot_settings(*ids)
+    meta = {"page": 1, "pageSize": size, "pageCount": math.ceil(len(data) / size),
+            "total": len(data)}
+    return _json({"data": data[:size], "meta": {"pagination": meta}})
+
+
 def _by_user(state: CmsState, company_id: str, bot_id: str, user_email: str) -> Response:
     """The custom controller: the stored preference, else the schema defaults."""
     if not (company_id.isdigit() and bot_id.isdigit() and user_email.strip()):
@@ -425,6 +466,8 @@ def create_cms_app(state: CmsState) -> Flask:
         ("GET", "/api/user-notification-preferences/by-user/<company_id>/<bot_id>/"
                 "<path:user_email>", "by-user",
          lambda **kwargs: _by_user(state, **kwargs)),
+        ("GET", "/api/bot-notification-settings", "bot-settings",
+         lambda: _list_bot_settings(state)),
     ]
     for method, rule, route, view in routes:
         app.add_url_rule(rule, f"{method} {route}", view, methods=[method])

@@ -24,7 +24,8 @@ from typing import Any, ParamSpec, TypeVar
 P = ParamSpec("P")
 R = TypeVar("R")
 
-FIELDS = ("task_id", "task_name", "event_id", "document_id", "batch_id", "correction_id")
+FIELDS = ("task_id", "task_name", "event_id", "document_id", "batch_id", "correction_id",
+          "delivery_id")
 """The context fields a log line may carry, in the order the text format shows them."""
 
 _fields: ContextVar[Mapping[str, Any]] = ContextVar("kb_log_fields",

@@ -25,7 +25,8 @@ from ingest import log_context
 from ingest.settings import SettingsError
 
 SECRET_ENV = ("CMS_API_TOKEN", "WEBHOOK_TOKEN", "WEBHOOK_SECRET", "SMTP_PASSWORD",
-              "STATUS_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "FLOWER_BASIC_AUTH")
+              "NOTIFY_WEBHOOK_SECRET", "STATUS_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+              "FLOWER_BASIC_AUTH")
 URL_ENV = ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "CHROMA_HOST", "S3_ENDPOINT_URL")
 MIN_SECRET_LENGTH = 6  # shorter values would mask ordinary words in the lines
 QUIET_LOGGERS = ("httpx", "httpcore", "urllib3", "botocore", "boto3", "s3transfer")

@@ -71,6 +71,9 @@ EMAIL_OUTCOMES = Counter(
 CORRECTION_OUTCOMES = Counter(
     "kb_ingest_correction_outcomes", "Auto-correction runs, by outcome (completed, skipped, "
     "retry, failed)", ["outcome"])
+CHANNEL_DELIVERIES = Counter(
+    "kb_ingest_channel_deliveries", "Batch summaries posted to bot channels, by channel "
+    "(slack, teams, webhook) and outcome (sent, retry, failed)", ["channel", "outcome"])
 WEBHOOKS = Counter("kb_ingest_webhooks", "Webhook requests by outcome", ["outcome"])
 BROKER_RESTORES = Counter(
     "kb_ingest_broker_messages_restored", "Broker messages of a dead worker (fetched, never "
@@ -92,7 +95,8 @@ PROCESSES = Gauge(
     "kb_ingest_processes", "Live processes (web: gunicorn workers, worker: Celery pool "
     "children) writing to this metrics directory", ["kind"], multiprocess_mode="livesum")
 
-PROCESS_METRICS = (FILES, TASK_RETRIES, EMAIL_OUTCOMES, CORRECTION_OUTCOMES, WEBHOOKS,
+PROCESS_METRICS = (FILES, TASK_RETRIES, EMAIL_OUTCOMES, CHANNEL_DELIVERIES,
+                   CORRECTION_OUTCOMES, WEBHOOKS,
                    BROKER_RESTORES,
                    STAGE_SECONDS, HTTP_SECONDS, EMAIL_DUE_TO_SENT, PROCESSES)
 

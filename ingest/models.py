@@ -144,6 +144,9 @@ class BatchProcessingSession(Base):
     last_file_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     sealed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     close_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the bot's chat/webhook channels got their delivery rows (ingest.notify.deliveries);
+    # a closed batch without it is planned by the sweeper.
+    channels_planned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 
@@ -396,6 +399,62 @@ class NotificationRetryLog(Base):
     retry_at: Mapped[datetime] = _now()
     success: Mapped[bool] = mapped_column(Boolean, server_default="false", nullable=False)
     next_retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+DELIVERY_STATUSES = ("pending", "sending", "sent", "failed")
+CHANNEL_KINDS = ("slack", "teams", "webhook")
+
+
+class ChannelDelivery(Base):
+    """One batch summary to one bot channel; claimed ``pending → sending`` before the POST."""
+
+    __tablename__ = "channel_deliveries"
+    __table_args__ = (
+        CheckConstraint(_in("status", DELIVERY_STATUSES), name="chk_delivery_status"),
+        CheckConstraint(_in("channel", CHANNEL_KINDS), name="chk_delivery_channel"),
+        CheckConstraint("attempts >= 0", name="chk_delivery_attempts"),
+        UniqueConstraint("idempotency_key", name="uq_delivery_idempotency_key"),
+        Index("idx_channel_deliveries_batch", "batch_id"),
+        Index("idx_channel_deliveries_status", "status", "updated_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    batch_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("batch_processing_sessions.batch_id"), nullable=False
+    )
+    channel: Mapped[str] = mapped_column(String(20), nullable=False)
+    # The Apprise URL holds the channel's secret: never shown; target_label is its
+    # privacy-masked form for pages, logs and the CLI.
+    target_url: Mapped[str] = mapped_column(Text, nullable=False)
+    target_label: Mapped[str] = mapped_column(Text, nullable=False)
+    idempotency_key: Mapped[str] = mapped_column(String(100), nullable=False)
+    status: Mapped[str] = mapped_column(String(20), server_default="pending", nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0", nullable=False)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class ChannelDeliveryAttempt(Base):
+    """One row per attempt of a channel delivery (its retry log)."""
+
+    __tablename__ = "channel_delivery_attempts"
+    __table_args__ = (
+        CheckConstraint("attempt > 0", name="chk_delivery_attempt"),
+        Index("idx_channel_delivery_attempts_delivery", "delivery_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("channel_deliveries.id", ondelete="CASCADE"), nullable=False
+    )
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False)
+    success: Mapped[bool] = mapped_column(Boolean, server_default="false", nullable=False)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempted_at: Mapped[datetime] = _now()
 
 
 class ReconciliationCheckpoint(Base):

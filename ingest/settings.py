@@ -134,6 +134,13 @@ class Settings(BaseSettings):
     smtp_retry_base_seconds: float = Field(30.0, ge=0)
     email_list_cap: int = Field(50, ge=1, le=10_000)
 
+    # Chat and webhook channels of a bot (ingest/notify/): the HMAC-SHA256 key of the
+    # signed JSON webhook (X-KB-Signature); without it a webhook channel is not posted to.
+    notify_webhook_secret: str | None = None
+    channel_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    channel_retry_base_seconds: float = Field(10.0, ge=0)
+    channel_retry_window_minutes: float = Field(1440, gt=0)
+
     # Batches (delays may be fractional minutes for demos and tests)
     default_notification_delay_minutes: float = Field(30, gt=0, le=1440)
     default_batch_size_threshold: int = Field(5, ge=1, le=100)
@@ -166,7 +173,7 @@ class Settings(BaseSettings):
     @field_validator(
         "cms_api_token", "webhook_token", "webhook_secret", "s3_endpoint_url", "chroma_host",
         "celery_broker_url", "smtp_user", "smtp_password", "admin_email", "unsubscribe_url",
-        "fallback_notification_email", "status_token",
+        "fallback_notification_email", "status_token", "notify_webhook_secret",
         mode="before",
     )
     @classmethod

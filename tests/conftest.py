@@ -54,6 +54,7 @@ WEBHOOK_TOKEN = "test-webhook-token"
 WEBHOOK_SECRET = "test-webhook-secret"
 STATUS_TOKEN = "test-status-token"
 CMS_TOKEN = "test-cms-token"
+NOTIFY_SECRET = "test-notify-secret"
 BUCKET = "kb-test"
 
 os.environ.update(
@@ -84,6 +85,10 @@ os.environ.update(
         "SMTP_RETRY_WINDOW_MINUTES": "0.5",
         "SMTP_RETRY_BASE_SECONDS": "0.2",
         "FROM_EMAIL": "kb@kb-ingest.test",
+        "NOTIFY_WEBHOOK_SECRET": NOTIFY_SECRET,
+        "CHANNEL_TIMEOUT_SECONDS": "3",
+        "CHANNEL_RETRY_WINDOW_MINUTES": "0.5",
+        "CHANNEL_RETRY_BASE_SECONDS": "0.2",
         "DEFAULT_NOTIFICATION_DELAY_MINUTES": "0.05",
         "DEFAULT_BATCH_SIZE_THRESHOLD": "100",
         "BATCH_SWEEP_SECONDS": "1",

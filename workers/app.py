@@ -50,6 +50,7 @@ app = Celery(
         "workers.tasks.batches",
         "workers.tasks.corrections",
         "workers.tasks.notifications",
+        "workers.tasks.channels",
         "workers.tasks.reconcile",
         "workers.tasks.sweepers",
     ],

@@ -39,6 +39,7 @@ CORRECTION_FAILED = "correction_failed"
 BREAKER_TRIPPED = "breaker_tripped"
 FILE_NEEDS_OPERATOR = "file_needs_operator"
 EMAIL_FAILED = "email_failed"
+CHANNEL_FAILED = "channel_failed"
 
 #: Alert kind → what happened, for the subject (``operator_alert/subject.txt``).
 HEADLINES: dict[str, str] = {
@@ -46,6 +47,7 @@ HEADLINES: dict[str, str] = {
     BREAKER_TRIPPED: "corrections held by the circuit breaker",
     FILE_NEEDS_OPERATOR: "a file failed for a reason on our side",
     EMAIL_FAILED: "a summary e-mail could not be delivered",
+    CHANNEL_FAILED: "a summary could not be posted to a bot's channel",
 }
 
 

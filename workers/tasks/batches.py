@@ -12,17 +12,20 @@ from datetime import UTC, datetime, timedelta
 
 from redis.exceptions import RedisError
 
-from ingest.batches import batches_to_check, check_batch, hint_delay_seconds
+from ingest.batches import Check, batches_to_check, check_batch, hint_delay_seconds
 from ingest.corrections import corrections_to_redrive
 from ingest.db import DB_CONNECTION_ERRORS
 from ingest.mail.alerts import send_pending_alerts
 from ingest.mail.send import emails_to_redrive
 from ingest.names import (
     TASK_CHECK_BATCH,
+    TASK_DELIVER_CHANNEL,
+    TASK_PLAN_CHANNELS,
     TASK_RUN_CORRECTION,
     TASK_SEND_BATCH_EMAIL,
     TASK_SWEEP_BATCHES,
 )
+from ingest.notify.deliveries import batches_to_plan, deliveries_to_redrive
 from ingest.redis_client import get_redis
 from ingest.retry import MAX_BACKOFF_SECONDS
 from ingest.settings import get_settings
@@ -45,6 +48,14 @@ def _schedule_hint(batch_id: uuid.UUID, at: datetime) -> bool:
     return True
 
 
+def _notify_closed(result: Check) -> None:
+    """A batch that closed now: its e-mail (if wanted) and its channels, independently."""
+    if result.email_pending:
+        app.send_task(TASK_SEND_BATCH_EMAIL, args=[str(result.batch_id)])
+    if result.closed_status is not None:
+        app.send_task(TASK_PLAN_CHANNELS, args=[str(result.batch_id)])
+
+
 def follow_up_batch(batch_id: uuid.UUID, open_until: datetime | None = None) -> str:
     """Check a batch; send its e-mail if it closed, else schedule the next hint.
 
@@ -55,9 +66,8 @@ def follow_up_batch(batch_id: uuid.UUID, open_until: datetime | None = None) -> 
         _schedule_hint(batch_id, open_until)
         return "open"
     result = check_batch(batch_id, get_settings())
-    if result.email_pending:
-        app.send_task(TASK_SEND_BATCH_EMAIL, args=[str(batch_id)])
-    elif result.next_check_at is not None:
+    _notify_closed(result)
+    if result.next_check_at is not None:
         _schedule_hint(batch_id, result.next_check_at)
     return result.closed_status or "open"
 
@@ -77,9 +87,7 @@ def sweep_batches() -> int:
     pending operator alerts."""
     ids = batches_to_check()
     for batch_id in ids:
-        result = check_batch(batch_id, get_settings())
-        if result.email_pending:
-            app.send_task(TASK_SEND_BATCH_EMAIL, args=[str(batch_id)])
+        _notify_closed(check_batch(batch_id, get_settings()))
     for correction_id in corrections_to_redrive(stuck_after=timedelta(minutes=10),
                                                 unstarted_after=timedelta(seconds=30)):
         app.send_task(TASK_RUN_CORRECTION, args=[correction_id])
@@ -90,4 +98,9 @@ def sweep_batches() -> int:
         sending_after=timedelta(minutes=15),
     ):
         app.send_task(TASK_SEND_BATCH_EMAIL, args=[str(batch_id)])
+    for batch_id in batches_to_plan(older_than=timedelta(seconds=30)):
+        app.send_task(TASK_PLAN_CHANNELS, args=[str(batch_id)])
+    for delivery_id in deliveries_to_redrive(new_after=timedelta(seconds=30),
+                                             sending_after=timedelta(minutes=15)):
+        app.send_task(TASK_DELIVER_CHANNEL, args=[delivery_id])
     return len(ids)
