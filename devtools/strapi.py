@@ -42,6 +42,7 @@ KB_PERMISSIONS = [
     "api::user-notification-preference.user-notification-preference.find",
     "api::user-notification-preference.user-notification-preference.findByUser",
     "api::user-notification-preference.user-notification-preference.bulkGet",
+    "api::bot-notification-setting.bot-notification-setting.find",
 ]
 
 #: step name → seconds, for the report (``npm ci``, ``npm run build``, ``start``, ...).

@@ -38,6 +38,7 @@ from ingest.models import FileEvent
 log = logging.getLogger(__name__)
 FILE_MODEL = "file"
 PREFERENCE_MODEL = "user-notification-preference"
+BOT_SETTING_MODEL = "bot-notification-setting"
 UPSERT_EVENTS = frozenset({"entry.create", "entry.update", "entry.publish"})
 DELETE_EVENTS = frozenset({"entry.delete", "entry.unpublish"})
 
@@ -161,6 +162,15 @@ class PreferenceEntry(BaseModel):
     company_id: TenantId
     bot_id: TenantId
     user_email: str = Field(min_length=1, max_length=1024)  # as the CMS stores it
+
+
+class BotSettingEntry(BaseModel):
+    """The part of a ``bot-notification-setting`` entry that names whose channels to drop."""
+
+    model_config = ConfigDict(extra="allow")
+
+    company_id: TenantId
+    bot_id: TenantId
 
 
 class PreferenceUpdate(BaseModel):

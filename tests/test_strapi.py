@@ -394,3 +394,27 @@ def test_report(strapi: StrapiServer) -> None:
     print(f"[strapi] webhook deliveries accepted (file_events rows for {len(CREATED_DOCS)} "
           f"files created in Strapi): {len(rows)}")
     assert rows
+
+
+def test_bot_channels_are_read_from_strapi_and_its_webhook_drops_the_cache(
+    strapi: StrapiServer, rcache: redis_lib.Redis
+) -> None:
+    from ingest.notify.bot_settings import BotChannelStore
+    from ingest.notify.bot_settings import cache_key as bot_key
+
+    bot = 700 + uuid.uuid4().int % 1000
+    channels = ["json://127.0.0.1:9/hook", "workflows://teams.example/wf/sig", "discord://x/y"]
+    response = strapi.request("POST", "/api/bot-notification-settings", json={"data": {
+        "company_id": COMPANY, "bot_id": bot, "notification_channels": channels}})
+    assert response.status_code == 201, response.text
+    doc = response.json()["data"]["documentId"]
+    store = BotChannelStore(rcache, CmsClient(strapi.url, strapi.kb_token))  # least privilege
+    assert [t.kind for t in store.channels(COMPANY, bot)] == ["webhook", "teams"]
+    assert rcache.exists(bot_key(COMPANY, bot))
+
+    response = strapi.request("PUT", f"/api/bot-notification-settings/{doc}", json={"data": {
+        "notification_channels": channels[:1]}})
+    assert response.status_code == 200, response.text
+    wait_until(lambda: not rcache.exists(bot_key(COMPANY, bot)), 15, 0.1)  # its webhook
+    assert [t.kind for t in store.channels(COMPANY, bot)] == ["webhook"]
+    assert store.channels(COMPANY, bot + 1) == []  # no entry: no channels

@@ -28,11 +28,13 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from ingest.events import (
+    BOT_SETTING_MODEL,
     DELETE_EVENTS,
     FILE_MODEL,
     INT32_MAX,
     PREFERENCE_MODEL,
     UPSERT_EVENTS,
+    BotSettingEntry,
     FileEntry,
     PreferenceEntry,
     PreferenceUpdate,
@@ -65,6 +67,15 @@ class PreferenceWebhook(WebhookEnvelope):
     event: Literal[_HANDLED_EVENTS]  # type: ignore[valid-type]
     model: Literal[PREFERENCE_MODEL]  # type: ignore[valid-type]
     entry: PreferenceEntry  # type: ignore[assignment]
+
+
+class BotSettingWebhook(WebhookEnvelope):
+    """A bot's notification channels changed: its cached channel list is dropped
+    (202 invalidated)."""
+
+    event: Literal[_HANDLED_EVENTS]  # type: ignore[valid-type]
+    model: Literal[BOT_SETTING_MODEL]  # type: ignore[valid-type]
+    entry: BotSettingEntry  # type: ignore[assignment]
 
 
 class WebhookAnswer(BaseModel):
@@ -103,7 +114,8 @@ class Alive(BaseModel):
 
 
 _MODELS: list[type[BaseModel]] = [
-    FileWebhook, PreferenceWebhook, WebhookEnvelope, FileEntry, PreferenceEntry,
+    FileWebhook, PreferenceWebhook, BotSettingWebhook, WebhookEnvelope, FileEntry,
+    PreferenceEntry, BotSettingEntry,
     PreferenceUpdate, WebhookAnswer, Rejected, NotFound, Health, Alive, BatchDetail, BatchList,
 ]
 
@@ -118,14 +130,17 @@ def _handled(model_name: str) -> dict[str, Any]:
                            "model": {"const": model_name}}}
 
 
-# ``/webhooks/cms``: a file event, a preference event, or anything else (ignored). The one
+# ``/webhooks/cms``: a file event, a preference or bot-setting event, or anything else
+# (ignored). The one
 # hand-written body schema: "anything else" is the envelope that is neither of the first two.
 _CMS_BODY = {
     "anyOf": [
         _ref(FileWebhook),
         _ref(PreferenceWebhook),
+        _ref(BotSettingWebhook),
         {"allOf": [_ref(WebhookEnvelope),
-                   {"not": {"anyOf": [_handled(FILE_MODEL), _handled(PREFERENCE_MODEL)]}}],
+                   {"not": {"anyOf": [_handled(FILE_MODEL), _handled(PREFERENCE_MODEL),
+                                      _handled(BOT_SETTING_MODEL)]}}],
          "description": "Any other event or model (Strapi's `trigger-test`, `media.*`, "
                         "other content types): 202 ignored."},
     ],

@@ -21,8 +21,10 @@ from sqlalchemy import text
 
 from ingest.db import autocommit, get_engine, reconnecting
 from ingest.events import (
+    BOT_SETTING_MODEL,
     FILE_MODEL,
     PREFERENCE_MODEL,
+    BotSettingEntry,
     FileEntry,
     PreferenceEntry,
     PreferenceUpdate,
@@ -31,6 +33,7 @@ from ingest.events import (
     store_file_event,
 )
 from ingest.metrics import WEBHOOKS
+from ingest.notify.bot_settings import invalidate as invalidate_bot_channels
 from ingest.preferences import invalidate
 from ingest.redis_client import worker_refusals
 from webhooks.auth import AuthError, authenticate
@@ -171,6 +174,14 @@ def _accept_preference_event(envelope: WebhookEnvelope) -> tuple[Response, int]:
     return jsonify({"status": "invalidated"}), 202
 
 
+def _accept_bot_setting_event(envelope: WebhookEnvelope) -> tuple[Response, int]:
+    setting = _validate(BotSettingEntry, envelope.entry or {}, "entry.")
+    invalidate_bot_channels(current_app.extensions["kb_redis"], setting.company_id,
+                            setting.bot_id)
+    WEBHOOKS.labels("invalidated").inc()
+    return jsonify({"status": "invalidated"}), 202
+
+
 def _authenticated_json() -> dict[str, Any]:
     """Size, authentication, content type and JSON parsing shared by the webhook routes.
 
@@ -202,6 +213,8 @@ def cms_webhook() -> tuple[Response, int]:
         return _accept_file_event(envelope, body)
     if event_kind(envelope.event) is not None and envelope.model == PREFERENCE_MODEL:
         return _accept_preference_event(envelope)
+    if event_kind(envelope.event) is not None and envelope.model == BOT_SETTING_MODEL:
+        return _accept_bot_setting_event(envelope)
     WEBHOOKS.labels("ignored").inc()
     return jsonify({"status": "ignored"}), 202
 

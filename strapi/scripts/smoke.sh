@@ -190,7 +190,8 @@ expect_status 204 "DELETE preference"
 AUTH=(-H "Authorization: Bearer $ADMIN_JWT")
 F=api::file.file
 P=api::user-notification-preference.user-notification-preference
-req POST /admin/api-tokens "{\"name\":\"kb-ingest-least-$(date +%s)-$$\",\"type\":\"custom\",\"lifespan\":null,\"permissions\":[\"$F.find\",\"$F.findOne\",\"$F.delete\",\"$P.find\",\"$P.findByUser\",\"$P.bulkGet\"]}"
+B=api::bot-notification-setting.bot-notification-setting
+req POST /admin/api-tokens "{\"name\":\"kb-ingest-least-$(date +%s)-$$\",\"type\":\"custom\",\"lifespan\":null,\"permissions\":[\"$F.find\",\"$F.findOne\",\"$F.delete\",\"$P.find\",\"$P.findByUser\",\"$P.bulkGet\",\"$B.find\"]}"
 expect_status 201 "create the kb-ingest custom API token (documented permissions)"
 AUTH=(-H "Authorization: Bearer $(json_get 'b["data"]["accessKey"]')")
 req GET "/api/files?pagination%5BpageSize%5D=1"
