@@ -31,6 +31,8 @@ from ingest.models import (
     AutoCorrectionTask,
     BatchFile,
     BatchProcessingSession,
+    ChannelDelivery,
+    ChannelDeliveryAttempt,
     CorrectionBreaker,
     EmailNotificationLog,
     FileEvent,
@@ -263,7 +265,7 @@ class CorrectionRow:
 
 @dataclass(frozen=True)
 class RetryRow:
-    """One attempt to send a batch's e-mail."""
+    """One attempt to send a batch's e-mail or post it to a channel."""
 
     attempt: int
     at: datetime
@@ -286,6 +288,21 @@ class EmailRow:
     message_id: str | None
     error: str | None
     smtp_response: str | None
+    retries: list[RetryRow]
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    """A batch summary posted to one bot channel, with its attempts (URL masked)."""
+
+    id: int
+    channel: str
+    target: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    sent_at: datetime | None
+    error: str | None
     retries: list[RetryRow]
 
 
@@ -317,6 +334,7 @@ class BatchDetail:
     errors: list[ErrorRow]
     corrections: list[CorrectionRow]
     emails: list[EmailRow]
+    deliveries: list[DeliveryRow] = field(default_factory=list)
 
 
 _F = FileProcessingStatus
@@ -371,7 +389,7 @@ def _file_row(f: BatchFile, stages: list[StageRow]) -> FileRow:
 
 
 def batch_detail(s: Session, batch_id: uuid.UUID) -> BatchDetail | None:
-    """One batch in seven statements, whatever its size; None if there is no such batch."""
+    """One batch in nine statements, whatever its size; None if there is no such batch."""
     batch = s.execute(select(BatchProcessingSession)
                       .where(BatchProcessingSession.batch_id == batch_id)).scalar_one_or_none()
     if batch is None:
@@ -408,7 +426,25 @@ def batch_detail(s: Session, batch_id: uuid.UUID) -> BatchDetail | None:
                      retries=attempts if e.email_type == "batch_completion" else [])
             for e in emails
         ],
+        deliveries=_deliveries(s, batch_id),
     )
+
+
+def _deliveries(s: Session, batch_id: uuid.UUID) -> list[DeliveryRow]:
+    """The batch's channel deliveries and their attempts (two statements)."""
+    rows = s.execute(select(ChannelDelivery).where(ChannelDelivery.batch_id == batch_id)
+                     .order_by(ChannelDelivery.id)).scalars().all()
+    tries: dict[int, list[RetryRow]] = {}
+    attempts = (select(ChannelDeliveryAttempt)
+                .join(ChannelDelivery, ChannelDelivery.id == ChannelDeliveryAttempt.delivery_id)
+                .where(ChannelDelivery.batch_id == batch_id).order_by(ChannelDeliveryAttempt.id))
+    for a in s.execute(attempts).scalars():
+        tries.setdefault(a.delivery_id, []).append(
+            RetryRow(a.attempt, a.attempted_at, a.success, a.error_message, a.next_attempt_at))
+    return [DeliveryRow(id=d.id, channel=d.channel, target=d.target_label, status=d.status,
+                        attempts=d.attempts, next_attempt_at=d.next_attempt_at,
+                        sent_at=d.sent_at, error=d.error_message, retries=tries.get(d.id, []))
+            for d in rows]
 
 
 # --- failures over time ------------------------------------------------------------------

@@ -16,10 +16,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import requests
 from apprise.plugins.slack import NotifySlack
 from sqlalchemy import select, text, update
 
 from devtools.http_receiver import HttpReceiver
+from ingest.cli import main
 from ingest.db import session_scope
 from ingest.models import (
     ChannelDelivery,
@@ -32,7 +34,7 @@ from ingest.notify.channels import parse_target
 from ingest.notify.deliveries import deliver, deliveries_to_redrive, plan
 from ingest.notify.signing import HEADER, IDEMPOTENCY_HEADER, sign, verify
 from ingest.settings import get_settings
-from tests.conftest import NOTIFY_SECRET, wait_until
+from tests.conftest import NOTIFY_SECRET, STATUS_TOKEN, wait_until
 from tests.helpers import closed, envelope, file_entry, post, upload, uploader
 
 SLACK_PATH = "/T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7"
@@ -182,7 +184,8 @@ def test_a_batch_reaches_the_email_slack_teams_and_the_signed_webhook_once_each(
 
 @pytest.mark.usefixtures("worker")
 def test_retries_deliver_exactly_once_and_a_dead_channel_never_blocks_the_others(
-        web: str, s3_server: Any, cms: Any, smtp_sink: Any, receiver: HttpReceiver) -> None:
+        web: str, s3_server: Any, cms: Any, smtp_sink: Any, receiver: HttpReceiver,
+        capsys: pytest.CaptureFixture[str]) -> None:
     bot, email = next(_bots), uploader()
     flaky, dead = webhook_url(receiver, f"flaky-{bot}"), webhook_url(receiver, f"dead-{bot}")
     cms.state.put_bot_setting(42, bot, [flaky, dead])
@@ -217,6 +220,17 @@ def test_retries_deliver_exactly_once_and_a_dead_channel_never_blocks_the_others
     assert "HTTP 404" in (failed.error_message or "")
     assert len(channel_alerts(batch2.batch_id)) == 1
     wait_until(lambda: [m for m in smtp_sink.messages if m["To"] == email2], 30)
+
+    # The operator sees both on the status page and in ``ingest status``, and re-sends.
+    page = requests.get(f"{web}/status/batches/{batch2.batch_id}", timeout=10,
+                        headers={"Authorization": f"Bearer {STATUS_TOKEN}"}).text
+    assert "Channels (2)" in page and "HTTP 404" in page and f"/hook/gone-{bot2}" in page
+    assert main(["status", "--batch", str(batch2.batch_id)]) == 0
+    shown = capsys.readouterr().out
+    assert "Channels" in shown and "HTTP 404" in shown
+    assert main(["channels", "resend", str(failed.id)]) == 0
+    assert len(receiver.accepted(f"/hook/gone-{bot2}")) == 1
+    assert main(["channels", "resend", str(failed.id)]) == 1  # sent now: nothing to re-send
 
 
 @pytest.mark.usefixtures("worker")

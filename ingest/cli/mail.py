@@ -1,4 +1,5 @@
-"""``ingest email test|preview|resend``: the SMTP check, a batch e-mail on disk, a re-send."""
+"""``ingest email test|preview|resend``: the SMTP check, a batch e-mail on disk, a re-send;
+``ingest channels resend``: a failed channel delivery posted again."""
 
 from __future__ import annotations
 
@@ -98,6 +99,17 @@ def resend(args: argparse.Namespace) -> int:
     return 0 if outcome.status in ("sent", "retry") else 1
 
 
+def resend_channel(args: argparse.Namespace) -> int:
+    """Post a failed channel delivery once more, now (same idempotency key)."""
+    from ingest.notify.deliveries import resend as run
+
+    outcome = run(args.delivery_id, get_settings())
+    style = {"sent": "green", "retry": "yellow"}.get(outcome.status, "red")
+    console.print(f"delivery {args.delivery_id}: [{style}]{outcome.status}[/]"
+                  + (f" ({outcome.detail})" if outcome.detail else ""))
+    return 0 if outcome.status in ("sent", "retry") else 1
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The ``email`` command and its actions."""
     email = sub.add_parser("email", help="batch e-mails and the SMTP check").add_subparsers(
@@ -114,3 +126,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     again = email.add_parser("resend", help="re-send a failed or skipped batch e-mail")
     again.add_argument("batch_id", type=_batch_id)
     again.set_defaults(run=resend)
+    channels = sub.add_parser("channels", help="batch summaries on the bots' channels"
+                              ).add_subparsers(dest="action", required=True)
+    post = channels.add_parser("resend", help="post a failed channel delivery again "
+                                              "(its id: ingest status --batch ID)")
+    post.add_argument("delivery_id", type=int)
+    post.set_defaults(run=resend_channel)

@@ -41,7 +41,8 @@ def register(sub: Any) -> None:
     """Add the ``status`` sub-command to the ``ingest`` parser's sub-parsers."""
     p = sub.add_parser("status", help="recent batches, one batch, an uploader or a document")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--batch", metavar="ID", help="one batch: files, stages, errors, e-mails")
+    which.add_argument("--batch", metavar="ID",
+                       help="one batch: files, stages, errors, e-mails, channels")
     which.add_argument("--user", metavar="EMAIL", help="the uploader's recent batches")
     which.add_argument("--doc", metavar="ID", help="one CMS document's events and outcomes")
     p.add_argument("--status", choices=BATCH_STATUSES, help="only batches in this status")
@@ -159,6 +160,14 @@ def _batch_tables(d: BatchDetail, console: Console) -> None:
         mails.add_row(m.type, m.recipient, _s(m.status), str(m.attempts), _t(m.sent_at),
                       m.error or "")
     console.print(mails)
+    if d.deliveries:
+        posts = Table(title="Channels")
+        for name in ("id", "channel", "target", "status", "attempts", "sent (UTC)", "error"):
+            posts.add_column(name)
+        for c in d.deliveries:
+            posts.add_row(str(c.id), c.channel, c.target, _s(c.status), str(c.attempts),
+                          _t(c.sent_at), c.error or "")
+        console.print(posts)
 
 
 def _document_tables(h: DocumentHistory, console: Console) -> None:
