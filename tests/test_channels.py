@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
+import textwrap
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -177,6 +180,14 @@ def test_a_batch_reaches_the_email_slack_teams_and_the_signed_webhook_once_each(
     assert doc["failed"] == 0 and doc["bot_id"] == bot
     assert sorted(f["name"] for f in doc["successes"]) == ["<!channel> hi & bye.txt", "b.txt"]
     assert hooks[0].headers[IDEMPOTENCY_HEADER] == doc["idempotency_key"]
+    # The README's verification snippet accepts the real post, and only with our secret.
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    snippet = re.search(r"```python\n(.*?def verified_summary.*?)```", readme, re.S)
+    assert snippet is not None
+    scope: dict[str, Any] = {}
+    exec(textwrap.dedent(snippet.group(1)), scope)  # noqa: S102 (our own README)
+    assert scope["verified_summary"](hooks[0].body, hooks[0].headers[HEADER], NOTIFY_SECRET) == doc
+    assert scope["verified_summary"](hooks[0].body, hooks[0].headers[HEADER], "wrong") is None
 
     # Closing or planning again adds nothing.
     assert plan(batch.batch_id, valid_targets([hook], 42, bot)) == []
