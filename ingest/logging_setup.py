@@ -25,8 +25,8 @@ from ingest import log_context
 from ingest.settings import SettingsError
 
 SECRET_ENV = ("CMS_API_TOKEN", "WEBHOOK_TOKEN", "WEBHOOK_SECRET", "SMTP_PASSWORD",
-              "NOTIFY_WEBHOOK_SECRET", "STATUS_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-              "FLOWER_BASIC_AUTH")
+              "NOTIFY_WEBHOOK_SECRET", "ALERT_URLS", "STATUS_TOKEN", "AWS_SECRET_ACCESS_KEY",
+              "AWS_SESSION_TOKEN", "FLOWER_BASIC_AUTH")
 URL_ENV = ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "CHROMA_HOST", "S3_ENDPOINT_URL")
 MIN_SECRET_LENGTH = 6  # shorter values would mask ordinary words in the lines
 QUIET_LOGGERS = ("httpx", "httpcore", "urllib3", "botocore", "boto3", "s3transfer")
@@ -92,6 +92,7 @@ class Redacting(logging.Formatter):
 def secret_values(env: Mapping[str, str] = os.environ) -> list[str]:
     """The secret values of this process's environment that are long enough to mask."""
     values = [env.get(name, "") for name in SECRET_ENV]
+    values += re.split(r"[\s,]+", env.get("ALERT_URLS", ""))  # each URL of the list too
     for name in URL_ENV:
         try:
             values.append(urlsplit(env.get(name, "")).password or "")

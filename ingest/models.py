@@ -481,7 +481,8 @@ class CorrectionBreaker(Base):
 
 
 class OperatorAlert(Base):
-    """One alert to ``ADMIN_EMAIL``; ``dedupe_key`` makes each alert happen once."""
+    """One alert to ``ADMIN_EMAIL`` and ``ALERT_URLS``; ``dedupe_key`` makes each alert
+    happen once; repeated (``rounds``) until acknowledged, at most ``ALERT_MAX_REPEATS``."""
 
     __tablename__ = "operator_alerts"
     __table_args__ = (
@@ -503,3 +504,8 @@ class OperatorAlert(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _now()
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Escalation: how many times it reached someone, when last, and who acknowledged it.
+    rounds: Mapped[int] = mapped_column(Integer, server_default="0", nullable=False)
+    last_round_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    acked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    acked_by: Mapped[str | None] = mapped_column(String(100))

@@ -123,6 +123,12 @@ class Settings(BaseSettings):
     from_name: str = "Knowledge Bot"
     enable_email_notifications: bool = True
     admin_email: str | None = None
+    # Escalation of operator alerts: Apprise URLs (comma- or space-separated) that get every
+    # alert besides ADMIN_EMAIL; an alert not acknowledged (`ingest alerts ack ID`) within
+    # ALERT_REPEAT_MINUTES is sent again, at most ALERT_MAX_REPEATS times.
+    alert_urls: str | None = None
+    alert_repeat_minutes: float = Field(60, gt=0)
+    alert_max_repeats: int = Field(3, ge=0, le=100)
     # Receives the summaries of files whose user_email is missing or not an address;
     # without it those summaries are recorded as skipped.
     fallback_notification_email: str | None = None
@@ -173,7 +179,7 @@ class Settings(BaseSettings):
     @field_validator(
         "cms_api_token", "webhook_token", "webhook_secret", "s3_endpoint_url", "chroma_host",
         "celery_broker_url", "smtp_user", "smtp_password", "admin_email", "unsubscribe_url",
-        "fallback_notification_email", "status_token", "notify_webhook_secret",
+        "fallback_notification_email", "status_token", "notify_webhook_secret", "alert_urls",
         mode="before",
     )
     @classmethod

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from rich.table import Table
 
 from ingest import probes
-from ingest.cli import mail, pipeline, status, upload
+from ingest.cli import alerts, mail, pipeline, status, upload
 from ingest.cli.output import console, duration, emit_json, fail, shown_settings
 from ingest.logging_setup import configure_logging
 from ingest.settings import SettingsError, get_settings
@@ -164,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="read entries changed within this window, not from the checkpoint")
     recon.set_defaults(run=pipeline.reconcile)
     mail.register(sub)
+    alerts.register(sub)
     upload.register(sub)
     status.register(sub)
     probe = sub.add_parser("probe", help="healthcheck of this host's worker, or of beat")

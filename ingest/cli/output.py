@@ -18,7 +18,7 @@ errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
 #: Settings shown as ``***`` by ``check-config``; URLs also lose their password.
 SECRETS = frozenset({"cms_api_token", "webhook_token", "webhook_secret", "smtp_password",
-                     "status_token", "notify_webhook_secret"})
+                     "status_token", "notify_webhook_secret", "alert_urls"})
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 

@@ -17,8 +17,9 @@ by the same :func:`~ingest.mail.render.build_message` as the batch summary.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
@@ -102,53 +103,129 @@ def alert_correction_failed(task: Any) -> bool:
                            document_id=task.file_document_id)
 
 
-def alert_message(alert: OperatorAlert, settings: Settings) -> EmailMessage:
-    """The e-mail of an alert row (text only), to ``ADMIN_EMAIL``."""
+def alert_message(alert: OperatorAlert, settings: Settings, round_no: int = 1) -> EmailMessage:
+    """The e-mail of an alert row (text only), to ``ADMIN_EMAIL``; a repeat says so."""
     headers = {"Auto-Submitted": "auto-generated", "X-Alert-Kind": alert.kind}
     if alert.batch_id is not None:
         headers["X-Batch-ID"] = str(alert.batch_id)
     domain = settings.from_email.rsplit("@", 1)[-1]
-    return build_message(subject=alert.subject, text=alert.body, html=None,
-                         to=settings.admin_email or "", from_email=settings.from_email,
-                         from_name=settings.from_name,
-                         message_id=f"<alert-{alert.id}@{domain}>",
+    suffix = "" if round_no == 1 else f"-r{round_no}"
+    return build_message(subject=_round_subject(alert, settings, round_no), text=alert.body,
+                         html=None, to=settings.admin_email or "",
+                         from_email=settings.from_email, from_name=settings.from_name,
+                         message_id=f"<alert-{alert.id}{suffix}@{domain}>",
                          date=datetime.now(UTC), extra_headers=headers)
 
 
-def send_pending_alerts(settings: Settings, limit: int = 50) -> int:
-    """Mail pending alerts (one attempt each); returns how many were sent.
+def _round_subject(alert: OperatorAlert, settings: Settings, round_no: int) -> str:
+    if round_no == 1:
+        return alert.subject
+    return (f"[not acknowledged, reminder {round_no - 1} of {settings.alert_max_repeats}] "
+            f"{alert.subject}")
 
-    Each alert is claimed with ``FOR UPDATE SKIP LOCKED`` and its outcome committed before
-    the next, so two sweepers never mail one alert and a mailed alert is never mailed again.
+
+def alert_urls(settings: Settings) -> list[str]:
+    """``ALERT_URLS`` as a list (comma- or space-separated Apprise URLs)."""
+    return [u for u in re.split(r"[\s,]+", settings.alert_urls or "") if u]
+
+
+def _post_to_urls(alert: OperatorAlert, settings: Settings, round_no: int) -> str | None:
+    """Post the alert to every ``ALERT_URLS`` channel; None if all took it, else why not."""
+    import apprise
+
+    from ingest.notify.channels import quiet_apprise
+
+    targets = apprise.Apprise()
+    for url in alert_urls(settings):
+        if not targets.add(url):
+            return "ALERT_URLS holds a URL Apprise cannot use"
+    body = f"{alert.body.rstrip()}\n\nAcknowledge: ingest alerts ack {alert.id}\n"
+    with quiet_apprise() as captured:
+        ok = targets.notify(title=_round_subject(alert, settings, round_no), body=body,
+                            body_format=apprise.NotifyFormat.TEXT,
+                            notify_type=apprise.NotifyType.FAILURE)
+    if ok:
+        return None
+    lines = captured.getvalue().strip().splitlines() or ["not delivered"]
+    return f"ALERT_URLS: {lines[-1].split(' - ', 2)[-1][:300]}"
+
+
+def _due(settings: Settings, now: datetime) -> Any:
+    """Alerts due a round: never sent (``pending``), or unacknowledged and due a repeat."""
+    repeat = now - timedelta(minutes=settings.alert_repeat_minutes)
+    return (OperatorAlert.acked_at.is_(None)) & (
+        (OperatorAlert.status == "pending")
+        | ((OperatorAlert.status == "sent") & (OperatorAlert.rounds >= 1)
+           & (OperatorAlert.rounds <= settings.alert_max_repeats)
+           & (OperatorAlert.last_round_at < repeat)))
+
+
+def send_pending_alerts(settings: Settings, limit: int = 50) -> int:
+    """Send the alerts due a round (one attempt each); returns how many rounds went out.
+
+    A round is the e-mail to ``ADMIN_EMAIL`` and a post to each ``ALERT_URLS`` channel; it
+    counts when either reached someone. An alert not acknowledged within
+    ``ALERT_REPEAT_MINUTES`` of its last round gets another, at most ``ALERT_MAX_REPEATS``
+    more. Each alert is claimed with ``FOR UPDATE SKIP LOCKED`` and its outcome committed
+    before the next, so two sweepers never send one round twice.
     """
-    if not settings.admin_email:
+    urls = alert_urls(settings)
+    if not settings.admin_email and not urls:
         with session_scope() as s:
             s.execute(update(OperatorAlert).where(OperatorAlert.status == "pending")
-                      .values(status="skipped", error="ADMIN_EMAIL is not set"))
+                      .values(status="skipped", error="neither ADMIN_EMAIL nor ALERT_URLS is set"))
         return 0
     sent = 0
     for _ in range(limit):
         with session_scope() as s:
+            now = s.execute(select(func.now())).scalar_one()
             alert = s.execute(
-                select(OperatorAlert).where(OperatorAlert.status == "pending")
+                select(OperatorAlert).where(_due(settings, now))
                 .order_by(OperatorAlert.id).limit(1).with_for_update(skip_locked=True)
             ).scalar_one_or_none()
             if alert is None:
                 break
+            round_no = alert.rounds + 1
             values: dict[str, Any] = {"attempts": alert.attempts + 1}
-            try:
-                deliver(alert_message(alert, settings), settings,
-                        timeout=settings.smtp_timeout_seconds)
-                values.update(status="sent", sent_at=func.now(), error=None)
+            mail_error: SmtpError | ValueError | None = None
+            if settings.admin_email:
+                try:
+                    deliver(alert_message(alert, settings, round_no), settings,
+                            timeout=settings.smtp_timeout_seconds)
+                except (SmtpError, ValueError) as exc:  # ValueError: not one address
+                    mail_error = exc
+                    log.warning("operator alert %s not mailed: %s", alert.id, exc)
+            url_error = _post_to_urls(alert, settings, round_no) if urls else None
+            if url_error:
+                log.warning("operator alert %s not posted: %s", alert.id, url_error)
+            reached = (settings.admin_email and mail_error is None) or (urls and not url_error)
+            errors = "; ".join(str(e) for e in (mail_error, url_error) if e) or None
+            if reached:
+                values.update(status="sent", rounds=round_no, last_round_at=now, error=errors)
+                if round_no == 1:
+                    values["sent_at"] = now
                 sent += 1
-            except (SmtpError, ValueError) as exc:  # ValueError: ADMIN_EMAIL is not one address
-                last = not isinstance(exc, SmtpTransient) or alert.attempts + 1 >= (
+            elif round_no > 1:  # a repeat that reached no one: tried again next sweep
+                values["error"] = errors
+            else:
+                last = not isinstance(mail_error, SmtpTransient) or alert.attempts + 1 >= (
                     ALERT_MAX_ATTEMPTS)
-                values.update(status="failed" if last else "pending", error=str(exc))
-                log.warning("operator alert %s not sent: %s", alert.id, exc)
-                if not last:
-                    s.execute(update(OperatorAlert).where(OperatorAlert.id == alert.id)
-                              .values(**values))
-                    break  # the mail server is unwell: the next sweep tries again
+                values.update(status="failed" if last else "pending", error=errors)
             s.execute(update(OperatorAlert).where(OperatorAlert.id == alert.id).values(**values))
+            if not reached:
+                break  # the mail server and the channels are unwell: the next sweep tries again
     return sent
+
+
+def acknowledge(alert_id: int, by: str) -> bool:
+    """``ingest alerts ack``: stop the alert's repeats; False if unknown or acked already."""
+    with session_scope() as s:
+        done = s.execute(
+            update(OperatorAlert)
+            .where(OperatorAlert.id == alert_id, OperatorAlert.acked_at.is_(None))
+            .values(acked_at=func.now(), acked_by=by[:100])
+            .returning(OperatorAlert.id)
+        ).first()
+    if done is not None:
+        log.info("operator alert %s acknowledged by %s", alert_id, by[:100])
+    return done is not None

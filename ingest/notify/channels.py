@@ -147,6 +147,11 @@ NOTIFIERS: dict[str, Notifier] = {
 }
 
 
+def quiet_apprise() -> Any:
+    """A context manager capturing Apprise's warnings (what went wrong) in a StringIO."""
+    return apprise.LogCapture(level=logging.WARNING)
+
+
 def _instantiate(url: str) -> Any:
     return apprise.Apprise.instantiate(url, suppress_exceptions=True)
 
@@ -220,7 +225,7 @@ def post(target: Target, message: Post, *, timeout: float) -> PostResult:
     plugin.socket_read_timeout = timeout
     if message.headers:
         plugin.headers.update(message.headers)
-    with apprise.LogCapture(level=logging.WARNING) as captured:
+    with quiet_apprise() as captured:
         ok = plugin.notify(body=message.body, title=message.title,
                            body_format=apprise.NotifyFormat.TEXT)
     if ok:

@@ -1,6 +1,6 @@
 """Channel deliveries: one row per batch and bot channel (Slack, Teams, signed webhook),
 with its own idempotency key and attempt log; batches record when their channels were
-planned.
+planned. Operator alerts gain escalation: rounds sent, the last one, the acknowledgement.
 
 Revision ID: 0007
 Revises: 0005
@@ -68,9 +68,21 @@ def upgrade() -> None:
     )
     op.create_index('idx_channel_delivery_attempts_delivery', 'channel_delivery_attempts',
                     ['delivery_id'])
+    op.add_column('operator_alerts', sa.Column('rounds', sa.Integer(), server_default='0',
+                                               nullable=False))
+    op.add_column('operator_alerts',
+                  sa.Column('last_round_at', sa.DateTime(timezone=True), nullable=True))
+    op.add_column('operator_alerts',
+                  sa.Column('acked_at', sa.DateTime(timezone=True), nullable=True))
+    op.add_column('operator_alerts', sa.Column('acked_by', sa.String(100), nullable=True))
+    # Alerts already sent count as their first round and are not repeated after the upgrade.
+    op.execute("UPDATE operator_alerts SET rounds = 1, last_round_at = sent_at, "
+               "acked_at = now(), acked_by = 'upgrade' WHERE status <> 'pending'")
 
 
 def downgrade() -> None:
+    for column in ('acked_by', 'acked_at', 'last_round_at', 'rounds'):
+        op.drop_column('operator_alerts', column)
     op.drop_table('channel_delivery_attempts')
     op.drop_table('channel_deliveries')
     op.drop_column('batch_processing_sessions', 'channels_planned_at')
