@@ -2,8 +2,12 @@
 stop (``tests/test_strapi.py`` and ``python -m devtools.demo --cms strapi``).
 
 The install is cached under ``~/.cache/kb-ingest/strapi/<hash of package.json and
-package-lock.json>/app``: ``npm ci`` runs only when that copy has no finished install, and
-``npm run build`` only when the sources (``src/``, ``config/``) changed since the last build.
+package-lock.json>/app`` (``KB_STRAPI_CACHE_DIR`` replaces ``~/.cache/kb-ingest/strapi``, so
+two checkouts with different Strapi sources do not share one copy): ``npm ci`` runs only
+when that copy has no finished install, and ``npm run build`` only when the sources
+(``src/``, ``config/``) changed since the last build. The sources are copied afresh at every
+install (``node_modules/`` and ``build/`` stay), so a file removed from ``strapi/`` (a
+database migration above all) does not linger in the copy.
 Each start uses a throwaway PostgreSQL database ``kb_strapi_<random>`` (dropped at stop),
 registers the first admin, and creates two API tokens: a full-access one for the callers' own
 CRUD (``token``) and the custom one the README documents for kb-ingest (``kb_token``).
@@ -31,7 +35,8 @@ import requests
 from devtools.pg import admin_exec
 
 PROJECT = Path(__file__).resolve().parent.parent / "strapi"
-CACHE_ROOT = Path.home() / ".cache" / "kb-ingest" / "strapi"
+CACHE_ROOT = Path(os.environ.get("KB_STRAPI_CACHE_DIR")
+                  or Path.home() / ".cache" / "kb-ingest" / "strapi")
 SKIPPED_TOP_LEVEL = {"node_modules", "build", ".strapi", ".tmp", ".env"}
 ADMIN_EMAIL = "admin@kb-ingest.test"
 ADMIN_PASSWORD = "Kb-Ingest-Test-Passw0rd"
@@ -160,6 +165,14 @@ class StrapiServer:
         def ignore(directory: str, names: list[str]) -> set[str]:
             return SKIPPED_TOP_LEVEL & set(names) if Path(directory) == PROJECT else set()
 
+        if self.app.exists():  # a fresh copy: nothing of an older checkout's sources stays
+            for old in self.app.iterdir():
+                if old.name in SKIPPED_TOP_LEVEL:
+                    continue
+                if old.is_dir() and not old.is_symlink():
+                    shutil.rmtree(old)
+                else:
+                    old.unlink()
         _timed("copy sources", shutil.copytree, PROJECT, self.app, ignore=ignore,
                dirs_exist_ok=True)
         marker = self.app / "node_modules" / ".kb-installed"
