@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import re
 import secrets
 import signal
 import string
@@ -66,8 +67,15 @@ FIELDS: dict[str, dict[str, tuple[bool, Any]]] = {
         "notification_enabled": (False, True), "batch_size_threshold": (False, 5),
         "notification_delay_minutes": (False, 30), "email_format": (False, "html"),
         "include_success_details": (False, True), "include_error_details": (False, True),
+        # Issue 14: quiet hours (and the digest's fields), as in strapi/'s schema.json.
+        "timezone": (False, "UTC"), "quiet_hours_start": (False, None),
+        "quiet_hours_end": (False, None), "frequency": (False, "immediate"),
+        "digest_hour_local": (False, 8),
     },
 }
+#: Strapi's ``time`` attributes: stored and answered as ``HH:mm:ss.SSS``.
+TIME_FIELDS = frozenset({"quiet_hours_start", "quiet_hours_end"})
+_TIME = re.compile(r"^(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,3}))?)?$")
 #: Route names, as counted in ``CmsState.calls`` (``"<METHOD> <route>"``) and for faults.
 ROUTES = frozenset({"files", "file", "preferences", "by-user"})
 BY_USER_MESSAGE = "companyId and botId must be integers and userEmail must be set"
@@ -136,7 +144,19 @@ def validate(model: str, data: Any, *, creating: bool) -> dict[str, Any]:
     clean = {key: value for key, value in data.items() if key in fields}
     if clean.get("size_bytes") is not None:
         clean["size_bytes"] = str(int(clean["size_bytes"]))
+    for name in TIME_FIELDS & clean.keys():
+        clean[name] = _strapi_time(name, clean[name])
     return clean
+
+
+def _strapi_time(name: str, value: Any) -> str | None:
+    """``22:00`` → ``22:00:00.000``, as Strapi stores a ``time``; a 400 for what it refuses."""
+    match = _TIME.fullmatch(value) if isinstance(value, str) else None
+    if value is None or value == "":
+        return None
+    if match is None or int(match[1]) > 23 or int(match[2]) > 59 or int(match[3] or 0) > 59:
+        raise _validation(f"{name} must be a valid time", {"path": [name]})
+    return f"{match[1]}:{match[2]}:{match[3] or '00'}.{(match[4] or '').ljust(3, '0')}"
 
 
 class CmsState:
