@@ -73,9 +73,9 @@ FIELDS: dict[str, dict[str, tuple[bool, Any]]] = {
         "digest_hour_local": (False, 8),
     },
 }
-#: Strapi's ``time`` attributes: stored and answered as ``HH:mm:ss.SSS``.
+#: Strapi's ``time`` attributes (see :func:`_strapi_time`).
 TIME_FIELDS = frozenset({"quiet_hours_start", "quiet_hours_end"})
-_TIME = re.compile(r"^(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,3}))?)?$")
+_TIME = re.compile(r"^(2[0-3]|[01]\d):([0-5]\d):([0-5]\d)(?:\.(\d{1,3}))?$")  # Strapi's
 #: Route names, as counted in ``CmsState.calls`` (``"<METHOD> <route>"``) and for faults.
 ROUTES = frozenset({"files", "file", "preferences", "by-user"})
 BY_USER_MESSAGE = "companyId and botId must be integers and userEmail must be set"
@@ -150,13 +150,16 @@ def validate(model: str, data: Any, *, creating: bool) -> dict[str, Any]:
 
 
 def _strapi_time(name: str, value: Any) -> str | None:
-    """``22:00`` → ``22:00:00.000``, as Strapi stores a ``time``; a 400 for what it refuses."""
-    match = _TIME.fullmatch(value) if isinstance(value, str) else None
-    if value is None or value == "":
+    """A ``time`` as Strapi 5 on PostgreSQL answers it: seconds required on input (else a
+    400 with Strapi's message), milliseconds kept, and read back as PostgreSQL prints a
+    ``time(3)``: ``22:00:00``, ``06:30:15.5``."""
+    if value is None:
         return None
-    if match is None or int(match[1]) > 23 or int(match[2]) > 59 or int(match[3] or 0) > 59:
-        raise _validation(f"{name} must be a valid time", {"path": [name]})
-    return f"{match[1]}:{match[2]}:{match[3] or '00'}.{(match[4] or '').ljust(3, '0')}"
+    match = _TIME.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise _validation("Invalid time format, expected HH:mm:ss.SSS")
+    fraction = (match[4] or "").ljust(3, "0").rstrip("0")
+    return f"{match[1]}:{match[2]}:{match[3]}" + (f".{fraction}" if fraction else "")
 
 
 class CmsState:

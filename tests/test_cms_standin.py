@@ -416,21 +416,22 @@ def test_preference_webhook_has_strapi_shape(cms: CmsServer, receiver: Receiver)
     assert "Authorization" not in receiver.received[0]["headers"]
 
 
-def test_quiet_hours_are_stored_as_strapi_stores_a_time(
+def test_quiet_hours_are_stored_as_strapi_answers_a_time(
     cms: CmsServer, api: requests.Session
 ) -> None:
     data = {"company_id": 42, "bot_id": 7, "user_email": "night@example.com",
-            "timezone": "Europe/Berlin", "quiet_hours_start": "22:00",
+            "timezone": "Europe/Berlin", "quiet_hours_start": "22:00:00",
             "quiet_hours_end": "06:30:15.5", "frequency": "daily", "digest_hour_local": 6}
     created = api.post(f"{cms.url}/api/user-notification-preferences", json={"data": data})
     assert created.status_code == 201, created.text
     got = api.get(by_user_url(cms, "42", "7", "night@example.com")).json()["data"]
     assert {k: got[k] for k in SCHEDULE_DEFAULTS} == {
-        "timezone": "Europe/Berlin", "quiet_hours_start": "22:00:00.000",
-        "quiet_hours_end": "06:30:15.500", "frequency": "daily", "digest_hour_local": 6}
-    bad = api.post(f"{cms.url}/api/user-notification-preferences", json={"data": {
-        **data, "user_email": "bad@example.com", "quiet_hours_start": "25:00"}})
-    assert bad.status_code == 400 and bad.json()["error"]["name"] == "ValidationError"
+        "timezone": "Europe/Berlin", "quiet_hours_start": "22:00:00",
+        "quiet_hours_end": "06:30:15.5", "frequency": "daily", "digest_hour_local": 6}
+    for value in ("25:00:00", "22:00", "7 pm"):  # Strapi wants seconds too
+        bad = api.post(f"{cms.url}/api/user-notification-preferences", json={"data": {
+            **data, "user_email": "bad@example.com", "quiet_hours_start": value}})
+        assert bad.status_code == 400 and bad.json()["error"]["name"] == "ValidationError"
 
 
 def test_unreachable_webhook_is_recorded_not_retried(cms: CmsServer) -> None:

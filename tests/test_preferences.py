@@ -165,8 +165,8 @@ def test_schedule_fields_come_from_the_cms_and_are_cached(
     cms: Any, make_store: Callable[..., PreferenceStore]
 ) -> None:
     company, bot, email = _user()
-    _store_pref(cms, company, bot, timezone="America/New_York", quiet_hours_start="22:00",
-                quiet_hours_end="06:30", frequency="daily", digest_hour_local=6)
+    _store_pref(cms, company, bot, timezone="America/New_York", quiet_hours_start="22:00:00",
+                quiet_hours_end="06:30:00", frequency="daily", digest_hour_local=6)
     store = make_store()
     prefs = store.get(company, bot, email)
     assert prefs.source == "cms"
