@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import re
 import secrets
 import signal
 import string
@@ -67,11 +68,18 @@ FIELDS: dict[str, dict[str, tuple[bool, Any]]] = {
         "notification_enabled": (False, True), "batch_size_threshold": (False, 5),
         "notification_delay_minutes": (False, 30), "email_format": (False, "html"),
         "include_success_details": (False, True), "include_error_details": (False, True),
+        # Issue 14: quiet hours (and the digest's fields), as in strapi/'s schema.json.
+        "timezone": (False, "UTC"), "quiet_hours_start": (False, None),
+        "quiet_hours_end": (False, None), "frequency": (False, "immediate"),
+        "digest_hour_local": (False, 8),
     },
     BOT_SETTING: {
         "company_id": (True, None), "bot_id": (True, None), "notification_channels": (False, []),
     },
 }
+#: Strapi's ``time`` attributes (see :func:`_strapi_time`).
+TIME_FIELDS = frozenset({"quiet_hours_start", "quiet_hours_end"})
+_TIME = re.compile(r"^(2[0-3]|[01]\d):([0-5]\d):([0-5]\d)(?:\.(\d{1,3}))?$")  # Strapi's
 #: Route names, as counted in ``CmsState.calls`` (``"<METHOD> <route>"``) and for faults.
 ROUTES = frozenset({"files", "file", "preferences", "by-user", "bot-settings"})
 BY_USER_MESSAGE = "companyId and botId must be integers and userEmail must be set"
@@ -140,7 +148,22 @@ def validate(model: str, data: Any, *, creating: bool) -> dict[str, Any]:
     clean = {key: value for key, value in data.items() if key in fields}
     if clean.get("size_bytes") is not None:
         clean["size_bytes"] = str(int(clean["size_bytes"]))
+    for name in TIME_FIELDS & clean.keys():
+        clean[name] = _strapi_time(name, clean[name])
     return clean
+
+
+def _strapi_time(name: str, value: Any) -> str | None:
+    """A ``time`` as Strapi 5 on PostgreSQL answers it: seconds required on input (else a
+    400 with Strapi's message), milliseconds kept, and read back as PostgreSQL prints a
+    ``time(3)``: ``22:00:00``, ``06:30:15.5``."""
+    if value is None:
+        return None
+    match = _TIME.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise _validation("Invalid time format, expected HH:mm:ss.SSS")
+    fraction = (match[4] or "").ljust(3, "0").rstrip("0")
+    return f"{match[1]}:{match[2]}:{match[3]}" + (f".{fraction}" if fraction else "")
 
 
 class CmsState:

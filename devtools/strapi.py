@@ -2,8 +2,12 @@
 stop (``tests/test_strapi.py`` and ``python -m devtools.demo --cms strapi``).
 
 The install is cached under ``~/.cache/kb-ingest/strapi/<hash of package.json and
-package-lock.json>/app``: ``npm ci`` runs only when that copy has no finished install, and
-``npm run build`` only when the sources (``src/``, ``config/``) changed since the last build.
+package-lock.json>/app`` (``KB_STRAPI_CACHE_DIR`` replaces ``~/.cache/kb-ingest/strapi``, so
+two checkouts with different Strapi sources do not share one copy): ``npm ci`` runs only
+when that copy has no finished install, and ``npm run build`` only when the sources
+(``src/``, ``config/``) changed since the last build. The sources are copied afresh at every
+install (``node_modules/`` and ``build/`` stay), so a file removed from ``strapi/`` (a
+database migration above all) does not linger in the copy.
 Each start uses a throwaway PostgreSQL database ``kb_strapi_<random>`` (dropped at stop),
 registers the first admin, and creates two API tokens: a full-access one for the callers' own
 CRUD (``token``) and the custom one the README documents for kb-ingest (``kb_token``).
@@ -23,6 +27,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +36,8 @@ import requests
 from devtools.pg import admin_exec
 
 PROJECT = Path(__file__).resolve().parent.parent / "strapi"
-CACHE_ROOT = Path.home() / ".cache" / "kb-ingest" / "strapi"
+CACHE_ROOT = Path(os.environ.get("KB_STRAPI_CACHE_DIR")
+                  or Path.home() / ".cache" / "kb-ingest" / "strapi")
 SKIPPED_TOP_LEVEL = {"node_modules", "build", ".strapi", ".tmp", ".env"}
 ADMIN_EMAIL = "admin@kb-ingest.test"
 ADMIN_PASSWORD = "Kb-Ingest-Test-Passw0rd"
@@ -119,19 +125,59 @@ def _tail(path: Path, lines: int = 60) -> str:
         return "(no log)"
 
 
+def _copy_sources(target: Path) -> None:
+    """A fresh copy of ``strapi/`` (sources only) at ``target``; its install stays."""
+    if target.exists():  # nothing of an older checkout's sources stays
+        for old in target.iterdir():
+            if old.name in SKIPPED_TOP_LEVEL:
+                continue
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old)
+            else:
+                old.unlink()
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        return SKIPPED_TOP_LEVEL & set(names) if Path(directory) == PROJECT else set()
+
+    _timed("copy sources", shutil.copytree, PROJECT, target, ignore=ignore,
+           dirs_exist_ok=True)
+
+
+def variant_app(name: str, edit: Callable[[Path], None]) -> Path:
+    """Another version of the app (``edit`` changes a fresh copy of the sources, e.g. an
+    older content type) sharing the cached install's ``node_modules`` and admin build; pass
+    it as ``StrapiServer(app=…)``. The install itself happens at the server's start."""
+    main = CACHE_ROOT / lock_hash() / "app"
+    target = CACHE_ROOT / lock_hash() / "variants" / name
+    target.mkdir(parents=True, exist_ok=True)
+    _copy_sources(target)
+    edit(target)
+    for shared in ("node_modules", "build"):
+        link = target / shared
+        if not link.is_symlink():
+            link.symlink_to(main / shared, target_is_directory=True)
+    return target
+
+
 class StrapiServer:
     """The strapi/ app installed in the cache, started on a free port with its own database."""
 
     def __init__(self, webhook_url: str, webhook_token: str,
-                 admin_url: str = "postgresql://postgres@127.0.0.1:5432/postgres") -> None:
+                 admin_url: str = "postgresql://postgres@127.0.0.1:5432/postgres", *,
+                 app: Path | None = None, database: str | None = None) -> None:
+        """``app``: run another version of the sources (:func:`variant_app`) on the same
+        install; ``database``: an existing database, neither created nor dropped here (to
+        start two versions one after the other on it)."""
         self.webhook_url = webhook_url
         self.webhook_token = webhook_token
         self.admin_url = admin_url
         self.cache = CACHE_ROOT / lock_hash()
-        self.app = self.cache / "app"
+        self.main_app = self.cache / "app"
+        self.app = app or self.main_app
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.db_name = f"kb_strapi_{uuid.uuid4().hex[:10]}"
+        self.own_database = database is None
+        self.db_name = database or f"kb_strapi_{uuid.uuid4().hex[:10]}"
         self.log = self.cache / f"strapi-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.db_created = False
@@ -157,26 +203,22 @@ class StrapiServer:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _install_locked(self) -> None:
-
-        def ignore(directory: str, names: list[str]) -> set[str]:
-            return SKIPPED_TOP_LEVEL & set(names) if Path(directory) == PROJECT else set()
-
-        _timed("copy sources", shutil.copytree, PROJECT, self.app, ignore=ignore,
-               dirs_exist_ok=True)
-        marker = self.app / "node_modules" / ".kb-installed"
+        _copy_sources(self.main_app)
+        marker = self.main_app / "node_modules" / ".kb-installed"
         if marker.exists():
             TIMINGS["npm ci"] = 0.0
             print("[strapi] npm ci: cached", flush=True)
         else:
-            _timed("npm ci", _run, ["npm", "ci", "--no-audit", "--no-fund"], self.app, self.log)
+            _timed("npm ci", _run, ["npm", "ci", "--no-audit", "--no-fund"], self.main_app,
+                   self.log)
             marker.touch()
-        wanted = sources_hash(self.app)
-        stamp = self.app / "build" / ".kb-sources-hash"
+        wanted = sources_hash(self.main_app)
+        stamp = self.main_app / "build" / ".kb-sources-hash"
         if stamp.exists() and stamp.read_text().strip() == wanted:
             TIMINGS["npm run build"] = 0.0
             print("[strapi] npm run build: cached", flush=True)
         else:
-            _timed("npm run build", _run, ["npm", "run", "build"], self.app, self.log)
+            _timed("npm run build", _run, ["npm", "run", "build"], self.main_app, self.log)
             stamp.write_text(wanted)
 
     # -- database --------------------------------------------------------------------------
@@ -217,8 +259,9 @@ class StrapiServer:
         """Install if needed, create the database, start Strapi, create admin and tokens."""
         total = time.monotonic()
         self.install()
-        self._admin_exec(f'CREATE DATABASE "{self.db_name}"')
-        self.db_created = True
+        if self.own_database:
+            self._admin_exec(f'CREATE DATABASE "{self.db_name}"')
+            self.db_created = True
         _timed("start (until /_health)", self._launch)
         _timed("admin + API tokens", self._provision)
         TIMINGS["total setup"] = round(time.monotonic() - total, 1)
@@ -258,9 +301,11 @@ class StrapiServer:
                 "email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}, timeout=30)
         response.raise_for_status()
         self.admin_jwt = response.json()["data"]["token"]
-        self.token = self._create_token({"name": "tests-full-access", "type": "full-access",
-                                         "lifespan": None})
-        self.kb_token = self._create_token({"name": "kb-ingest", "type": "custom",
+        # Token names are unique per database: a second start on one gets its own.
+        suffix = "" if self.own_database else f"-{self.port}"
+        self.token = self._create_token({"name": f"tests-full-access{suffix}",
+                                         "type": "full-access", "lifespan": None})
+        self.kb_token = self._create_token({"name": f"kb-ingest{suffix}", "type": "custom",
                                             "lifespan": None, "permissions": KB_PERMISSIONS})
 
     def _create_token(self, body: dict[str, Any]) -> str:

@@ -14,10 +14,16 @@ Rules:
   stuck longer than ``BATCH_FILE_TIMEOUT_MINUTES`` fail as ``timeout``. The closing UPDATE
   is conditional (``WHERE status = 'processing'``), so two checks close it once, and the
   same transaction writes the one ``email_notification_log`` row (unique per batch and type).
+- **Quiet hours**: a batch that closes inside the user's quiet window (its preference
+  snapshot, so the decision is stable) still closes now; its e-mail row carries
+  ``send_not_before`` = the window's end (``ingest.quiet_hours``) and no send task is
+  published: the beat sweeper publishes it once that instant has passed (a countdown of
+  hours on the Redis broker would be redelivered after the visibility timeout).
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,7 +44,10 @@ from ingest.models import (
     EmailNotificationLog,
 )
 from ingest.preferences import Preferences
+from ingest.quiet_hours import deferred_until
 from ingest.settings import Settings
+
+log = logging.getLogger(__name__)
 
 BATCH_EMAIL = "batch_completion"
 HINT_MAX_SECONDS = 300.0
@@ -56,12 +65,17 @@ class Joined:
 
 @dataclass(frozen=True)
 class Check:
-    """The result of checking a batch: closed now (with status), or when to look again."""
+    """The result of checking a batch: closed now (with status), or when to look again.
+
+    ``email_pending``: its e-mail may be sent now; ``email_deferred_until``: not before then
+    (quiet hours; the beat sweeper sends it).
+    """
 
     batch_id: uuid.UUID
     closed_status: str | None = None
     email_pending: bool = False
     next_check_at: datetime | None = None
+    email_deferred_until: datetime | None = None
 
 
 def subject_for(succeeded: int, failed: int) -> str:
@@ -352,18 +366,24 @@ def _close(s: Session, batch: Any, now: datetime, settings: Settings) -> Check:
     else:
         why = None
     wanted = why is None and total > 0
+    later = deferred_until(now, prefs) if wanted else None
     s.execute(
         insert(EmailNotificationLog)
         .values(batch_id=batch.batch_id, recipient_email=batch.user_email,
                 company_id=batch.company_id, bot_id=batch.bot_id, email_type=BATCH_EMAIL,
                 email_subject=subject_for(succeeded, failed),
                 send_status="pending" if wanted else "skipped",
-                error_message=why)
+                error_message=why, send_not_before=later)
         .on_conflict_do_nothing(constraint="uq_email_batch_type")
     )
     if not wanted:
         metrics.EMAIL_OUTCOMES.labels("skipped").inc()
-    return Check(batch.batch_id, closed_status=status, email_pending=wanted)
+    elif later is not None:
+        metrics.EMAIL_OUTCOMES.labels("deferred").inc()
+        log.info("batch %s closed in the user's quiet hours: e-mail deferred until %s",
+                 batch.batch_id, later.isoformat())
+    return Check(batch.batch_id, closed_status=status, email_pending=wanted and later is None,
+                 email_deferred_until=later)
 
 
 @binds(batch_id="batch_id")

@@ -67,7 +67,7 @@ TASK_RETRIES = Counter(
     "kb_ingest_task_retries", "Celery task retries, by task and reason", ["task", "reason"])
 EMAIL_OUTCOMES = Counter(
     "kb_ingest_email_outcomes", "Batch e-mail attempts and decisions, by outcome (sent, "
-    "retry, failed, skipped)", ["outcome"])
+    "retry, failed, skipped, deferred: held until the user's quiet hours end)", ["outcome"])
 CORRECTION_OUTCOMES = Counter(
     "kb_ingest_correction_outcomes", "Auto-correction runs, by outcome (completed, skipped, "
     "retry, failed)", ["outcome"])

@@ -373,6 +373,9 @@ class EmailNotificationLog(Base):
     # Set just before DATA by the attempt that holds the row ``sending`` (cleared by each
     # claim): a ``sending`` row without it cannot have been delivered.
     body_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The end of the user's quiet hours when the batch closed inside them (written with the
+    # row, from the batch's preference snapshot): not claimed before. NULL: at once.
+    send_not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     error_message: Mapped[str | None] = mapped_column(Text)
     smtp_response: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _now()

@@ -9,6 +9,15 @@ answers ``{data: {…}, cache_hit, fallback_applied}`` (seed 001's attributes). 
   minutes); a missing or invalid value takes the service's default. ``fallback_applied:
   true`` means the user has stored nothing: the service's own ``DEFAULT_*`` settings apply
   (which may be fractional minutes for demos), not the CMS's schema defaults.
+- **Schedule** (issue 14): ``timezone`` (IANA name, default ``UTC``), ``quiet_hours_start``
+  and ``quiet_hours_end`` (local times, ``HH:MM[:SS[.fff]]``; both or neither; equal = no
+  window), ``frequency`` (``immediate``, or ``daily`` for the coming digest, not acted on
+  yet) and ``digest_hour_local`` (0–23, default 8). An invalid value never holds an e-mail
+  back: an unknown time zone becomes ``UTC`` *and drops the window* (a window read in the
+  wrong zone could hold mail at any hour of the user's day), an unreadable or half-given
+  window is no window, a bad ``frequency`` is ``immediate``, a bad hour is 8. The rules
+  apply wherever a ``Preferences`` is built (CMS answer, cache, batch snapshot), so an older
+  snapshot or cached copy without these fields reads as "no quiet hours".
 - **Cache.** :class:`PreferenceStore` keeps every answer in Redis, shared by all workers:
   a *fresh* copy (``cache_key(…)``, TTL ``ttl_seconds``, 5 minutes by default) served with
   ``source="cache"``, and a long-lived *last known* copy (``…:stale``, 7 days). So the CMS is
@@ -36,17 +45,19 @@ import json
 import logging
 import math
 import time
+from datetime import time as Time
 from typing import Any, Literal
 from urllib.parse import quote
 
 import requests
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 from redis import Redis, RedisError, WatchError
 from redis.exceptions import LockError
 from redis.lock import Lock
 
 from ingest.adapters.cms import CmsClient
 from ingest.errors import IngestError, PermanentError, TransientError
+from ingest.quiet_hours import local_time, zone
 from ingest.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,6 +65,13 @@ log = logging.getLogger(__name__)
 CACHE_PREFIX = "kb-ingest:prefs"
 BATCH_SIZE_RANGE = (1, 100)
 DELAY_MINUTES_RANGE = (1, 1440)
+DEFAULT_TIMEZONE = "UTC"
+DEFAULT_DIGEST_HOUR = 8
+FREQUENCIES = ("immediate", "daily")
+#: Fields added after copies were cached and snapshotted: absent from an older copy, they
+#: take their defaults instead of making the copy unreadable.
+SCHEDULE_FIELDS = frozenset({"timezone", "quiet_hours_start", "quiet_hours_end", "frequency",
+                             "digest_hour_local"})
 
 DEFAULT_TTL_SECONDS = 300
 STALE_TTL_SECONDS = 7 * 24 * 3600
@@ -82,12 +100,42 @@ class Preferences(BaseModel):
     email_format: Literal["html", "text"] = "html"
     include_success_details: bool = True
     include_error_details: bool = True
+    timezone: str = DEFAULT_TIMEZONE
+    quiet_hours_start: Time | None = None
+    quiet_hours_end: Time | None = None
+    frequency: Literal["immediate", "daily"] = "immediate"
+    digest_hour_local: int = DEFAULT_DIGEST_HOUR
     source: Literal["cms", "cache", "stale_cache", "defaults"] = "defaults"
 
     @field_validator("email_format", mode="before")
     @classmethod
     def _format(cls, value: Any) -> Any:
         return value if value in ("html", "text") else "html"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _schedule(cls, data: Any) -> Any:
+        """Normalise the schedule fields (see the module docstring): never an error."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        start = local_time(data.get("quiet_hours_start"))
+        end = local_time(data.get("quiet_hours_end"))
+        name = data.get("timezone")
+        if name is None or name == "":
+            name = DEFAULT_TIMEZONE
+        if zone(name) is None:
+            name, start, end = DEFAULT_TIMEZONE, None, None
+        if start is None or end is None or start == end:
+            start = end = None
+        hour = data.get("digest_hour_local", DEFAULT_DIGEST_HOUR)
+        if isinstance(hour, bool) or not isinstance(hour, int) or not 0 <= hour <= 23:
+            hour = DEFAULT_DIGEST_HOUR
+        data.update(timezone=name, quiet_hours_start=start, quiet_hours_end=end,
+                    digest_hour_local=hour,
+                    frequency=data.get("frequency") if data.get("frequency") in FREQUENCIES
+                    else "immediate")
+        return data
 
     @classmethod
     def defaults(cls, settings: Settings) -> Preferences:
@@ -118,7 +166,15 @@ class Preferences(BaseModel):
             value = data.get(name)
             return value if isinstance(value, bool) else fallback
 
+        if zone(data.get("timezone") or DEFAULT_TIMEZONE) is None:
+            log.warning("ignoring the quiet hours of a preference entry: %r is not an IANA "
+                        "time zone", str(data.get("timezone"))[:64])
         return cls(
+            timezone=data.get("timezone"),
+            quiet_hours_start=data.get("quiet_hours_start"),
+            quiet_hours_end=data.get("quiet_hours_end"),
+            frequency=data.get("frequency"),
+            digest_hour_local=data.get("digest_hour_local"),
             notification_enabled=flag("notification_enabled", True)
             and settings.enable_email_notifications,
             batch_size_threshold=int(number("batch_size_threshold", BATCH_SIZE_RANGE,
@@ -180,7 +236,8 @@ def _parse_cached(raw: bytes | str | None) -> Preferences | None:
         return None
     try:
         data = json.loads(raw)
-        if not isinstance(data, dict) or not set(Preferences.model_fields) <= set(data):
+        if not isinstance(data, dict) or not (
+                set(Preferences.model_fields) - SCHEDULE_FIELDS <= set(data)):
             raise ValueError("incomplete preferences")
         return Preferences.model_validate(data)
     except (ValueError, ValidationError):

@@ -40,6 +40,7 @@ from ingest.models import (
     NotificationRetryLog,
     ProcessingError,
 )
+from ingest.quiet_hours import describe
 
 DEFAULT_PER_PAGE = 25
 MAX_PER_PAGE = 200
@@ -107,6 +108,8 @@ class BatchRow:
     ended_at: datetime | None
     notification_sent: bool
     notification_sent_at: datetime | None
+    #: "deferred until <local time, zone (UTC)>" while its e-mail waits for quiet hours to end
+    email_deferred: str | None = None
 
 
 @dataclass(frozen=True)
@@ -170,7 +173,26 @@ def parse_batch_query(params: Mapping[str, str]) -> tuple[BatchFilter, int, int]
     return flt, page, per_page
 
 
-def _batch_row(b: BatchProcessingSession) -> BatchRow:
+def deferral(status: str, send_not_before: datetime | None, timezone: str | None,
+             now: datetime | None = None) -> str | None:
+    """``deferred until 2026-03-29 07:00 CEST Europe/Berlin (05:00 UTC)`` for a pending
+    e-mail held for the user's quiet hours (``timezone`` from the batch's snapshot), else
+    None (once the instant has passed, the next sweep sends it: plain ``pending``)."""
+    if status != "pending" or send_not_before is None:
+        return None
+    if send_not_before <= (now or datetime.now(UTC)):
+        return None
+    return f"deferred until {describe(send_not_before, timezone)}"
+
+
+def _timezone_of(b: BatchProcessingSession) -> str | None:
+    snapshot = b.user_preferences_snapshot
+    return snapshot.get("timezone") if isinstance(snapshot, dict) else None
+
+
+def _batch_row(b: BatchProcessingSession, email: Any = None) -> BatchRow:
+    """The batch as listed; ``email``: its summary e-mail's row (``send_status`` and
+    ``send_not_before``), if it has one."""
     return BatchRow(
         batch_id=b.batch_id, company_id=b.company_id, bot_id=b.bot_id,
         user_email=b.user_email, status=b.status, total_files=b.total_files,
@@ -178,12 +200,15 @@ def _batch_row(b: BatchProcessingSession) -> BatchRow:
         started_at=b.batch_start_time, sealed_at=b.sealed_at, close_at=b.close_at,
         ended_at=b.batch_end_time, notification_sent=b.notification_sent,
         notification_sent_at=b.notification_sent_at,
+        email_deferred=None if email is None else deferral(
+            email.send_status, email.send_not_before, _timezone_of(b)),
     )
 
 
 def recent_batches(s: Session, flt: BatchFilter = BatchFilter(), page: int = 1,
                    per_page: int = DEFAULT_PER_PAGE) -> BatchPage:
-    """Batches matching ``flt``, newest first (two statements: a count and the page)."""
+    """Batches matching ``flt``, newest first (three statements: a count, the page and
+    its summary e-mails)."""
     per_page = max(1, min(per_page, MAX_PER_PAGE))
     page = max(1, page)
     B = BatchProcessingSession
@@ -204,7 +229,13 @@ def recent_batches(s: Session, flt: BatchFilter = BatchFilter(), page: int = 1,
         .order_by(B.batch_start_time.desc(), B.id.desc())
         .limit(per_page).offset((page - 1) * per_page)
     ).scalars().all()
-    return BatchPage([_batch_row(b) for b in rows], page, per_page, total, flt)
+    E = EmailNotificationLog
+    emails = {e.batch_id: e for e in s.execute(
+        select(E.batch_id, E.send_status, E.send_not_before)
+        .where(E.batch_id.in_([b.batch_id for b in rows]), E.email_type == "batch_completion"))
+    } if rows else {}
+    return BatchPage([_batch_row(b, emails.get(b.batch_id)) for b in rows], page, per_page,
+                     total, flt)
 
 
 # --- one batch ---------------------------------------------------------------------------
@@ -289,6 +320,8 @@ class EmailRow:
     error: str | None
     smtp_response: str | None
     retries: list[RetryRow]
+    send_not_before: datetime | None = None
+    deferred: str | None = None  # see :func:`deferral`
 
 
 @dataclass(frozen=True)
@@ -413,8 +446,9 @@ def batch_detail(s: Session, batch_id: uuid.UUID) -> BatchDetail | None:
     # The retry log is per batch; every e-mail of a batch today is its one summary.
     attempts = [RetryRow(r.retry_attempt, r.retry_at, r.success, r.error_message,
                          r.next_retry_at) for r in retries]
+    summary = next((e for e in emails if e.email_type == "batch_completion"), None)
     return BatchDetail(
-        batch=_batch_row(batch),
+        batch=_batch_row(batch, summary),
         files=[_file_row(f, by_event.get(f.file_event_id or -1, [])) for f in files],
         errors=[_error_row(e) for e in errors],
         corrections=[_correction_row(t) for t in corrections],
@@ -423,7 +457,9 @@ def batch_detail(s: Session, batch_id: uuid.UUID) -> BatchDetail | None:
                      status=e.send_status, attempts=e.send_attempts, created_at=e.created_at,
                      sent_at=e.sent_at, message_id=e.message_id, error=e.error_message,
                      smtp_response=e.smtp_response,
-                     retries=attempts if e.email_type == "batch_completion" else [])
+                     retries=attempts if e.email_type == "batch_completion" else [],
+                     send_not_before=e.send_not_before,
+                     deferred=deferral(e.send_status, e.send_not_before, _timezone_of(batch)))
             for e in emails
         ],
         deliveries=_deliveries(s, batch_id),

@@ -9,6 +9,7 @@ import string
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import requests
 from botocore.exceptions import ClientError
@@ -184,10 +185,12 @@ def prefer(cms: Any, email: str, **values: Any) -> None:
     cms.state.put_preference({"company_id": 42, "bot_id": 7, "user_email": email, **values})
 
 
-def sealed_finished_batch(email: str) -> uuid.UUID:
-    """A batch joined through the domain API, its one file finished, due now."""
+def sealed_finished_batch(email: str, **prefs_values: Any) -> uuid.UUID:
+    """A batch joined through the domain API, its one file finished, due now (with the
+    preferences ``prefs_values`` snapshotted on it)."""
     settings = get_settings()
-    prefs = Preferences(notification_delay_minutes=0.001, batch_size_threshold=100)
+    prefs = Preferences(**{"notification_delay_minutes": 0.001, "batch_size_threshold": 100,
+                           **prefs_values})
     entry = file_entry("direct.txt", "text/plain", user_email=email)
     event_id = store_event(entry)
     with session_scope() as s:
@@ -198,6 +201,15 @@ def sealed_finished_batch(email: str) -> uuid.UUID:
     with session_scope() as s:
         record_file_outcome(s, event_id, succeeded=True, chunks=1)
     return joined.batch_id
+
+
+def quiet_until(seconds: float, timezone: str = "Asia/Kathmandu") -> dict[str, Any]:
+    """Preference values of a quiet window in ``timezone`` that began an hour ago and ends
+    ``seconds`` from now (to the second; it may cross midnight)."""
+    local = datetime.now(UTC).astimezone(ZoneInfo(timezone))
+    return {"timezone": timezone,
+            "quiet_hours_start": (local - timedelta(hours=1)).strftime("%H:%M:%S"),
+            "quiet_hours_end": (local + timedelta(seconds=seconds)).strftime("%H:%M:%S")}
 
 
 def table_names(url: str) -> set[str]:

@@ -12,6 +12,7 @@ from devtools.strapi import (
     lock_hash,
     node_ok,
     sources_hash,
+    variant_app,
 )
 
 __all__ = [
@@ -25,4 +26,5 @@ __all__ = [
     "lock_hash",
     "node_ok",
     "sources_hash",
+    "variant_app",
 ]

@@ -48,6 +48,23 @@ def without_system(entry: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in entry.items() if k not in SYSTEM}
 
 
+#: The preference attributes of issue 14, with their schema defaults. The captures predate
+#: them; test_strapi.py checks the real Strapi's answers with them.
+SCHEDULE_DEFAULTS = {"timezone": "UTC", "quiet_hours_start": None, "quiet_hours_end": None,
+                     "frequency": "immediate", "digest_hour_local": 8}
+
+
+def with_schedule(entry: dict[str, Any]) -> dict[str, Any]:
+    """A captured preference entry as the current schema answers it (new attributes after
+    the last old one, before the timestamps)."""
+    out: dict[str, Any] = {}
+    for key, value in entry.items():
+        out[key] = value
+        if key == "include_error_details":
+            out |= SCHEDULE_DEFAULTS
+    return out
+
+
 class Receiver:
     """A tiny webhook receiver: a WSGI app that records every request."""
 
@@ -249,7 +266,8 @@ def test_by_user_fallback_is_the_captured_body(cms: CmsServer, api: requests.Ses
     response = api.get(cms.url + captured["request"]["path"])
 
     assert response.status_code == 200
-    assert response.json() == captured["response"]["body"]
+    expected = captured["response"]["body"]
+    assert response.json() == {**expected, "data": with_schedule(expected["data"])}
     assert cms.state.calls["GET by-user"] == 1
 
 
@@ -266,12 +284,13 @@ def test_by_user_finds_a_stored_preference_case_insensitively(
     other_bot = api.get(by_user_url(cms, "42", "8", "bob@example.com")).json()
 
     assert created.status_code == 201
-    assert shape(created.json()) == shape(create["response"]["body"])
+    expected = create["response"]["body"]
+    assert shape(created.json()) == shape({**expected, "data": with_schedule(expected["data"])})
     assert without_system(created.json()["data"]) == without_system(
-        create["response"]["body"]["data"]
-    )
+        with_schedule(expected["data"]))
     assert response.status_code == 200
-    assert shape(response.json()) == shape(stored["response"]["body"])
+    expected = stored["response"]["body"]
+    assert shape(response.json()) == shape({**expected, "data": with_schedule(expected["data"])})
     assert response.json()["data"] == created.json()["data"]
     assert response.json()["fallback_applied"] is False
     assert other_bot["fallback_applied"] is True and "documentId" not in other_bot["data"]
@@ -391,10 +410,28 @@ def test_preference_webhook_has_strapi_shape(cms: CmsServer, receiver: Receiver)
 
     assert [r["body"]["event"] for r in receiver.received] == ["entry.create"]
     body = receiver.received[0]["body"]
-    assert shape(body) == shape(captured)
+    assert shape(body) == shape({**captured, "entry": with_schedule(captured["entry"])})
     assert (body["model"], body["uid"]) == (captured["model"], captured["uid"])
     assert body["entry"] == pref
     assert "Authorization" not in receiver.received[0]["headers"]
+
+
+def test_quiet_hours_are_stored_as_strapi_answers_a_time(
+    cms: CmsServer, api: requests.Session
+) -> None:
+    data = {"company_id": 42, "bot_id": 7, "user_email": "night@example.com",
+            "timezone": "Europe/Berlin", "quiet_hours_start": "22:00:00",
+            "quiet_hours_end": "06:30:15.5", "frequency": "daily", "digest_hour_local": 6}
+    created = api.post(f"{cms.url}/api/user-notification-preferences", json={"data": data})
+    assert created.status_code == 201, created.text
+    got = api.get(by_user_url(cms, "42", "7", "night@example.com")).json()["data"]
+    assert {k: got[k] for k in SCHEDULE_DEFAULTS} == {
+        "timezone": "Europe/Berlin", "quiet_hours_start": "22:00:00",
+        "quiet_hours_end": "06:30:15.5", "frequency": "daily", "digest_hour_local": 6}
+    for value in ("25:00:00", "22:00", "7 pm"):  # Strapi wants seconds too
+        bad = api.post(f"{cms.url}/api/user-notification-preferences", json={"data": {
+            **data, "user_email": "bad@example.com", "quiet_hours_start": value}})
+        assert bad.status_code == 400 and bad.json()["error"]["name"] == "ValidationError"
 
 
 def test_unreachable_webhook_is_recorded_not_retried(cms: CmsServer) -> None:

@@ -6,6 +6,7 @@ import time
 from datetime import timedelta
 from email.message import EmailMessage
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
@@ -22,6 +23,7 @@ from tests.helpers import (
     file_entry,
     post,
     prefer,
+    quiet_until,
     sealed_finished_batch,
     upload,
     uploader,
@@ -529,3 +531,45 @@ def test_a_worker_killed_after_the_250_with_the_database_away_is_recorded_sent(
     assert log.send_status == "sent"
     time.sleep(0.5)
     assert len([m for m in smtp_sink.messages if m["To"] == email]) == 1
+
+
+def test_a_batch_closing_in_quiet_hours_closes_now_and_is_mailed_once_when_they_end(
+    smtp_sink: Any
+) -> None:
+    """The batch closes on time; its row waits (``send_not_before``) and nothing publishes
+    it; the claim refuses it until then; the first sweep after the end re-drives it, even
+    inside ``new_after``, and only that sweep."""
+    from datetime import UTC, datetime
+
+    from ingest.batches import check_batch
+    from ingest.mail.send import emails_to_redrive, send_batch_email
+    from ingest.settings import get_settings
+
+    def redriven() -> bool:  # the sweeper's own intervals
+        return batch_id in emails_to_redrive(timedelta(seconds=30), timedelta(minutes=11),
+                                             timedelta(minutes=15))
+
+    email = uploader()
+    quiet = quiet_until(5)
+    batch_id = sealed_finished_batch(email, **quiet)
+    quiet_outbox()
+    check = wait_until(lambda: (c := check_batch(batch_id, get_settings())).closed_status
+                       and c, 10)
+    assert check.closed_status == "completed" and not check.email_pending
+    (batch,) = closed(email)
+    assert batch.batch_end_time < check.email_deferred_until
+    (log,) = emails_of(batch_id)
+    assert (log.send_status, log.send_not_before) == ("pending", check.email_deferred_until)
+    end = datetime.strptime(quiet["quiet_hours_end"], "%H:%M:%S").time()
+    assert log.send_not_before.astimezone(ZoneInfo(quiet["timezone"])).time() == end
+    # Held: neither the sweeper nor a stray task sends it while the window lasts.
+    assert not redriven()
+    assert send_batch_email(batch_id, get_settings()).status == "nothing"
+    assert datetime.now(UTC) < log.send_not_before, "the window ended during the checks"
+    wait_until(lambda: datetime.now(UTC) > log.send_not_before, 10, 0.05)
+    assert redriven()
+    assert not redriven()  # once
+    assert send_batch_email(batch_id, get_settings()).status == "sent"
+    (message,) = mail_to(smtp_sink, email)
+    (log,) = emails_of(batch_id)
+    assert log.sent_at >= log.send_not_before and log.send_attempts == 1

@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import time as clock
 from typing import Any
 
 import pytest
@@ -158,6 +159,69 @@ def test_out_of_range_low_and_invalid_values_are_clamped_or_defaulted() -> None:
     bad = Preferences.from_cms({"batch_size_threshold": "many",
                                 "notification_delay_minutes": float("nan")}, _settings())
     assert (bad.batch_size_threshold, bad.notification_delay_minutes) == (7, 0.25)
+
+
+def test_schedule_fields_come_from_the_cms_and_are_cached(
+    cms: Any, make_store: Callable[..., PreferenceStore]
+) -> None:
+    company, bot, email = _user()
+    _store_pref(cms, company, bot, timezone="America/New_York", quiet_hours_start="22:00:00",
+                quiet_hours_end="06:30:00", frequency="daily", digest_hour_local=6)
+    store = make_store()
+    prefs = store.get(company, bot, email)
+    assert prefs.source == "cms"
+    assert (prefs.timezone, prefs.quiet_hours_start, prefs.quiet_hours_end) == (
+        "America/New_York", clock(22), clock(6, 30))
+    assert (prefs.frequency, prefs.digest_hour_local) == ("daily", 6)
+    cached = store.get(company, bot, email)
+    assert cached.source == "cache"
+    assert cached.model_dump(exclude={"source"}) == prefs.model_dump(exclude={"source"})
+
+
+def test_bad_schedule_values_never_hold_an_email_back(
+    raw_cms: tuple[str, list[tuple[int, bytes]]], make_store: Callable[..., PreferenceStore],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url, answers = raw_cms
+    store = make_store(cms_client=CmsClient(url, CMS_TOKEN, timeout=5))
+    cases = [
+        ({"timezone": "Mars/Olympus", "quiet_hours_start": "22:00:00.000",
+          "quiet_hours_end": "07:00:00.000"}, ("UTC", None, None)),
+        ({"timezone": "Europe/Berlin", "quiet_hours_start": "25:00",
+          "quiet_hours_end": "07:00"}, ("Europe/Berlin", None, None)),
+        ({"timezone": "Europe/Berlin", "quiet_hours_start": "22:00"},
+         ("Europe/Berlin", None, None)),
+        ({"timezone": None, "quiet_hours_start": "22:00", "quiet_hours_end": "07:00"},
+         ("UTC", clock(22), clock(7))),
+    ]
+    for values, expected in cases:
+        company, bot, email = _user()
+        data = {"company_id": company, "bot_id": bot, "user_email": "bob@example.com",
+                "frequency": "weekly", "digest_hour_local": 99, **values}
+        answers.append((200, json.dumps({"data": data, "cache_hit": False,
+                                         "fallback_applied": False}).encode()))
+        with caplog.at_level(logging.WARNING, logger="ingest.preferences"):
+            prefs = store.get(company, bot, email)
+        assert prefs.source == "cms"
+        assert (prefs.timezone, prefs.quiet_hours_start, prefs.quiet_hours_end) == expected
+        assert (prefs.frequency, prefs.digest_hour_local) == ("immediate", 8)
+    assert "Mars/Olympus" in caplog.text and "bob@example.com" not in caplog.text.lower()
+
+
+def test_a_copy_cached_before_the_schedule_fields_is_still_used(
+    cms: Any, client: redis.Redis, make_store: Callable[..., PreferenceStore]
+) -> None:
+    company, bot, email = _user()
+    older = {"notification_enabled": True, "batch_size_threshold": 11,
+             "notification_delay_minutes": 3, "email_format": "text",
+             "include_success_details": True, "include_error_details": False,
+             "source": "cms"}
+    client.set(cache_key(company, bot, email), json.dumps(older), ex=60)
+    before = _calls(cms)
+    prefs = make_store().get(company, bot, email)
+    assert (prefs.source, prefs.batch_size_threshold) == ("cache", 11)
+    assert (prefs.timezone, prefs.quiet_hours_start) == ("UTC", None)
+    assert _calls(cms) == before
 
 
 def test_fallback_applied_means_the_service_defaults(

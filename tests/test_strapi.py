@@ -9,10 +9,13 @@ may or may not be running. Entries use company 9901 and e-mail addresses of
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from datetime import time as dt_time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,13 +23,14 @@ import redis as redis_lib
 import requests
 from sqlalchemy import select
 
+from devtools.pg import admin_exec
 from ingest.adapters.cms import CmsClient
 from ingest.db import session_scope
 from ingest.models import FileEvent
-from ingest.preferences import PreferenceStore, cache_key
+from ingest.preferences import Preferences, PreferenceStore, cache_key
 from ingest.settings import get_settings
 from tests.conftest import WEBHOOK_TOKEN, wait_until
-from tests.strapi_support import TIMINGS, StrapiServer, node_ok
+from tests.strapi_support import TIMINGS, StrapiServer, node_ok, variant_app
 
 pytestmark = [
     pytest.mark.skipif(
@@ -37,6 +41,13 @@ pytestmark = [
 COMPANY = 9901
 BOT = 7
 PREFS = "/api/user-notification-preferences"
+#: Issue 14's attributes with the content type's defaults: what an entry made before them
+#: (or without them) reads back as.
+SCHEDULE_DEFAULTS = {"timezone": "UTC", "quiet_hours_start": None, "quiet_hours_end": None,
+                     "frequency": "immediate", "digest_hour_local": 8}
+SCHEMA = ("src/api/user-notification-preference/content-types/user-notification-preference/"
+          "schema.json")
+MIGRATION = "2026.12.01T00.00.00.preference-schedule-fields.js"
 #: documentIds of the files these tests created (to count the accepted webhook deliveries).
 CREATED_DOCS: set[str] = set()
 
@@ -183,7 +194,8 @@ def test_by_user_fallback(strapi: StrapiServer) -> None:
         "data": {"company_id": COMPANY, "bot_id": BOT, "user_email": address,
                  "notification_enabled": True, "batch_size_threshold": 5,
                  "notification_delay_minutes": 30, "email_format": "html",
-                 "include_success_details": True, "include_error_details": True},
+                 "include_success_details": True, "include_error_details": True,
+                 **SCHEDULE_DEFAULTS},
         "cache_hit": False, "fallback_applied": True}
 
 
@@ -237,6 +249,14 @@ def test_duplicate_preference_is_409(strapi: StrapiServer) -> None:
     {"notification_delay_minutes": 1441},
     {"email_format": "pdf"},
     {"user_email": "not-an-email"},
+    {"timezone": "Mars/Olympus"},
+    {"timezone": " UTC"},
+    {"quiet_hours_start": "25:00:00"},
+    {"quiet_hours_start": "22:00"},  # Strapi's time wants seconds
+    {"quiet_hours_end": "7 pm"},
+    {"frequency": "weekly"},
+    {"digest_hour_local": 24},
+    {"digest_hour_local": -1},
 ])
 def test_out_of_range_values_are_400(strapi: StrapiServer, values: dict[str, Any]) -> None:
     data = {"company_id": COMPANY, "bot_id": BOT, "user_email": email("range"), **values}
@@ -348,6 +368,101 @@ def test_preference_store_reads_strapi(strapi: StrapiServer, rcache: redis_lib.R
     assert prefs.email_format == "text"
     assert prefs.include_error_details is False
     assert store.get(COMPANY, BOT, address).source == "cache"
+
+
+# -- issue 14: quiet hours (and the digest's fields) ----------------------------------------
+
+
+def test_schedule_fields_round_trip_through_the_route_kb_ingest_reads(
+    strapi: StrapiServer, rcache: redis_lib.Redis
+) -> None:
+    entry = create_pref(strapi, timezone="america/new_york", quiet_hours_start="22:00:00",
+                        quiet_hours_end="06:30:15.5", frequency="daily", digest_hour_local=6)
+    address = entry["user_email"]
+    expected = {"timezone": "America/New_York", "quiet_hours_start": "22:00:00",
+                "quiet_hours_end": "06:30:15.5", "frequency": "daily",
+                "digest_hour_local": 6}
+    assert {k: entry[k] for k in SCHEDULE_DEFAULTS} == expected  # the zone as ICU spells it
+    response = strapi.request("GET", f"{PREFS}/by-user/{COMPANY}/{BOT}/{address}")
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    assert response.json()["fallback_applied"] is False
+    assert {k: data[k] for k in SCHEDULE_DEFAULTS} == expected
+
+    key = cache_key(COMPANY, BOT, address)
+    wait_invalidated(rcache, key, 0)
+    store = PreferenceStore(get_settings(), rcache, CmsClient(strapi.url, strapi.kb_token))
+    prefs = store.get(COMPANY, BOT, address)
+    assert prefs.source == "cms"
+    assert (prefs.timezone, prefs.quiet_hours_start, prefs.quiet_hours_end) == (
+        "America/New_York", dt_time(22), dt_time(6, 30, 15))
+    assert (prefs.frequency, prefs.digest_hour_local) == ("daily", 6)
+
+    # Cleared: no window, the default zone.
+    response = strapi.request("PUT", f"{PREFS}/{entry['documentId']}", json={"data": {
+        "timezone": None, "quiet_hours_start": None, "quiet_hours_end": None}})
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    assert (data["timezone"], data["quiet_hours_start"], data["quiet_hours_end"]) == (
+        "UTC", None, None)
+
+
+def _before_issue_14(app: Path) -> None:
+    """The app as released before issue 14: no schedule attributes, no migration."""
+    schema = app / SCHEMA
+    content_type = json.loads(schema.read_text())
+    for name in SCHEDULE_DEFAULTS:
+        del content_type["attributes"][name]
+    schema.write_text(json.dumps(content_type, indent=2))
+    (app / "database" / "migrations" / MIGRATION).unlink()
+
+
+def test_the_migration_keeps_entries_made_before_it_valid(web: str, strapi: StrapiServer
+                                                          ) -> None:
+    """An entry written by the previous schema, then the new app with its migration on the
+    same database: the entry reads back with the defaults, is editable, and kb-ingest reads
+    it as "no quiet hours"."""
+    database = f"kb_strapi_upgrade_{uuid.uuid4().hex[:8]}"
+    admin = "postgresql://postgres@127.0.0.1:5432/postgres"
+    admin_exec(admin, f'CREATE DATABASE "{database}"')
+    try:
+        before = variant_app("before-issue-14", _before_issue_14)
+        with StrapiServer(f"{web}/webhooks/cms", WEBHOOK_TOKEN, app=before,
+                          database=database) as old:
+            entry = create_pref(old, batch_size_threshold=12, email_format="text")
+            assert not set(SCHEDULE_DEFAULTS) & set(entry)
+            address, doc = entry["user_email"], entry["documentId"]
+        with StrapiServer(f"{web}/webhooks/cms", WEBHOOK_TOKEN, database=database) as new:
+            response = new.request("GET", f"{PREFS}/by-user/{COMPANY}/{BOT}/{address}")
+            assert response.status_code == 200, response.text
+            data = response.json()["data"]
+            assert response.json()["fallback_applied"] is False
+            assert (data["documentId"], data["batch_size_threshold"]) == (doc, 12)
+            assert {k: data[k] for k in SCHEDULE_DEFAULTS} == SCHEDULE_DEFAULTS
+            prefs = Preferences.from_cms(data, get_settings())
+            assert (prefs.timezone, prefs.quiet_hours_start, prefs.frequency) == (
+                "UTC", None, "immediate")
+            # Still a valid entry: it can be edited, and the new fields set on it.
+            response = new.request("PUT", f"{PREFS}/{doc}", json={"data": {
+                "notification_delay_minutes": 60, "quiet_hours_start": "23:00:00",
+                "quiet_hours_end": "06:00:00", "timezone": "Europe/Berlin"}})
+            assert response.status_code == 200, response.text
+            assert response.json()["data"]["quiet_hours_end"] == "06:00:00"
+            ran = _query(database, "SELECT name FROM strapi_migrations")
+            assert (MIGRATION,) in ran, ran
+    finally:
+        admin_exec(admin, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def _query(database: str, sql: str) -> list[tuple[Any, ...]]:
+    import psycopg2
+
+    with psycopg2.connect(host="127.0.0.1", user="postgres", dbname=database) as conn, \
+            conn.cursor() as cur:
+        cur.execute(sql)
+        rows = cur.fetchall()
+    conn.close()
+    return rows
 
 
 def test_strapi_does_not_retry_a_webhook_answered_500(strapi: StrapiServer) -> None:

@@ -118,7 +118,7 @@ def _batch_list(page: BatchPage, console: Console) -> None:
         table.add_row(str(b.batch_id), b.user_email, f"{b.company_id}/{b.bot_id}",
                       _s(b.status), str(b.total_files), str(b.successful_files),
                       str(b.failed_files), _t(b.started_at),
-                      _s("sent") if b.notification_sent else "not sent")
+                      _s("sent") if b.notification_sent else b.email_deferred or "not sent")
     console.print(table)
 
 
@@ -157,7 +157,8 @@ def _batch_tables(d: BatchDetail, console: Console) -> None:
     for name in ("type", "to", "status", "attempts", "sent (UTC)", "error"):
         mails.add_column(name)
     for m in d.emails:
-        mails.add_row(m.type, m.recipient, _s(m.status), str(m.attempts), _t(m.sent_at),
+        status = f"{_s(m.status)} ({m.deferred})" if m.deferred else _s(m.status)
+        mails.add_row(m.type, m.recipient, status, str(m.attempts), _t(m.sent_at),
                       m.error or "")
     console.print(mails)
     if d.deliveries:

@@ -22,7 +22,8 @@ from sqlalchemy import text
 from ingest.cli.output import console, emit_json, fail
 from ingest.settings import get_settings
 
-EMAIL_FINAL = ("sent", "skipped", "failed")
+#: ``deferred``: held until the uploader's quiet hours end (hours, maybe): nothing to wait for.
+EMAIL_FINAL = ("sent", "skipped", "failed", "deferred")
 EVENT_FINAL = ("done", "failed", "ignored")
 
 # The newest create/update event of each document, its newest stage row, its batch file and
@@ -33,7 +34,9 @@ SELECT DISTINCT ON (e.document_id)
        (SELECT p.processing_stage || ':' || p.status FROM file_processing_status p
          WHERE p.file_event_id = e.id ORDER BY p.id DESC LIMIT 1) AS stage,
        f.batch_id::text, f.chunks_created, f.error_category,
-       b.status AS batch_status, n.send_status
+       b.status AS batch_status,
+       CASE WHEN n.send_status = 'pending' AND n.send_not_before > now() THEN 'deferred'
+            ELSE n.send_status END AS send_status
 FROM file_events e
 LEFT JOIN batch_files f ON f.file_event_id = e.id
 LEFT JOIN batch_processing_sessions b ON b.batch_id = f.batch_id
@@ -61,7 +64,8 @@ class FileProgress:
 
     @property
     def settled(self) -> bool:
-        """Processed, and its batch's e-mail sent, skipped or failed (or no batch: ignored)."""
+        """Processed, and its batch's e-mail sent, skipped, failed or deferred for quiet
+        hours (or no batch: ignored)."""
         if self.event == "ignored":
             return True
         return self.event in EVENT_FINAL and self.email in EMAIL_FINAL

@@ -95,20 +95,25 @@ class _Claim:
 
 
 def _claim(s: Session, batch_id: uuid.UUID, settings: Settings) -> _Claim | None:
+    # Not while held for the user's quiet hours (``send_not_before``); such a row falls due
+    # when they end: the retry window and the due → sent latency count from then.
+    not_before = EmailNotificationLog.send_not_before
     row = s.execute(
         update(EmailNotificationLog)
         .where(EmailNotificationLog.batch_id == batch_id,
                EmailNotificationLog.email_type == BATCH_EMAIL,
-               EmailNotificationLog.send_status == "pending")
+               EmailNotificationLog.send_status == "pending",
+               not_before.is_(None) | (not_before <= func.now()))
         .values(send_status="sending", send_attempts=EmailNotificationLog.send_attempts + 1,
                 body_started_at=None, updated_at=func.now())
         .returning(EmailNotificationLog.id, EmailNotificationLog.send_attempts,
-                   EmailNotificationLog.created_at, func.now().label("now"))
+                   func.greatest(EmailNotificationLog.created_at, not_before).label("due_at"),
+                   func.now().label("now"))
     ).first()
     if row is None:
         return None
     window = settings.smtp_retry_window_minutes * 60
-    due_for = (row.now - row.created_at).total_seconds()
+    due_for = (row.now - row.due_at).total_seconds()
     return _Claim(row.id, row.send_attempts, window - due_for, due_for, time.monotonic())
 
 
@@ -361,7 +366,9 @@ def emails_to_redrive(new_after: timedelta, retry_after: timedelta, sending_afte
     older than ``sending_after`` belongs to a worker that died during SMTP: recorded as
     sent if its 250 is remembered in Redis; put back to ``pending`` if its body never
     started (nothing was delivered); else failed as "outcome unknown", with an operator
-    alert (see the module docstring). Publishing twice is harmless: only one task can claim
+    alert (see the module docstring). A row held for the user's quiet hours
+    (``send_not_before``) is left alone until then, and re-driven by the first sweep after
+    it: nothing else publishes it. Publishing twice is harmless: only one task can claim
     the row.
     """
     with session_scope() as s:
@@ -383,11 +390,15 @@ def emails_to_redrive(new_after: timedelta, retry_after: timedelta, sending_afte
         retry_due = (select(func.max(NotificationRetryLog.next_retry_at))
                      .where(NotificationRetryLog.batch_id == EmailNotificationLog.batch_id)
                      .scalar_subquery())
+        not_before = EmailNotificationLog.send_not_before
         rows = s.execute(
             select(EmailNotificationLog.id, EmailNotificationLog.batch_id)
             .where(
                 EmailNotificationLog.send_status == "pending",
-                EmailNotificationLog.updated_at < now - new_after,
+                not_before.is_(None) | (not_before <= now),
+                # a row held for quiet hours goes at the first sweep after they end
+                (EmailNotificationLog.updated_at < now - new_after)
+                | (EmailNotificationLog.updated_at < not_before),
                 (EmailNotificationLog.send_attempts == 0)
                 | (retry_due < now - new_after)
                 | (EmailNotificationLog.updated_at < now - retry_after),

@@ -1,7 +1,10 @@
 'use strict';
 
+const { errors } = require('@strapi/utils');
 const {
   UID: PREFERENCE_UID,
+  BAD_TIMEZONE,
+  canonicalTimeZone,
   parseId,
   parseEmail,
   findPreference,
@@ -55,6 +58,33 @@ function registerPreferenceUniqueness(strapi) {
 }
 
 /**
+ * A preference's timezone must be an IANA name (400 otherwise, on REST and in the admin
+ * panel); it is stored as ICU spells it, so kb-ingest's case-sensitive zoneinfo finds it.
+ * An empty or null timezone means the default, UTC.
+ */
+function registerTimeZoneCheck(strapi) {
+  strapi.documents.use(async (context, next) => {
+    if (context.uid !== PREFERENCE_UID || !['create', 'update'].includes(context.action)) {
+      return next();
+    }
+    const data = (context.params && context.params.data) || {};
+    if (!('timezone' in data)) {
+      return next();
+    }
+    if (data.timezone === null || data.timezone === '') {
+      data.timezone = 'UTC';
+      return next();
+    }
+    const canonical = canonicalTimeZone(data.timezone);
+    if (canonical === null) {
+      throw new errors.ValidationError(BAD_TIMEZONE, { path: ['timezone'] });
+    }
+    data.timezone = canonical;
+    return next();
+  });
+}
+
+/**
  * Create or update the webhook named "kb-ingest" from the environment, so no one has to click
  * it together in the admin panel. Without KB_INGEST_WEBHOOK_URL nothing is touched.
  */
@@ -102,6 +132,7 @@ async function syncKbIngestWebhook(strapi) {
 module.exports = {
   register({ strapi }) {
     registerPreferenceUniqueness(strapi);
+    registerTimeZoneCheck(strapi);
   },
 
   async bootstrap({ strapi }) {

@@ -20,7 +20,15 @@ const PREFERENCE_FIELDS = [
   'email_format',
   'include_success_details',
   'include_error_details',
+  // Issue 14: quiet hours, and the daily digest's fields (kb-ingest acts on the first three).
+  'timezone',
+  'quiet_hours_start',
+  'quiet_hours_end',
+  'frequency',
+  'digest_hour_local',
 ];
+
+const BAD_TIMEZONE = 'timezone must be an IANA time zone name such as Europe/Berlin';
 
 /** "42" or 42 -> 42; anything that is not a whole number in int4 range -> null. */
 function parseId(value) {
@@ -38,6 +46,22 @@ function parseEmail(value) {
   if (typeof value !== 'string') return null;
   const email = value.trim();
   return email.length > 0 && email.length <= 255 ? email : null;
+}
+
+/**
+ * The IANA name of a time zone as Node's ICU spells it ("europe/berlin" -> "Europe/Berlin"),
+ * or null when it is not one. kb-ingest reads it with Python's zoneinfo, which is
+ * case-sensitive, so the canonical spelling is what gets stored.
+ */
+function canonicalTimeZone(value) {
+  if (typeof value !== 'string' || value.length === 0 || value.length > 64 || value.trim() !== value) {
+    return null;
+  }
+  try {
+    return new Intl.DateTimeFormat('en-US', { timeZone: value }).resolvedOptions().timeZone;
+  } catch (err) {
+    return null;
+  }
 }
 
 /** The defaults of the content type (schema.json is the single source of truth). */
@@ -79,8 +103,10 @@ class DuplicatePreferenceError extends errors.ApplicationError {
 module.exports = {
   UID,
   BAD_BY_USER,
+  BAD_TIMEZONE,
   MAX_BULK_USERS,
   PREFERENCE_FIELDS,
+  canonicalTimeZone,
   parseId,
   parseEmail,
   defaultsFor,
