@@ -84,6 +84,9 @@ os.environ.update(
         "SMTP_RETRY_WINDOW_MINUTES": "0.5",
         "SMTP_RETRY_BASE_SECONDS": "0.2",
         "FROM_EMAIL": "kb@kb-ingest.test",
+        # No rate limit unless a test sets one (tests/test_email_rate.py).
+        "EMAIL_RATE_PER_MINUTE": "0",
+        "EMAIL_RATE_PER_DOMAIN_PER_MINUTE": "0",
         "DEFAULT_NOTIFICATION_DELAY_MINUTES": "0.05",
         "DEFAULT_BATCH_SIZE_THRESHOLD": "100",
         "BATCH_SWEEP_SECONDS": "1",
