@@ -4,10 +4,12 @@ A bucket holds up to ``capacity`` tokens and gains ``per_minute / 60`` a second;
 takes one. :func:`take` takes one token from every bucket it is given, or from none (one Lua
 script, atomic in Redis), so a token of the global bucket is never spent on an e-mail that
 its domain's bucket refuses. The clock is Redis ``TIME``: every worker on every host sees the
-same one. A refused caller is told when to come back, and that time is its place in a line:
-each refusal books the bucket's next free slot (``booked``), so 300 waiting senders come
-back one per token, not all at once for the same token. A booking is only a hint (it holds
-no token); the bucket alone decides, so a late or lost waiter never lets more through.
+same one. A rate of 0 is no limit: that bucket is not consulted. A refused caller is told
+when to come back, and that time is its place in a line: a refusal books the next free slot
+(``booked``) of the bucket that refused it longest, and only that one, so 300 waiting
+senders come back one per token, not all at once for the same token, and one domain's line
+never pushes back another's. A booking is only a hint (it holds no token); the bucket alone
+decides, so a late or lost waiter never lets more through.
 
 **Capacity: ten seconds of the rate, at least two tokens** (60/min → 10). A full minute of
 burst would let an idle bucket pass twice the configured number in its first minute; with
@@ -18,10 +20,10 @@ already waited for their batch's quiet period.
 
 **Redis unavailable: fail open.** :func:`email_turn` then lets the e-mail go, with a WARNING
 and ``kb_ingest_email_rate_limit_unchecked_total``. Failing closed would hold every e-mail
-for as long as Redis is away, and the e-mail must not be lost; what can leave meanwhile is
-bounded by the workers (a broker on the same Redis delivers no new tasks; deferred ones come
-back at their booked, already spaced, slots), and the SMTP server's own throttling (a 4xx)
-is still retried with backoff.
+for as long as Redis is away (and re-scheduling it needs the broker, by default on the same
+Redis); the e-mail must not be lost. The flood this allows is small: with the broker on that
+Redis no new task arrives, the e-mails already waiting come back at their booked, spaced,
+turns, and a mail server that throttles (4xx) is retried with backoff like any refusal.
 
 The keys share one hash tag, so the script also runs on a Redis Cluster. This module knows
 nothing of Celery or Flask.

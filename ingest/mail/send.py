@@ -142,7 +142,8 @@ def _defer(s: Session, batch_id: uuid.UUID, claim: _Claim, turn: Turn) -> SendOu
     metrics.EMAIL_DEFERRED.labels(limit).inc()
     log.info("batch %s e-mail waits %.1fs for its turn under the %s rate limit", batch_id,
              turn.wait, limit)
-    return SendOutcome("deferred", retry_in=turn.wait, detail=f"{limit} rate limit")
+    return SendOutcome("deferred", retry_in=turn.wait,
+                       detail=f"{limit} rate limit: its turn comes in {turn.wait:.0f}s")
 
 
 def _correction_sentence(task: AutoCorrectionTask | None) -> str | None:
