@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # --index-url https://download.pytorch.org/whl/cpu (see README).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install system-deps services test demo lint deploy-check bench bench-webhooks bench-retrieval bench-sql chaos run-web run-worker run-beat run-flower clean
+.PHONY: install system-deps services test test-rate demo lint deploy-check bench bench-webhooks bench-retrieval bench-sql chaos run-web run-worker run-beat run-flower clean
 
 install: $(STAMP) system-deps
 
@@ -44,6 +44,11 @@ services:
 
 test: install services
 	$(BIN)/pytest -q
+
+# The tests marked slow, kept out of test: 300 summary e-mails to one domain against
+# EMAIL_RATE_PER_DOMAIN_PER_MINUTE=60 must all arrive, at that rate (about 5 minutes).
+test-rate: install services
+	$(BIN)/pytest -q -s -m slow tests/test_email_rate.py
 
 # make demo CMS=strapi: the real Strapi 5 app of strapi/ in place of the stand-in (Node.js 20+)
 CMS ?= standin

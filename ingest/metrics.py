@@ -68,6 +68,13 @@ TASK_RETRIES = Counter(
 EMAIL_OUTCOMES = Counter(
     "kb_ingest_email_outcomes", "Batch e-mail attempts and decisions, by outcome (sent, "
     "retry, failed, skipped, deferred: held until the user's quiet hours end)", ["outcome"])
+EMAIL_DEFERRED = Counter(
+    "kb_ingest_email_deferred", "Batch e-mails put back by the rate limit before any SMTP "
+    "attempt (one e-mail may be put back more than once), by the limit that held it back "
+    "(global, domain)", ["limit"])
+EMAIL_RATE_UNCHECKED = Counter(
+    "kb_ingest_email_rate_limit_unchecked", "Batch e-mails sent without their rate limit "
+    "because Redis could not be asked (the limiter fails open)")
 CORRECTION_OUTCOMES = Counter(
     "kb_ingest_correction_outcomes", "Auto-correction runs, by outcome (completed, skipped, "
     "retry, failed)", ["outcome"])
@@ -95,9 +102,8 @@ PROCESSES = Gauge(
     "kb_ingest_processes", "Live processes (web: gunicorn workers, worker: Celery pool "
     "children) writing to this metrics directory", ["kind"], multiprocess_mode="livesum")
 
-PROCESS_METRICS = (FILES, TASK_RETRIES, EMAIL_OUTCOMES, CHANNEL_DELIVERIES,
-                   CORRECTION_OUTCOMES, WEBHOOKS,
-                   BROKER_RESTORES,
+PROCESS_METRICS = (FILES, TASK_RETRIES, EMAIL_OUTCOMES, EMAIL_DEFERRED, EMAIL_RATE_UNCHECKED,
+                   CHANNEL_DELIVERIES, CORRECTION_OUTCOMES, WEBHOOKS, BROKER_RESTORES,
                    STAGE_SECONDS, HTTP_SECONDS, EMAIL_DUE_TO_SENT, PROCESSES)
 
 

@@ -139,6 +139,11 @@ class Settings(BaseSettings):
     smtp_retry_window_minutes: float = Field(1440, gt=0)
     smtp_retry_base_seconds: float = Field(30.0, ge=0)
     email_list_cap: int = Field(50, ge=1, le=10_000)
+    # Summary e-mails leaving per minute, in all and per recipient domain (0 = no limit);
+    # one over the limit waits for its turn, never dropped and never an SMTP attempt
+    # (ingest/ratelimit.py: token buckets in Redis, ten seconds of burst).
+    email_rate_per_minute: int = Field(100, ge=0)
+    email_rate_per_domain_per_minute: int = Field(0, ge=0)
 
     # Chat and webhook channels of a bot (ingest/notify/): the HMAC-SHA256 key of the
     # signed JSON webhook (X-KB-Signature); without it a webhook channel is not posted to.

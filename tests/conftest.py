@@ -89,6 +89,9 @@ os.environ.update(
         "CHANNEL_TIMEOUT_SECONDS": "3",
         "CHANNEL_RETRY_WINDOW_MINUTES": "0.5",
         "CHANNEL_RETRY_BASE_SECONDS": "0.2",
+        # No rate limit unless a test sets one (tests/test_email_rate.py).
+        "EMAIL_RATE_PER_MINUTE": "0",
+        "EMAIL_RATE_PER_DOMAIN_PER_MINUTE": "0",
         "DEFAULT_NOTIFICATION_DELAY_MINUTES": "0.05",
         "DEFAULT_BATCH_SIZE_THRESHOLD": "100",
         "BATCH_SWEEP_SECONDS": "1",

@@ -93,10 +93,10 @@ def resend(args: argparse.Namespace) -> int:
     from ingest.mail.send import resend as run
 
     outcome = run(args.batch_id, get_settings())
-    style = {"sent": "green", "retry": "yellow"}.get(outcome.status, "red")
+    style = {"sent": "green", "retry": "yellow", "deferred": "yellow"}.get(outcome.status, "red")
     console.print(f"batch {args.batch_id}: [{style}]{outcome.status}[/]"
                   + (f" ({outcome.detail})" if outcome.detail else ""))
-    return 0 if outcome.status in ("sent", "retry") else 1
+    return 0 if outcome.status in ("sent", "retry", "deferred") else 1
 
 
 def resend_channel(args: argparse.Namespace) -> int:

@@ -7,9 +7,13 @@ message, so a failure before SMTP rolls it back; once SMTP has answered, the out
 written through a database outage of up to two minutes. Every attempt writes a
 ``notification_retry_log`` row.
 
+- Over the rate limit (:mod:`ingest.ratelimit`, checked right after the claim), the claim
+  is rolled back: the row stays ``pending``, no attempt is counted or logged, and the caller
+  is asked to come back when the e-mail's turn comes (``deferred``).
 - Transient failures put the row back to ``pending`` and ask the caller to retry after an
   exponential backoff with full jitter, capped at ten minutes, for
-  ``SMTP_RETRY_WINDOW_MINUTES`` after the batch closed (default a day, as mail servers do).
+  ``SMTP_RETRY_WINDOW_MINUTES`` after the first attempt (default a day, as mail servers do;
+  time spent waiting for the rate limit does not count).
 - Permanent ones (5xx, or an unknown outcome after the message body was sent) fail it at
   once. A final failure alerts the operator (``operator_alerts``, an ERROR log line;
   ``kb_ingest_emails{send_status="failed"}`` counts it); ``ingest email resend`` re-sends.
@@ -65,6 +69,7 @@ from ingest.models import (
     NotificationRetryLog,
 )
 from ingest.preferences import Preferences
+from ingest.ratelimit import Turn, email_turn
 from ingest.redis_client import get_redis
 from ingest.retry import MAX_BACKOFF_SECONDS, backoff_seconds
 from ingest.settings import Settings
@@ -74,7 +79,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SendOutcome:
-    """``sent``, ``failed``, ``retry`` (after ``retry_in`` seconds) or ``nothing`` to do."""
+    """``sent``, ``failed``, ``retry`` (after ``retry_in`` seconds), ``deferred`` by the rate
+    limit (not an attempt; come back after ``retry_in`` seconds) or ``nothing`` to do."""
 
     status: str
     retry_in: float = 0.0
@@ -89,6 +95,7 @@ SENT_MARKER_TTL_SECONDS = 30 * 24 * 3600
 class _Claim:
     log_id: int
     attempt: int
+    recipient: str
     window_left: float  # seconds of SMTP_RETRY_WINDOW_MINUTES left
     due_for: float  # seconds since the e-mail fell due (its row was created), at the claim
     claimed: float  # time.monotonic() of the claim
@@ -96,8 +103,14 @@ class _Claim:
 
 def _claim(s: Session, batch_id: uuid.UUID, settings: Settings) -> _Claim | None:
     # Not while held for the user's quiet hours (``send_not_before``); such a row falls due
-    # when they end: the retry window and the due → sent latency count from then.
+    # when they end: the due → sent latency counts from then.
     not_before = EmailNotificationLog.send_not_before
+    # The retry window starts at the first attempt since the e-mail fell due (a resend moves
+    # created_at), so waiting for the rate limit does not use it up.
+    first_attempt = (select(func.min(NotificationRetryLog.retry_at))
+                     .where(NotificationRetryLog.batch_id == EmailNotificationLog.batch_id,
+                            NotificationRetryLog.retry_at >= EmailNotificationLog.created_at)
+                     .correlate(EmailNotificationLog).scalar_subquery())
     row = s.execute(
         update(EmailNotificationLog)
         .where(EmailNotificationLog.batch_id == batch_id,
@@ -107,14 +120,35 @@ def _claim(s: Session, batch_id: uuid.UUID, settings: Settings) -> _Claim | None
         .values(send_status="sending", send_attempts=EmailNotificationLog.send_attempts + 1,
                 body_started_at=None, updated_at=func.now())
         .returning(EmailNotificationLog.id, EmailNotificationLog.send_attempts,
+                   EmailNotificationLog.recipient_email,
                    func.greatest(EmailNotificationLog.created_at, not_before).label("due_at"),
+                   func.coalesce(first_attempt, func.now()).label("first_attempt"),
                    func.now().label("now"))
     ).first()
     if row is None:
         return None
     window = settings.smtp_retry_window_minutes * 60
+    trying_for = (row.now - row.first_attempt).total_seconds()
     due_for = (row.now - row.due_at).total_seconds()
-    return _Claim(row.id, row.send_attempts, window - due_for, due_for, time.monotonic())
+    return _Claim(row.id, row.send_attempts, row.recipient_email, window - trying_for, due_for,
+                  time.monotonic())
+
+
+def _defer(s: Session, batch_id: uuid.UUID, claim: _Claim, turn: Turn) -> SendOutcome:
+    """Over the rate limit: undo the claim (not an attempt) and come back at the e-mail's
+    turn. ``updated_at`` moves to that time, so the sweeper re-drives the row only when its
+    task is overdue, not once every ``new_after`` of a long wait."""
+    s.rollback()
+    s.execute(update(EmailNotificationLog)
+              .where(EmailNotificationLog.id == claim.log_id,
+                     EmailNotificationLog.send_status == "pending")
+              .values(updated_at=func.now() + timedelta(seconds=turn.wait)))
+    limit = turn.refused_by.name if turn.refused_by else "unknown"
+    metrics.EMAIL_DEFERRED.labels(limit).inc()
+    log.info("batch %s e-mail waits %.1fs for its turn under the %s rate limit", batch_id,
+             turn.wait, limit)
+    return SendOutcome("deferred", retry_in=turn.wait,
+                       detail=f"{limit} rate limit: its turn comes in {turn.wait:.0f}s")
 
 
 def _correction_sentence(task: AutoCorrectionTask | None) -> str | None:
@@ -230,6 +264,9 @@ def send_batch_email(batch_id: uuid.UUID, settings: Settings) -> SendOutcome:
         claim = _claim(s, batch_id, settings)
         if claim is None:
             return SendOutcome("nothing", detail="no pending e-mail for this batch")
+        turn = email_turn(get_redis(), claim.recipient, settings)
+        if turn.wait > 0:
+            return _defer(s, batch_id, claim, turn)
         summary, prefs = _load_summary(s, batch_id)
         try:
             rendered = render_batch_summary(
