@@ -491,6 +491,9 @@ def create_cms_app(state: CmsState) -> Flask:
          lambda **kwargs: _by_user(state, **kwargs)),
         ("GET", "/api/bot-notification-settings", "bot-settings",
          lambda: _list_bot_settings(state)),
+        ("POST", "/api/bot-notification-settings", "bot-settings", lambda: _entry_response(
+            state.save(BOT_SETTING, validate(BOT_SETTING, _request_data(), creating=True)),
+            201)),
     ]
     for method, rule, route, view in routes:
         app.add_url_rule(rule, f"{method} {route}", view, methods=[method])

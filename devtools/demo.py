@@ -6,8 +6,10 @@ Chroma, the SMTP sink, the CMS (the stand-in, or ``--cms strapi``), web, worker 
 started by the shared supervisor (``devtools.procs``, logs in ``.demo/logs/``); the sample
 files, good and bad, uploaded with ``ingest upload`` (live progress) as alice@example.com;
 then the checks — every good file answers a question about itself, every bad file failed,
-was reported and was removed by its correction, every batch sent exactly one e-mail — the
-e-mails received, ``ingest status --batch``, and ``DEMO OK``.
+was reported and was removed by its correction, every batch sent exactly one e-mail and one
+signed post to the bot's webhook channel (a local receiver, configured in the CMS as the
+bot's ``bot-notification-setting``) — the e-mails and posts received, ``ingest status
+--batch``, and ``DEMO OK``.
 
     python -m devtools.demo [--cms {standin,strapi}] [--embedding {minilm,hashing}]
 """
@@ -18,6 +20,7 @@ import argparse
 import contextlib
 import email
 import email.policy
+import json
 import os
 import shutil
 import signal
@@ -27,7 +30,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import requests
+
 from devtools import procs
+from devtools.http_receiver import HttpReceiver
 from devtools.pg import admin_exec
 from devtools.samples import bad_documents, sample_documents
 from devtools.strapi import StrapiServer, node_ok
@@ -39,6 +45,7 @@ ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DB_NAME = "kb_ingest_demo"
 COMPANY, BOT, USER = 42, 7, "alice@example.com"
 CMS_TOKEN, WEBHOOK_TOKEN, STATUS_TOKEN = "demo-cms-token", "demo-webhook-token", "demo-status"
+NOTIFY_SECRET = "demo-notify-secret"
 CONCURRENCY = 2
 
 
@@ -67,6 +74,7 @@ def environment(ports: dict[str, int], backend: str) -> dict[str, str]:
         "BATCH_SWEEP_SECONDS": "2", "SMTP_RETRY_BASE_SECONDS": "1",
         "SMTP_SERVER": "127.0.0.1", "SMTP_PORT": str(ports["smtp"]),
         "FROM_EMAIL": "kb-ingest@demo.local", "ENABLE_EMAIL_NOTIFICATIONS": "true",
+        "NOTIFY_WEBHOOK_SECRET": NOTIFY_SECRET,
         "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
         "ANONYMIZED_TELEMETRY": "False", "LOG_FORMAT": "text", "PYTHONUNBUFFERED": "1",
     })
@@ -167,6 +175,51 @@ QUESTIONS = {
 }
 
 
+def configure_channel(env: dict[str, str], token: str, receiver: HttpReceiver) -> str:
+    """The bot's one channel in the CMS: a signed JSON webhook to ``receiver``; its path."""
+    path = f"/hooks/kb-ingest-bot-{BOT}"
+    response = requests.post(
+        f"{env['CMS_API_URL']}/api/bot-notification-settings", timeout=30,
+        headers={"Authorization": f"Bearer {token}"},
+        json={"data": {"company_id": COMPANY, "bot_id": BOT,
+                       "notification_channels": [f"json://127.0.0.1:{receiver.port}{path}"]}})
+    response.raise_for_status()
+    return path
+
+
+def channel_checks(env: dict[str, str], receiver: HttpReceiver, path: str,
+                   batches: set[str]) -> list[str]:
+    """Every batch posted once, signed, to the bot's webhook channel; printed."""
+    from ingest.notify.signing import HEADER, verify
+
+    problems: list[str] = []
+    try:
+        procs.wait_until(lambda: query(env, "SELECT count(*) FROM channel_deliveries "
+                                            "WHERE status IN ('sent', 'failed')")[0][0]
+                         >= len(batches), 60, "the channel deliveries")
+    except TimeoutError:
+        problems.append("the bot's webhook channel was not posted to for every batch")
+    posts = receiver.accepted(path)
+    print(f"\n== posts received by the bot's webhook channel ({len(posts)}) ==")
+    for post in posts:
+        body = post.json()
+        signed = verify(NOTIFY_SECRET, post.headers.get(HEADER, ""), body["message"])
+        summary = json.loads(body["message"])
+        print(f"  POST {path}  {HEADER}: {'valid' if signed else 'INVALID'}  "
+              f"Idempotency-Key: {post.headers.get('Idempotency-Key')}\n"
+              f"    | title: {body['title']}\n"
+              f"    | batch {summary['batch_id']}: {summary['status']}, "
+              f"{summary['succeeded']} succeeded, {summary['failed']} failed\n"
+              + "\n".join(f"    |   failed: {f['name']} ({f['category']})"
+                          for f in summary["failures"]))
+        if not signed:
+            problems.append(f"the post for batch {summary['batch_id']} is not validly signed")
+    posted = [json.loads(p.json()["message"])["batch_id"] for p in posts]
+    problems += [f"batch {b}: {posted.count(b)} webhook posts, expected 1" for b in batches
+                 if posted.count(b) != 1]
+    return problems
+
+
 def checks(env: dict[str, str], backend: str) -> tuple[list[str], set[str]]:
     """The demo's promises; returns the problems found and the batch ids."""
     from ingest.adapters.vectors import VectorStore
@@ -240,6 +293,10 @@ def run(args: argparse.Namespace, supervisor: procs.Supervisor,
     import boto3
 
     boto3.client("s3", endpoint_url=env["S3_ENDPOINT_URL"]).create_bucket(Bucket="kb-demo")
+    receiver = cleanup.enter_context(HttpReceiver())
+    channel = configure_channel(env, uploader_env.get("CMS_API_TOKEN", CMS_TOKEN), receiver)
+    print(f"  channel  the bot's summaries also go to a signed webhook: {receiver.base_url}"
+          f"{channel}")
     print(f"\n  status page: http://127.0.0.1:{ports['web']}/status  (any user, password "
           f"{STATUS_TOKEN})\n")
     UPLOAD.mkdir(parents=True)
@@ -252,6 +309,7 @@ def run(args: argparse.Namespace, supervisor: procs.Supervisor,
     problems = [] if code == 1 else [f"ingest upload exited {code}, expected 1 (bad files)"]
     print("\n== checks ==")
     found, batches = checks(env, args.embedding)
+    found += channel_checks(env, receiver, channel, batches)
     for batch in sorted(batches):
         print(f"\n== ingest status --batch {batch} ==")
         show_status(env, batch)
