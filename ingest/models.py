@@ -123,6 +123,8 @@ class BatchProcessingSession(Base):
             unique=True,
             postgresql_where=text("sealed_at IS NULL"),
         ),
+        Index("idx_batches_unplanned", "batch_end_time",
+              postgresql_where=text("channels_planned_at IS NULL AND status <> 'processing'")),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -145,7 +147,7 @@ class BatchProcessingSession(Base):
     sealed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     close_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # When the bot's chat/webhook channels got their delivery rows (ingest.notify.deliveries);
-    # a closed batch without it is planned by the sweeper.
+    # a closed batch without it is planned by the sweeper (idx_batches_unplanned).
     channels_planned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()

@@ -176,10 +176,11 @@ def _correction_sentence(task: AutoCorrectionTask | None) -> str | None:
 def load_summary(batch_id: uuid.UUID) -> tuple[BatchSummary, Preferences]:
     """The batch's summary as the e-mail shows it, and the preferences snapshotted on it."""
     with session_scope() as s:
-        return _load_summary(s, batch_id)
+        return summary_in(s, batch_id)
 
 
-def _load_summary(s: Session, batch_id: uuid.UUID) -> tuple[BatchSummary, Preferences]:
+def summary_in(s: Session, batch_id: uuid.UUID) -> tuple[BatchSummary, Preferences]:
+    """:func:`load_summary` in the caller's transaction."""
     batch = s.execute(select(BatchProcessingSession)
                       .where(BatchProcessingSession.batch_id == batch_id)).scalar_one()
     files = s.execute(select(BatchFile).where(BatchFile.batch_id == batch_id)
@@ -267,7 +268,7 @@ def send_batch_email(batch_id: uuid.UUID, settings: Settings) -> SendOutcome:
         turn = email_turn(get_redis(), claim.recipient, settings)
         if turn.wait > 0:
             return _defer(s, batch_id, claim, turn)
-        summary, prefs = _load_summary(s, batch_id)
+        summary, prefs = summary_in(s, batch_id)
         try:
             rendered = render_batch_summary(
                 summary, prefs, from_email=settings.from_email, from_name=settings.from_name,

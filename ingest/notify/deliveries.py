@@ -36,7 +36,7 @@ from ingest import metrics
 from ingest.db import session_scope
 from ingest.log_context import binds
 from ingest.mail.alerts import CHANNEL_FAILED, raise_alert
-from ingest.mail.send import load_summary
+from ingest.mail.send import summary_in
 from ingest.models import BatchProcessingSession, ChannelDelivery, ChannelDeliveryAttempt
 from ingest.notify.channels import PostResult, Target, build_post, parse_target, post
 from ingest.retry import MAX_BACKOFF_SECONDS, backoff_seconds
@@ -170,11 +170,13 @@ def _alert(s: Session, delivery_id: int, batch_id: uuid.UUID, kind: str, label: 
 @binds(delivery_id="delivery_id")
 def deliver(delivery_id: int, settings: Settings) -> DeliveryOutcome:
     """Post one delivery once; safe to call again (a second call finds no claim)."""
+    # The claim commits with the summary it reads: a failure before the post (the database
+    # gone) rolls the claim back, so it can never look like a post of unknown outcome.
     with session_scope() as s:
         claim = _claim(s, delivery_id, settings)
-    if claim is None:
-        return DeliveryOutcome("nothing", detail="no pending delivery with this id is due")
-    summary, _ = load_summary(claim.batch_id)
+        if claim is None:
+            return DeliveryOutcome("nothing", detail="no pending delivery with this id is due")
+        summary, _ = summary_in(s, claim.batch_id)
     try:
         message = build_post(claim.target, summary, list_cap=settings.email_list_cap,
                              idempotency_key=claim.key, secret=settings.notify_webhook_secret)
