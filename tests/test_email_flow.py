@@ -293,7 +293,7 @@ def _send_through_a_database_cut(batch_id: Any, arm: Any) -> Any:
 
 
 def _met_the_outage(caplog: Any) -> bool:
-    return any("Retrying" in r.getMessage() and r.name == "ingest.mail.send"
+    return any("Retrying" in r.getMessage() and r.name == "ingest.mail.outbox"
                for r in caplog.records)
 
 
