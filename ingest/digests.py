@@ -11,10 +11,12 @@ recipient, local date) sums them up. The rules:
   past it; an hour it repeats (fall back) is due at its first occurrence. Either way each
   local date has one due instant, so one digest.
 - **Created** by the beat sweeper (:func:`create_due_digests`) for every user with batches
-  waiting, for the latest local date whose due instant has passed (:func:`digest_date`),
-  if that date has no digest yet (the unique key; ``ON CONFLICT DO NOTHING``, so two
-  sweepers create one). A digest therefore never goes before the hour; a day with nothing
-  waiting at the hour gets its digest at the first sweep after its first batch closes.
+  waiting, once the user's local clock has reached the hour *today* (:func:`digest_date`)
+  and today has no digest yet (the unique key; ``ON CONFLICT DO NOTHING``, so two sweepers
+  create one). So there is at most one digest per local day and never one before the hour;
+  what closes later that day waits for tomorrow's. A day with nothing waiting at the hour
+  sends its digest at the first sweep after its first batch closes (rather than holding
+  that batch for a day); before the hour, even yesterday's leftovers wait for it.
 - **Covers** every batch of the user waiting for a digest that closed at or before the
   digest's cut-off (the instant it is created, the database clock): ``digest_id`` is set on
   those rows in the transaction that inserts the digest, so a batch is covered exactly once
@@ -29,7 +31,7 @@ recipient, local date) sums them up. The rules:
 from __future__ import annotations
 
 import logging
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -58,10 +60,11 @@ def digest_due(day: date, hour: int, tz: ZoneInfo) -> datetime:
     return second  # skipped: the instant the clock jumps past it
 
 
-def digest_date(now: datetime, hour: int, tz: ZoneInfo) -> date:
-    """The latest local date whose digest is due at ``now`` (aware)."""
+def digest_date(now: datetime, hour: int, tz: ZoneInfo) -> date | None:
+    """The local date whose digest may be created at ``now`` (aware): today once its
+    digest hour has come, else None."""
     today = now.astimezone(tz).date()
-    return today if digest_due(today, hour, tz) <= now else today - timedelta(days=1)
+    return today if digest_due(today, hour, tz) <= now else None
 
 
 def _waiting(company_id: int | None = None, bot_id: int | None = None,
@@ -93,22 +96,23 @@ def users_waiting(s: Session) -> list[Any]:
     ).all())
 
 
-def create_due_digests(limit: int = 500) -> list[int]:
+def create_due_digests(limit: int = 500, *, now: datetime | None = None) -> list[int]:
     """Create every digest that is due (at most ``limit``); their ids, to send.
 
     Safe to run twice or concurrently: the unique key creates one digest per user and
-    date, and a batch is covered by the first digest that claims its row.
+    date, and a batch is covered by the first digest that claims its row. ``now`` (tests:
+    another day) picks the dates; the cut-off is always the database clock.
     """
     with session_scope() as s:
-        now = s.execute(select(func.now())).scalar_one()
+        now = now or s.execute(select(func.now())).scalar_one()
         users = users_waiting(s)
     created = []
     for user in users:
         prefs = Preferences.model_validate(user.snapshot or {})
         tz = zone(prefs.timezone) or ZoneInfo("UTC")
         day = digest_date(now, prefs.digest_hour_local, tz)
-        if user.last_date is not None and user.last_date >= day:
-            continue  # today's (or a later date's) digest exists: wait for the next one
+        if day is None or (user.last_date is not None and user.last_date >= day):
+            continue  # not the hour yet, or today's digest exists: wait for the next one
         digest_id = _create(user.company_id, user.bot_id, user.recipient_email, day, tz,
                             prefs)
         if digest_id is not None:
