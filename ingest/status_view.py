@@ -733,14 +733,14 @@ def document_history(s: Session, document_id: str, limit: int = 50) -> DocumentH
 
 
 def to_jsonable(value: Any) -> Any:
-    """Dataclasses, datetimes and UUIDs as JSON-ready values (ISO 8601 times, str UUIDs)."""
+    """Dataclasses, datetimes, dates and UUIDs as JSON-ready values (ISO 8601, str UUIDs)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         out = {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
         for name in ("pages", "categories", "totals", "found"):  # derived, but useful
             if hasattr(type(value), name):
                 out[name] = to_jsonable(getattr(value, name))
         return out
-    if isinstance(value, datetime):
+    if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, uuid.UUID):
         return str(value)

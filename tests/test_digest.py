@@ -346,3 +346,37 @@ def test_the_batch_resend_leaves_a_digest_batch_to_its_digest(capsys: Any) -> No
     with session_scope() as s:
         assert s.execute(select(EmailNotificationLog.id).where(
             EmailNotificationLog.batch_id == batch_id)).scalar_one()
+
+
+def test_the_status_page_and_the_cli_say_which_digest_covers_a_batch(web: str,
+                                                                      capsys: Any) -> None:
+    import json
+
+    import requests
+
+    from ingest.cli import main
+    from ingest.status_view import BatchFilter, batch_detail, recent_batches
+    from tests.conftest import STATUS_TOKEN
+
+    email = uploader()
+    batch_id = closed_daily_batch(email)
+    with session_scope() as s:
+        (row,) = recent_batches(s, BatchFilter(user_email=email)).items
+    assert row.digest == "waiting for the daily digest"
+    create_due_digests()
+    (digest,) = digests_of(email)
+    note = f"in the daily digest of {digest.digest_date} (pending)"
+    with session_scope() as s:
+        detail = batch_detail(s, batch_id)
+        (row,) = recent_batches(s, BatchFilter(user_email=email)).items
+    assert detail is not None and detail.batch.digest == row.digest == note
+    assert detail.emails[0].digest == note and detail.emails[0].status == "skipped"
+    page = requests.get(f"{web}/status/batches/{batch_id}", auth=("ops", STATUS_TOKEN),
+                        timeout=10)
+    assert page.status_code == 200 and note in page.text
+    listing = requests.get(f"{web}/status", params={"user_email": email},
+                           auth=("ops", STATUS_TOKEN), timeout=10)
+    assert note in listing.text
+    assert main(["status", "--digests", "--user", email, "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert (listed["id"], listed["batches"], listed["status"]) == (digest.id, 1, "pending")
