@@ -19,6 +19,10 @@ Rules:
   ``send_not_before`` = the window's end (``ingest.quiet_hours``) and no send task is
   published: the beat sweeper publishes it once that instant has passed (a countdown of
   hours on the Redis broker would be redelivered after the visibility timeout).
+- **Daily digest**: a batch of a ``frequency: daily`` snapshot closes on time too; its row
+  is ``skipped`` with the reason "in the daily digest" and ``for_digest``, so nothing sends
+  it (only ``pending`` rows are claimed or re-driven) and the next daily digest
+  (``ingest.digests``) covers it. Its bot's channels are notified at close as for anyone.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from sqlalchemy.orm import Session
 
 from ingest import metrics
 from ingest.db import session_scope
+from ingest.digests import DIGEST_REASON
 from ingest.errors import TIMEOUT
 from ingest.log_context import binds
 from ingest.models import (
@@ -365,7 +370,8 @@ def _close(s: Session, batch: Any, now: datetime, settings: Settings) -> Check:
         why = "notifications disabled for this user"
     else:
         why = None
-    wanted = why is None and total > 0
+    daily = why is None and total > 0 and prefs.frequency == "daily"
+    wanted = why is None and total > 0 and not daily
     later = deferred_until(now, prefs) if wanted else None
     s.execute(
         insert(EmailNotificationLog)
@@ -373,10 +379,13 @@ def _close(s: Session, batch: Any, now: datetime, settings: Settings) -> Check:
                 company_id=batch.company_id, bot_id=batch.bot_id, email_type=BATCH_EMAIL,
                 email_subject=subject_for(succeeded, failed),
                 send_status="pending" if wanted else "skipped",
-                error_message=why, send_not_before=later)
+                error_message=DIGEST_REASON if daily else why, send_not_before=later,
+                for_digest=daily)
         .on_conflict_do_nothing(constraint="uq_email_batch_type")
     )
-    if not wanted:
+    if daily:
+        metrics.EMAIL_OUTCOMES.labels("digest").inc()
+    elif not wanted:
         metrics.EMAIL_OUTCOMES.labels("skipped").inc()
     elif later is not None:
         metrics.EMAIL_OUTCOMES.labels("deferred").inc()

@@ -67,7 +67,8 @@ TASK_RETRIES = Counter(
     "kb_ingest_task_retries", "Celery task retries, by task and reason", ["task", "reason"])
 EMAIL_OUTCOMES = Counter(
     "kb_ingest_email_outcomes", "Batch e-mail attempts and decisions, by outcome (sent, "
-    "retry, failed, skipped, deferred: held until the user's quiet hours end)", ["outcome"])
+    "retry, failed, skipped, deferred: held until the user's quiet hours end, digest: left to the "
+    "daily digest); daily digests count their attempts here too", ["outcome"])
 EMAIL_DEFERRED = Counter(
     "kb_ingest_email_deferred", "Batch e-mails put back by the rate limit before any SMTP "
     "attempt (one e-mail may be put back more than once), by the limit that held it back "

@@ -9,13 +9,14 @@ idempotency key. Alembic owns the schema; this module must match the migration.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -351,6 +352,10 @@ class EmailNotificationLog(Base):
         Index("idx_email_notification_log_recipient", "recipient_email"),
         Index("idx_email_notification_log_status", "send_status"),
         Index("idx_email_notification_log_company_bot", "company_id", "bot_id"),
+        Index("idx_email_notification_log_digest", "digest_id"),
+        # The sweeper's question: whose batches wait for a daily digest?
+        Index("idx_email_notification_log_awaiting_digest", "company_id", "bot_id",
+              "recipient_email", postgresql_where=text("for_digest AND digest_id IS NULL")),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -378,6 +383,57 @@ class EmailNotificationLog(Base):
     # The end of the user's quiet hours when the batch closed inside them (written with the
     # row, from the batch's preference snapshot): not claimed before. NULL: at once.
     send_not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A daily user's summary (``skipped``, "in the daily digest"): left to the digest that
+    # ``digest_id`` names once one covers it (set in the transaction creating that digest).
+    for_digest: Mapped[bool] = mapped_column(Boolean, server_default="false", nullable=False)
+    digest_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("email_digests.id"))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    smtp_response: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+DIGEST_STATUSES = ("pending", "sending", "sent", "failed")
+
+
+class EmailDigest(Base):
+    """One daily digest per (company, bot, recipient, local date): claimed like a batch
+    e-mail (same column names, so :mod:`ingest.mail.outbox` sends both)."""
+
+    __tablename__ = "email_digests"
+    __table_args__ = (
+        CheckConstraint(_in("send_status", DIGEST_STATUSES), name="chk_digest_send_status"),
+        CheckConstraint("send_attempts >= 0", name="chk_digest_attempts"),
+        UniqueConstraint("company_id", "bot_id", "recipient_email", "digest_date",
+                         name="uq_digest_user_day"),
+        Index("idx_email_digests_status", "send_status", "updated_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    company_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    bot_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    recipient_email: Mapped[str] = mapped_column(String(255), nullable=False)  # lower-cased
+    digest_date: Mapped[date] = mapped_column(Date, nullable=False)  # in ``timezone``
+    timezone: Mapped[str] = mapped_column(String(64), nullable=False)
+    # Covers the batches closed after the previous digest's cut-off (NULL: the first) and at
+    # or before its own (the instant it was created).
+    period_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cut_off: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    batch_count: Mapped[int] = mapped_column(Integer, server_default="0", nullable=False)
+    total_files: Mapped[int] = mapped_column(Integer, server_default="0", nullable=False)
+    successful_files: Mapped[int] = mapped_column(Integer, server_default="0", nullable=False)
+    failed_files: Mapped[int] = mapped_column(Integer, server_default="0", nullable=False)
+    email_subject: Mapped[str] = mapped_column(Text, nullable=False)
+    email_content_html: Mapped[str | None] = mapped_column(Text)
+    email_content_text: Mapped[str | None] = mapped_column(Text)
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    send_status: Mapped[str] = mapped_column(String(20), server_default="pending", nullable=False)
+    send_attempts: Mapped[int] = mapped_column(Integer, server_default="0", nullable=False)
+    send_not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    first_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    body_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     error_message: Mapped[str | None] = mapped_column(Text)
     smtp_response: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _now()

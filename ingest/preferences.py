@@ -11,13 +11,14 @@ answers ``{data: {…}, cache_hit, fallback_applied}`` (seed 001's attributes). 
   (which may be fractional minutes for demos), not the CMS's schema defaults.
 - **Schedule** (issue 14): ``timezone`` (IANA name, default ``UTC``), ``quiet_hours_start``
   and ``quiet_hours_end`` (local times, ``HH:MM[:SS[.fff]]``; both or neither; equal = no
-  window), ``frequency`` (``immediate``, or ``daily`` for the coming digest, not acted on
-  yet) and ``digest_hour_local`` (0–23, default 8). An invalid value never holds an e-mail
-  back: an unknown time zone becomes ``UTC`` *and drops the window* (a window read in the
-  wrong zone could hold mail at any hour of the user's day), an unreadable or half-given
-  window is no window, a bad ``frequency`` is ``immediate``, a bad hour is 8. The rules
-  apply wherever a ``Preferences`` is built (CMS answer, cache, batch snapshot), so an older
-  snapshot or cached copy without these fields reads as "no quiet hours".
+  window), ``frequency`` (``immediate``, or ``daily``: one digest a day, see
+  ``ingest.digests``) and ``digest_hour_local`` (0–23, default 8). An invalid value never
+  holds an e-mail back: an unknown time zone becomes ``UTC`` *and drops the window* (a
+  window read in the wrong zone could hold mail at any hour of the user's day), an
+  unreadable or half-given window is no window, a bad ``frequency`` is ``immediate``, a
+  bad hour is 8. The rules apply wherever a ``Preferences`` is built (CMS answer, cache,
+  batch snapshot), so an older snapshot or cached copy without these fields reads as "no
+  quiet hours".
 - **Cache.** :class:`PreferenceStore` keeps every answer in Redis, shared by all workers:
   a *fresh* copy (``cache_key(…)``, TTL ``ttl_seconds``, 5 minutes by default) served with
   ``source="cache"``, and a long-lived *last known* copy (``…:stale``, 7 days). So the CMS is

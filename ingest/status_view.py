@@ -13,7 +13,7 @@ import dataclasses
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, literal, select, union_all
@@ -34,6 +34,7 @@ from ingest.models import (
     ChannelDelivery,
     ChannelDeliveryAttempt,
     CorrectionBreaker,
+    EmailDigest,
     EmailNotificationLog,
     FileEvent,
     FileProcessingStatus,
@@ -110,6 +111,8 @@ class BatchRow:
     notification_sent_at: datetime | None
     #: "deferred until <local time, zone (UTC)>" while its e-mail waits for quiet hours to end
     email_deferred: str | None = None
+    #: "in the daily digest of <date> (<its status>)", or waiting for it (:func:`digest_note`)
+    digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -185,14 +188,40 @@ def deferral(status: str, send_not_before: datetime | None, timezone: str | None
     return f"deferred until {describe(send_not_before, timezone)}"
 
 
+def digest_note(for_digest: bool, digest_date: Any, digest_status: str | None) -> str | None:
+    """What became of a daily user's batch e-mail: ``in the daily digest of 2026-03-29
+    (sent)``, ``waiting for the daily digest``, or None for anyone else's."""
+    if not for_digest:
+        return None
+    if digest_date is None:
+        return "waiting for the daily digest"
+    return f"in the daily digest of {digest_date.isoformat()} ({digest_status})"
+
+
+def _email_columns() -> tuple[Any, ...]:
+    """A batch e-mail's digest, by an outer join of ``email_digests`` (no extra statement)."""
+    return (EmailDigest.digest_date, EmailDigest.send_status.label("digest_status"))
+
+
+@dataclass(frozen=True)
+class _EmailState:
+    """What a batch's row shows of its summary e-mail."""
+
+    send_status: str
+    send_not_before: datetime | None
+    for_digest: bool
+    digest_date: date | None
+    digest_status: str | None
+
+
 def _timezone_of(b: BatchProcessingSession) -> str | None:
     snapshot = b.user_preferences_snapshot
     return snapshot.get("timezone") if isinstance(snapshot, dict) else None
 
 
 def _batch_row(b: BatchProcessingSession, email: Any = None) -> BatchRow:
-    """The batch as listed; ``email``: its summary e-mail's row (``send_status`` and
-    ``send_not_before``), if it has one."""
+    """The batch as listed; ``email``: its summary e-mail's row (``send_status``,
+    ``send_not_before``, ``for_digest`` and :func:`_email_columns`), if it has one."""
     return BatchRow(
         batch_id=b.batch_id, company_id=b.company_id, bot_id=b.bot_id,
         user_email=b.user_email, status=b.status, total_files=b.total_files,
@@ -202,6 +231,8 @@ def _batch_row(b: BatchProcessingSession, email: Any = None) -> BatchRow:
         notification_sent_at=b.notification_sent_at,
         email_deferred=None if email is None else deferral(
             email.send_status, email.send_not_before, _timezone_of(b)),
+        digest=None if email is None else digest_note(email.for_digest, email.digest_date,
+                                                      email.digest_status),
     )
 
 
@@ -231,7 +262,8 @@ def recent_batches(s: Session, flt: BatchFilter = BatchFilter(), page: int = 1,
     ).scalars().all()
     E = EmailNotificationLog
     emails = {e.batch_id: e for e in s.execute(
-        select(E.batch_id, E.send_status, E.send_not_before)
+        select(E.batch_id, E.send_status, E.send_not_before, E.for_digest, *_email_columns())
+        .outerjoin(EmailDigest, EmailDigest.id == E.digest_id)
         .where(E.batch_id.in_([b.batch_id for b in rows]), E.email_type == "batch_completion"))
     } if rows else {}
     return BatchPage([_batch_row(b, emails.get(b.batch_id)) for b in rows], page, per_page,
@@ -322,6 +354,7 @@ class EmailRow:
     retries: list[RetryRow]
     send_not_before: datetime | None = None
     deferred: str | None = None  # see :func:`deferral`
+    digest: str | None = None  # see :func:`digest_note`
 
 
 @dataclass(frozen=True)
@@ -436,9 +469,10 @@ def batch_detail(s: Session, batch_id: uuid.UUID) -> BatchDetail | None:
     corrections = s.execute(select(AutoCorrectionTask)
                             .where(AutoCorrectionTask.batch_id == batch_id)
                             .order_by(AutoCorrectionTask.id)).scalars().all()
-    emails = s.execute(select(EmailNotificationLog)
+    emails = s.execute(select(EmailNotificationLog, *_email_columns())
+                       .outerjoin(EmailDigest, EmailDigest.id == EmailNotificationLog.digest_id)
                        .where(EmailNotificationLog.batch_id == batch_id)
-                       .order_by(EmailNotificationLog.id)).scalars().all()
+                       .order_by(EmailNotificationLog.id)).all()
     retries = s.execute(select(NotificationRetryLog)
                         .where(NotificationRetryLog.batch_id == batch_id)
                         .order_by(NotificationRetryLog.retry_attempt,
@@ -446,7 +480,8 @@ def batch_detail(s: Session, batch_id: uuid.UUID) -> BatchDetail | None:
     # The retry log is per batch; every e-mail of a batch today is its one summary.
     attempts = [RetryRow(r.retry_attempt, r.retry_at, r.success, r.error_message,
                          r.next_retry_at) for r in retries]
-    summary = next((e for e in emails if e.email_type == "batch_completion"), None)
+    summary = next((_EmailState(e.send_status, e.send_not_before, e.for_digest, day, status)
+                    for e, day, status in emails if e.email_type == "batch_completion"), None)
     return BatchDetail(
         batch=_batch_row(batch, summary),
         files=[_file_row(f, by_event.get(f.file_event_id or -1, [])) for f in files],
@@ -459,8 +494,9 @@ def batch_detail(s: Session, batch_id: uuid.UUID) -> BatchDetail | None:
                      smtp_response=e.smtp_response,
                      retries=attempts if e.email_type == "batch_completion" else [],
                      send_not_before=e.send_not_before,
-                     deferred=deferral(e.send_status, e.send_not_before, _timezone_of(batch)))
-            for e in emails
+                     deferred=deferral(e.send_status, e.send_not_before, _timezone_of(batch)),
+                     digest=digest_note(e.for_digest, digest_date, digest_status))
+            for e, digest_date, digest_status in emails
         ],
         deliveries=_deliveries(s, batch_id),
     )
@@ -481,6 +517,46 @@ def _deliveries(s: Session, batch_id: uuid.UUID) -> list[DeliveryRow]:
                         attempts=d.attempts, next_attempt_at=d.next_attempt_at,
                         sent_at=d.sent_at, error=d.error_message, retries=tries.get(d.id, []))
             for d in rows]
+
+
+# --- daily digests -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DigestRow:
+    """One daily digest as listed."""
+
+    id: int
+    recipient: str
+    company_id: int
+    bot_id: int
+    digest_date: date
+    timezone: str
+    batches: int
+    total_files: int
+    successful_files: int
+    failed_files: int
+    status: str
+    attempts: int
+    created_at: datetime
+    sent_at: datetime | None
+    error: str | None
+    deferred: str | None = None  # held for the user's quiet hours (see :func:`deferral`)
+
+
+def recent_digests(s: Session, user_email: str | None = None,
+                   limit: int = DEFAULT_PER_PAGE) -> list[DigestRow]:
+    """The newest daily digests (of one recipient), one statement."""
+    D = EmailDigest
+    query = select(D).order_by(D.created_at.desc(), D.id.desc()).limit(limit)
+    if user_email:
+        query = query.where(D.recipient_email == user_email.strip().lower())
+    return [DigestRow(d.id, d.recipient_email, d.company_id, d.bot_id, d.digest_date,
+                      d.timezone, d.batch_count, d.total_files, d.successful_files,
+                      d.failed_files, d.send_status, d.send_attempts, d.created_at,
+                      d.sent_at, d.error_message,
+                      deferral(d.send_status, d.send_not_before, d.timezone))
+            for d in s.execute(query).scalars()]
 
 
 # --- failures over time ------------------------------------------------------------------
@@ -657,14 +733,14 @@ def document_history(s: Session, document_id: str, limit: int = 50) -> DocumentH
 
 
 def to_jsonable(value: Any) -> Any:
-    """Dataclasses, datetimes and UUIDs as JSON-ready values (ISO 8601 times, str UUIDs)."""
+    """Dataclasses, datetimes, dates and UUIDs as JSON-ready values (ISO 8601, str UUIDs)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         out = {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
         for name in ("pages", "categories", "totals", "found"):  # derived, but useful
             if hasattr(type(value), name):
                 out[name] = to_jsonable(getattr(value, name))
         return out
-    if isinstance(value, datetime):
+    if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, uuid.UUID):
         return str(value)

@@ -16,8 +16,8 @@ from devtools.samples import make_txt
 from tests.conftest import REDIS_PORT, TMP
 from tests.helpers import file_entry, store_event, upload
 
-__all__ = ["BROKER", "CELERY", "ROOT", "children", "ready", "refused_worker_start",
-           "start_beat", "start_worker", "stop", "stored_big_file"]
+__all__ = ["BROKER", "CELERY", "ROOT", "children", "killed_during", "ready",
+           "refused_worker_start", "start_beat", "start_worker", "stop", "stored_big_file"]
 
 BROKER = f"redis://127.0.0.1:{REDIS_PORT}/2"
 CELERY = procs.script("celery")
@@ -70,3 +70,23 @@ def stored_big_file(s3: Any, name: str, sentences: int = 120_000,
     words = " ".join(f"word{n % 5000} appears in sentence {n}." for n in range(sentences))
     upload(s3, entry, make_txt(words))
     return entry, store_event(entry)
+
+
+def killed_during(code: str, arg: str, arm: Any) -> None:
+    """Run ``code`` (``sys.argv[1]`` is ``arg``) in a child process that ``arm(kill)`` has
+    SIGKILLed at the moment of its choosing (a worker group killed during SMTP)."""
+    import signal
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", code, arg])
+
+    def kill() -> None:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(10)
+
+    arm(kill)
+    try:
+        assert child.wait(60) == -signal.SIGKILL, "the child was not killed"
+    finally:
+        if child.poll() is None:
+            child.kill()

@@ -293,7 +293,7 @@ def _send_through_a_database_cut(batch_id: Any, arm: Any) -> Any:
 
 
 def _met_the_outage(caplog: Any) -> bool:
-    return any("Retrying" in r.getMessage() and r.name == "ingest.mail.send"
+    return any("Retrying" in r.getMessage() and r.name == "ingest.mail.outbox"
                for r in caplog.records)
 
 
@@ -423,26 +423,12 @@ def test_a_retry_lost_with_its_worker_is_redriven_once_it_is_overdue(smtp_sink: 
 def _send_in_a_process_killed(batch_id: Any, arm: Any) -> None:
     """Send the batch's e-mail in a child process that ``arm(kill)`` has SIGKILLed at the
     moment of its choosing (the chaos run's worker group killed during SMTP)."""
-    import os
-    import signal
-    import subprocess
-    import sys
+    from tests.procs import killed_during
 
-    code = ("import sys, uuid\nfrom ingest.mail.send import send_batch_email\n"
-            "from ingest.settings import get_settings\n"
-            "send_batch_email(uuid.UUID(sys.argv[1]), get_settings())\n")
-    child = subprocess.Popen([sys.executable, "-c", code, str(batch_id)])
-
-    def kill() -> None:
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(10)
-
-    arm(kill)
-    try:
-        assert child.wait(60) == -signal.SIGKILL, "the child was not killed"
-    finally:
-        if child.poll() is None:
-            child.kill()
+    killed_during("import sys, uuid\nfrom ingest.mail.send import send_batch_email\n"
+                  "from ingest.settings import get_settings\n"
+                  "send_batch_email(uuid.UUID(sys.argv[1]), get_settings())\n",
+                  str(batch_id), arm)
 
 
 def _settled(batch_id: Any) -> bool:

@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime
 from email.utils import make_msgid
 from pathlib import Path
+from typing import Any
 
 from ingest.cli.output import console, emit_json, fail
 from ingest.settings import get_settings
@@ -88,26 +89,36 @@ def preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(noun: str, ref: object, outcome: Any, ok: tuple[str, ...]) -> int:
+    """Print a re-send's outcome; 0 when it is in ``ok``."""
+    style = {"sent": "green", "retry": "yellow", "deferred": "yellow"}.get(outcome.status, "red")
+    console.print(f"{noun} {ref}: [{style}]{outcome.status}[/]"
+                  + (f" ({outcome.detail})" if outcome.detail else ""))
+    return 0 if outcome.status in ok else 1
+
+
 def resend(args: argparse.Namespace) -> int:
     """Send a failed or skipped batch e-mail once more, now."""
     from ingest.mail.send import resend as run
 
-    outcome = run(args.batch_id, get_settings())
-    style = {"sent": "green", "retry": "yellow", "deferred": "yellow"}.get(outcome.status, "red")
-    console.print(f"batch {args.batch_id}: [{style}]{outcome.status}[/]"
-                  + (f" ({outcome.detail})" if outcome.detail else ""))
-    return 0 if outcome.status in ("sent", "retry", "deferred") else 1
+    return _report("batch", args.batch_id, run(args.batch_id, get_settings()),
+                   ("sent", "retry", "deferred"))
+
+
+def resend_digest(args: argparse.Namespace) -> int:
+    """Send a failed daily digest once more, now."""
+    from ingest.mail.digest import resend_digest as run
+
+    return _report("digest", args.digest_id, run(args.digest_id, get_settings()),
+                   ("sent", "retry", "deferred"))
 
 
 def resend_channel(args: argparse.Namespace) -> int:
     """Post a failed channel delivery once more, now (same idempotency key)."""
     from ingest.notify.deliveries import resend as run
 
-    outcome = run(args.delivery_id, get_settings())
-    style = {"sent": "green", "retry": "yellow"}.get(outcome.status, "red")
-    console.print(f"delivery {args.delivery_id}: [{style}]{outcome.status}[/]"
-                  + (f" ({outcome.detail})" if outcome.detail else ""))
-    return 0 if outcome.status in ("sent", "retry") else 1
+    return _report("delivery", args.delivery_id, run(args.delivery_id, get_settings()),
+                   ("sent", "retry"))
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -126,6 +137,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     again = email.add_parser("resend", help="re-send a failed or skipped batch e-mail")
     again.add_argument("batch_id", type=_batch_id)
     again.set_defaults(run=resend)
+    digest = email.add_parser("resend-digest", help="re-send a failed daily digest (its id: "
+                                                    "ingest status --digests)")
+    digest.add_argument("digest_id", type=int)
+    digest.set_defaults(run=resend_digest)
     channels = sub.add_parser("channels", help="batch summaries on the bots' channels"
                               ).add_subparsers(dest="action", required=True)
     post = channels.add_parser("resend", help="post a failed channel delivery again "

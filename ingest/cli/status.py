@@ -1,4 +1,5 @@
-"""``ingest status [--batch ID | --user EMAIL | --doc ID] [--json]``: the status page in a terminal.
+"""``ingest status [--batch ID | --user EMAIL | --doc ID | --digests] [--json]``: the status
+page in a terminal.
 
 Reads through :mod:`ingest.status_view`, as the ``/status`` pages do. Without an option it
 lists the recent batches. ``--json`` prints the same data as JSON (ISO 8601 times).
@@ -25,10 +26,12 @@ from ingest.status_view import (
     BatchDetail,
     BatchFilter,
     BatchPage,
+    DigestRow,
     DocumentHistory,
     batch_detail,
     document_history,
     recent_batches,
+    recent_digests,
     to_jsonable,
 )
 
@@ -45,6 +48,8 @@ def register(sub: Any) -> None:
                        help="one batch: files, stages, errors, e-mails, channels")
     which.add_argument("--user", metavar="EMAIL", help="the uploader's recent batches")
     which.add_argument("--doc", metavar="ID", help="one CMS document's events and outcomes")
+    p.add_argument("--digests", action="store_true",
+                       help="the recent daily digests (with --user: that recipient's)")
     p.add_argument("--status", choices=BATCH_STATUSES, help="only batches in this status")
     p.add_argument("--limit", type=int, default=DEFAULT_PER_PAGE,
                    help=f"how many batches (1-{MAX_PER_PAGE}, default {DEFAULT_PER_PAGE})")
@@ -69,6 +74,11 @@ def run_status(args: argparse.Namespace) -> int:
             print(f"ingest status: no batch {key}", file=sys.stderr)
             return 1
         _emit(args, detail, _batch_tables)
+        return 0
+    if args.digests:
+        with session_scope() as s:
+            digests = recent_digests(s, args.user, args.limit)
+        _emit(args, digests, _digest_list)
         return 0
     if args.doc is not None:
         with session_scope() as s:
@@ -118,7 +128,22 @@ def _batch_list(page: BatchPage, console: Console) -> None:
         table.add_row(str(b.batch_id), b.user_email, f"{b.company_id}/{b.bot_id}",
                       _s(b.status), str(b.total_files), str(b.successful_files),
                       str(b.failed_files), _t(b.started_at),
-                      _s("sent") if b.notification_sent else b.email_deferred or "not sent")
+                      _s("sent") if b.notification_sent
+                      else b.email_deferred or b.digest or "not sent")
+    console.print(table)
+
+
+def _digest_list(rows: list[DigestRow], console: Console) -> None:
+    table = Table(title=f"Recent daily digests ({len(rows)})")
+    for name in ("id", "recipient", "company/bot", "date", "batches", "files", "ok", "failed",
+                 "status", "attempts", "sent (UTC)", "error"):
+        table.add_column(name)
+    for d in rows:
+        status = f"{_s(d.status)} ({d.deferred})" if d.deferred else _s(d.status)
+        table.add_row(str(d.id), d.recipient, f"{d.company_id}/{d.bot_id}",
+                      f"{d.digest_date} {d.timezone}", str(d.batches), str(d.total_files),
+                      str(d.successful_files), str(d.failed_files), status, str(d.attempts),
+                      _t(d.sent_at), d.error or "")
     console.print(table)
 
 
@@ -157,7 +182,8 @@ def _batch_tables(d: BatchDetail, console: Console) -> None:
     for name in ("type", "to", "status", "attempts", "sent (UTC)", "error"):
         mails.add_column(name)
     for m in d.emails:
-        status = f"{_s(m.status)} ({m.deferred})" if m.deferred else _s(m.status)
+        note = m.deferred or m.digest
+        status = f"{_s(m.status)} ({note})" if note else _s(m.status)
         mails.add_row(m.type, m.recipient, status, str(m.attempts), _t(m.sent_at),
                       m.error or "")
     console.print(mails)

@@ -29,7 +29,7 @@ import unicodedata
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
@@ -68,6 +68,7 @@ class EmailType(enum.StrEnum):
     (whose rows are ``operator_alerts``)."""
 
     BATCH_COMPLETION = "batch_completion"
+    DIGEST = "digest"  # rows in ``email_digests``
     OPERATOR_ALERT = "operator_alert"
 
     @property
@@ -79,6 +80,7 @@ class EmailType(enum.StrEnum):
 #: The registry: e-mail type → its template folder (``subject.txt``, ``body.txt``, ``body.html``).
 TEMPLATE_FOLDERS: dict[EmailType, str] = {
     EmailType.BATCH_COMPLETION: "batch_summary",
+    EmailType.DIGEST: "digest",
     EmailType.OPERATOR_ALERT: "operator_alert",
 }
 
@@ -405,6 +407,26 @@ def batch_summary_context(
     }
 
 
+def _checked_domain(from_email: str, unsubscribe_url: str | None) -> str:
+    """The sender's domain (for the Message-ID), after checking the configured values."""
+    if unsubscribe_url is not None:
+        _header_safe("unsubscribe_url", unsubscribe_url)
+        if not _URL.match(unsubscribe_url):
+            raise ValueError("unsubscribe_url must be an http(s):// or mailto: URL")
+    return str(_address("from_email", from_email).domain)
+
+
+def _summary_headers(ids: dict[str, str], unsubscribe_url: str | None) -> dict[str, str]:
+    """The extra headers of a user's summary: ``ids`` (numbers and UUIDs only),
+    Auto-Submitted and, with an unsubscribe URL, List-Unsubscribe (+ one-click)."""
+    headers = {**ids, "Auto-Submitted": "auto-generated"}
+    if unsubscribe_url:
+        headers["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+        if not unsubscribe_url.lower().startswith("mailto:"):  # RFC 8058 one-click: a web URL
+            headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    return headers
+
+
 def render_batch_summary(
     summary: BatchSummary,
     prefs: Preferences,
@@ -420,11 +442,7 @@ def render_batch_summary(
     ``date`` is the Date header (default: now). Raises ``ValueError`` for an invalid
     recipient or sender, or CR/LF in any header value (``from_name``, ``unsubscribe_url``).
     """
-    if unsubscribe_url is not None:
-        _header_safe("unsubscribe_url", unsubscribe_url)
-        if not _URL.match(unsubscribe_url):
-            raise ValueError("unsubscribe_url must be an http(s):// or mailto: URL")
-    domain = _address("from_email", from_email).domain
+    domain = _checked_domain(from_email, unsubscribe_url)
     batch_id = uuid.UUID(str(summary.batch_id))  # a UUID, never free text, in the headers
     context = batch_summary_context(
         summary, prefs, from_name=from_name, unsubscribe_url=unsubscribe_url, list_cap=list_cap
@@ -432,11 +450,7 @@ def render_batch_summary(
     subject, text, html = render_templates(
         EmailType.BATCH_COMPLETION, context, html=prefs.email_format == "html"
     )
-    headers = {"X-Batch-ID": str(batch_id), "Auto-Submitted": "auto-generated"}
-    if unsubscribe_url:
-        headers["List-Unsubscribe"] = f"<{unsubscribe_url}>"
-        if not unsubscribe_url.lower().startswith("mailto:"):  # RFC 8058 one-click: a web URL
-            headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    headers = _summary_headers({"X-Batch-ID": str(batch_id)}, unsubscribe_url)
     message = build_message(
         subject=subject,
         text=text,
@@ -447,5 +461,84 @@ def render_batch_summary(
         message_id=f"<batch-{batch_id}@{domain}>",
         date=date or datetime.now(UTC),
         extra_headers=headers,
+    )
+    return RenderedEmail(subject=subject, text=text, html=html, message=message)
+
+
+# --- the daily digest ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DigestSummary:
+    """A daily digest: its batches (closed, oldest first) with the preferences of each."""
+
+    digest_id: int
+    user_email: str
+    digest_date: date
+    period_start: datetime | None
+    cut_off: datetime
+    batches: list[tuple[BatchSummary, Preferences]] = field(default_factory=list)
+
+
+def digest_subject(day: date, succeeded: int, failed: int) -> str:
+    """The digest's subject (its template, with numbers and the date only)."""
+    return " ".join(_env.get_template(f"email/{EmailType.DIGEST.folder}/subject.txt").render(
+        {"date": day.isoformat(), "succeeded": succeeded, "failed": failed}).split())
+
+
+def digest_context(digest: DigestSummary, *, from_name: str,
+                   unsubscribe_url: str | None = None, list_cap: int = 50) -> dict[str, Any]:
+    """The digest's template context: true totals over every batch, then at most
+    ``list_cap`` batch sections (the newest), each with the batch summary's own rules."""
+    cap = max(list_cap, 0)
+    shown = digest.batches[-cap:] if cap else []
+    sections = [batch_summary_context(summary, prefs, from_name=from_name, list_cap=list_cap)
+                for summary, prefs in shown]
+    succeeded = sum(summary.succeeded for summary, _ in digest.batches)
+    failed = sum(summary.failed for summary, _ in digest.batches)
+    total = sum(summary.total for summary, _ in digest.batches)
+    since = (_utc(digest.period_start).strftime("%Y-%m-%d %H:%M UTC")
+             if digest.period_start else None)
+    return {
+        "date": digest.digest_date.isoformat(),
+        "digest_id": digest.digest_id,
+        "since": since,
+        "until": _utc(digest.cut_off).strftime("%Y-%m-%d %H:%M UTC"),
+        "uploads": len(digest.batches),
+        "total": total,
+        "succeeded": succeeded,
+        "failed": failed,
+        "sections": sections,
+        "sections_more": len(digest.batches) - len(shown),
+        "from_name": clean_text(from_name, NAME_MAX_CHARS),
+        "unsubscribe_url": unsubscribe_url,
+        "preheader": (f"{len(digest.batches)} upload{'s' if len(digest.batches) != 1 else ''}:"
+                      f" {succeeded} succeeded, {failed} failed of {total} files."),
+    }
+
+
+def render_digest(
+    digest: DigestSummary,
+    prefs: Preferences,
+    *,
+    from_email: str,
+    from_name: str,
+    unsubscribe_url: str | None = None,
+    list_cap: int = 50,
+    date: datetime | None = None,
+) -> RenderedEmail:
+    """Render the daily digest in the user's ``email_format`` (``prefs``: the newest
+    batch's); ``ValueError`` as :func:`render_batch_summary`."""
+    domain = _checked_domain(from_email, unsubscribe_url)
+    digest_id = int(digest.digest_id)  # a number, never free text, in the headers
+    context = digest_context(digest, from_name=from_name, unsubscribe_url=unsubscribe_url,
+                             list_cap=list_cap)
+    subject, text, html = render_templates(EmailType.DIGEST, context,
+                                           html=prefs.email_format == "html")
+    message = build_message(
+        subject=subject, text=text, html=html, to=digest.user_email, from_email=from_email,
+        from_name=from_name, message_id=f"<digest-{digest_id}@{domain}>",
+        date=date or datetime.now(UTC),
+        extra_headers=_summary_headers({"X-Digest-ID": str(digest_id)}, unsubscribe_url),
     )
     return RenderedEmail(subject=subject, text=text, html=html, message=message)

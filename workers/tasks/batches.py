@@ -15,7 +15,9 @@ from redis.exceptions import RedisError
 from ingest.batches import Check, batches_to_check, check_batch, hint_delay_seconds
 from ingest.corrections import corrections_to_redrive
 from ingest.db import DB_CONNECTION_ERRORS
+from ingest.digests import create_due_digests
 from ingest.mail.alerts import send_pending_alerts
+from ingest.mail.digest import digests_to_redrive
 from ingest.mail.send import emails_to_redrive
 from ingest.names import (
     TASK_CHECK_BATCH,
@@ -23,6 +25,7 @@ from ingest.names import (
     TASK_PLAN_CHANNELS,
     TASK_RUN_CORRECTION,
     TASK_SEND_BATCH_EMAIL,
+    TASK_SEND_DIGEST,
     TASK_SWEEP_BATCHES,
 )
 from ingest.notify.deliveries import batches_to_plan, deliveries_to_redrive
@@ -32,6 +35,10 @@ from ingest.settings import get_settings
 from workers.app import app
 
 HINT_KEY = "kb-ingest:batch-hint:{}"
+#: When a user e-mail's task counts as lost (``ingest.mail.outbox.to_redrive``).
+REDRIVE_AFTER = {"new_after": timedelta(seconds=30),
+                 "retry_after": timedelta(seconds=MAX_BACKOFF_SECONDS + 60),
+                 "sending_after": timedelta(minutes=15)}
 
 
 def _schedule_hint(batch_id: uuid.UUID, at: datetime) -> bool:
@@ -83,8 +90,8 @@ def check_batch_task(batch_id: str) -> str:
 
 @app.task(name=TASK_SWEEP_BATCHES)
 def sweep_batches() -> int:
-    """Check due batches; re-drive corrections and e-mails whose task was lost; mail the
-    pending operator alerts."""
+    """Check due batches; create the daily digests that are due; re-drive corrections,
+    e-mails and digests whose task was lost; mail the pending operator alerts."""
     ids = batches_to_check()
     for batch_id in ids:
         _notify_closed(check_batch(batch_id, get_settings()))
@@ -92,12 +99,12 @@ def sweep_batches() -> int:
                                                 unstarted_after=timedelta(seconds=30)):
         app.send_task(TASK_RUN_CORRECTION, args=[correction_id])
     send_pending_alerts(get_settings())
-    for batch_id in emails_to_redrive(
-        new_after=timedelta(seconds=30),
-        retry_after=timedelta(seconds=MAX_BACKOFF_SECONDS + 60),
-        sending_after=timedelta(minutes=15),
-    ):
+    for batch_id in emails_to_redrive(**REDRIVE_AFTER):
         app.send_task(TASK_SEND_BATCH_EMAIL, args=[str(batch_id)])
+    for digest_id in create_due_digests():
+        app.send_task(TASK_SEND_DIGEST, args=[digest_id])
+    for digest_id in digests_to_redrive(**REDRIVE_AFTER):
+        app.send_task(TASK_SEND_DIGEST, args=[digest_id])
     for batch_id in batches_to_plan(older_than=timedelta(seconds=30)):
         app.send_task(TASK_PLAN_CHANNELS, args=[str(batch_id)])
     for delivery_id in deliveries_to_redrive(new_after=timedelta(seconds=30),
