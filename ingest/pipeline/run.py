@@ -182,6 +182,8 @@ def _now() -> datetime:
 _EVENTS = FileEvent.__table__
 _EV = _EVENTS.c
 _STAGES = FileProcessingStatus.__table__
+_FILES = BatchFile.__table__
+_BATCHES = BatchProcessingSession.__table__
 _NOW = bindparam("now", type_=DateTime(timezone=True))
 _EVENT_ID = bindparam("event_id", type_=Integer)
 _DOC = bindparam("doc", type_=Text)
@@ -267,8 +269,8 @@ def claiming(condition: Any) -> Select[Any]:
         .returning(_STAGES.c.id, _STAGES.c.file_event_id)
         .cte("opened")
     )
-    joined = (select(BatchFile.__table__.c.batch_id)
-              .where(BatchFile.__table__.c.file_event_id == taken.c.id).scalar_subquery())
+    joined = (select(_FILES.c.batch_id).where(_FILES.c.file_event_id == taken.c.id)
+              .scalar_subquery())
     return (select(*taken.c, stale, opened.c.id, joined)
             .select_from(taken.outerjoin(opened, opened.c.file_event_id == taken.c.id)))
 
@@ -650,8 +652,8 @@ def _stored() -> Select[Any]:
     storage stage ended and the completed one written, the file's outcome in its batch with
     the batch row locked for its count; returns the batch and that count."""
     outcome = file_outcome(succeeded=True).cte("outcome")
-    batches = BatchProcessingSession.__table__
-    locked = (select(batches.c.id).where(batches.c.batch_id.in_(select(outcome.c.batch_id)))
+    locked = (select(_BATCHES.c.id)
+              .where(_BATCHES.c.batch_id.in_(select(outcome.c.batch_id)))
               .with_for_update().cte("locked"))
     done = (update(_EVENTS)
             .where(_EV.id == _EVENT_ID, _EV.status == "processing")
