@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # --index-url https://download.pytorch.org/whl/cpu (see README).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install system-deps services test test-rate demo lint deploy-check bench bench-webhooks bench-retrieval bench-sql chaos run-web run-worker run-beat run-flower clean
+.PHONY: install system-deps services test test-rate demo lint deploy-check bench bench-webhooks bench-memos bench-orchestration bench-retrieval bench-sql chaos run-web run-worker run-beat run-flower clean
 
 install: $(STAMP) system-deps
 
@@ -84,6 +84,18 @@ bench: install services $(BENCH_STAMP)
 # Redis and the web alone, so no system packages or model: about 20 s a round. Not part of test.
 bench-webhooks: $(STAMP) services
 	$(BIN)/python -m bench.e2e --only webhooks --rounds $(ROUNDS)
+
+# Only the one-chunk memos of bench (300 memos: the loop, then the service, ROUNDS times back
+# to back; files/s, worker CPU per file over the loop's, SQL per file; every round and the
+# medians), on the bench's whole stack with the model: about a minute a round. Not part of test.
+bench-memos: install services
+	$(BIN)/python -m bench.e2e --only memos --rounds $(ROUNDS)
+
+# The worker's own CPU per one-chunk memo in one process (bench/orchestration.py: no Celery,
+# in-memory S3 and Chroma, hashing; a throwaway PostgreSQL): robust to other load on the
+# cores, for comparing versions of the pipeline. Not part of test.
+bench-orchestration: install
+	$(BIN)/python -m bench.orchestration
 
 # Retrieval quality, old (characters) against new (tokens, headings, rows) chunking, on a
 # generated corpus of 220 documents with the real model (several minutes; not part of test).

@@ -33,6 +33,7 @@ Prints a table, writes ``bench/results/latest.json`` and ``latest.png`` (``--qui
 
     .venv/bin/python -m bench.e2e [--quick] [--typical 60] [--memos 300] [--soak 10000]
     .venv/bin/python -m bench.e2e --only webhooks [--rounds 3] [--webhooks 1000]
+    .venv/bin/python -m bench.e2e --only memos [--rounds 3] [--memos 300]
 """
 
 from __future__ import annotations
@@ -70,6 +71,11 @@ RESULTS = ROOT / "bench" / "results"
 GOALS = {"typical_ratio": 0.97, "memo_ratio": 0.90, "orchestration_ms": 10.0,
          "sql_per_file": 12.0, "webhook_ratio": 0.5, "latency_p95_s": 2.0,
          "rss_growth": 0.10}
+
+#: The stack of a full run: its processes, and settings for the latency phase.
+WANTED = ("s3", "chroma", "smtp", "cms", "web", "worker", "beat")
+OVERRIDES = {"AUTO_CORRECTION_DELAY_SECONDS": "0", "CHROMA_COLLECTION": "kb_bench",
+             "DEFAULT_BATCH_SIZE_THRESHOLD": "100"}
 
 
 # -- workloads ------------------------------------------------------------------------------
@@ -645,6 +651,34 @@ def webhooks_only(count: int, rounds: int, out: Path | None) -> int:
     return 0
 
 
+def memos_only(count: int, rounds: int, timeout: float, out: Path | None) -> int:
+    """``--only memos``: the one-chunk memos' throughput and orchestration (loop, then
+    service, ``rounds`` times back to back) on the bench's stack, SQL counted in the first
+    round; every round's figures and their medians. Writes JSON only to ``out``."""
+    print(f"machine: {machine()}")
+    began = time.monotonic()
+    with Stack(FOLDER, "minilm", WANTED, OVERRIDES) as stack:
+        result, sql = throughput(stack, "memos", memos(count), timeout, rounds, count_sql=True)
+    summary = result.summary() | {"sql": sql}
+    print(f"\n== memos, {rounds} round(s) of {count}: orchestration "
+          + ", ".join(f"{r.service_cpu_ms_per_file - r.loop_cpu_ms_per_file:+.1f}"
+                      for r in result.rounds)
+          + f" ms/file, median {result.orchestration_ms:+.1f} (goal ≤ "
+          f"{GOALS['orchestration_ms']:g}); worker CPU median "
+          f"{summary['service_cpu_ms_per_file']:.1f} ms/file; ratios "
+          + ", ".join(f"{r.ratio:.2f}" for r in result.rounds)
+          + f", median {result.ratio:.2f}; SQL {sql['statements_per_file'] if sql else 0:.1f}"
+          " statements/file ==")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"when": datetime.now(UTC).isoformat(timespec="seconds"),
+                                   "machine": machine(), "memos": summary,
+                                   "seconds": round(time.monotonic() - began)},
+                                  indent=2, default=str) + "\n")
+        print(f"wrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -661,10 +695,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="loop and service back to back this many times per workload; "
                              "the table shows the medians (the cores may be shared)")
     parser.add_argument("--timeout", type=float, default=3600)
-    parser.add_argument("--only", choices=["webhooks"],
-                        help="only this measurement, on a stack of only what it needs "
-                             "(webhooks: PostgreSQL, Redis and the web); --rounds times, "
-                             "service and bare back to back (make bench-webhooks)")
+    parser.add_argument("--only", choices=["webhooks", "memos"],
+                        help="only this measurement, --rounds times back to back: webhooks "
+                             "(service and bare, on PostgreSQL, Redis and the web: make "
+                             "bench-webhooks) or memos (loop and service, files/s, worker "
+                             "CPU and SQL per file: make bench-memos)")
     parser.add_argument("--out", type=Path, help="JSON path (default bench/results/"
                         "latest.json, or quick.json with --quick); the PNG goes beside it")
     args = parser.parse_args(argv)
@@ -677,14 +712,13 @@ def main(argv: list[str] | None = None) -> int:
             setattr(args, name, value)
     if args.only == "webhooks":
         return webhooks_only(args.webhooks, args.rounds, args.out)
+    if args.only == "memos":
+        return memos_only(args.memos, args.rounds, args.timeout, args.out)
     out = args.out or RESULTS / ("quick.json" if args.quick else "latest.json")
     began = time.monotonic()
     typical, memo_files = typical_documents(args.typical), memos(args.memos)
     print(f"machine: {machine()}")
-    overrides = {"AUTO_CORRECTION_DELAY_SECONDS": "0", "CHROMA_COLLECTION": "kb_bench",
-                 "DEFAULT_BATCH_SIZE_THRESHOLD": "100"}
-    wanted = ("s3", "chroma", "smtp", "cms", "web", "worker", "beat")
-    with Stack(FOLDER, "minilm", wanted, overrides) as stack:
+    with Stack(FOLDER, "minilm", WANTED, OVERRIDES) as stack:
         t_typical, _ = throughput(stack, "typical", typical, args.timeout, args.rounds)
         t_memos, sql = throughput(stack, "memos", memo_files, args.timeout, args.rounds,
                                   count_sql=True)

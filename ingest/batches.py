@@ -33,12 +33,24 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, func, literal_column, select, update
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Integer,
+    Text,
+    bindparam,
+    case,
+    delete,
+    func,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from ingest import metrics
-from ingest.db import session_scope
+from ingest.db import Prebuilt, session_scope
 from ingest.digests import DIGEST_REASON
 from ingest.errors import TIMEOUT
 from ingest.log_context import binds
@@ -97,18 +109,27 @@ def _due(start: datetime, now: datetime, prefs: Preferences, settings: Settings)
     return min(quiet, start + timedelta(hours=settings.max_batch_age_hours))
 
 
+_BATCHES = BatchProcessingSession.__table__
+_FILES = BatchFile.__table__
+_B, _F = _BATCHES.c, _FILES.c
+_NOW = bindparam("now", type_=DateTime(timezone=True))
+_BATCH = bindparam("batch", type_=_B.batch_id.type)
+_EVENT_ID = bindparam("event_id", type_=Integer)
+
+#: The uploader's open batch, locked, with the database clock.
+_OPEN_BATCH = Prebuilt(
+    select(_B.batch_id, _B.batch_start_time, _B.user_preferences_snapshot,
+           func.now().label("now"))
+    .where(_B.company_id == bindparam("company", type_=Integer),
+           _B.bot_id == bindparam("bot", type_=Integer),
+           _B.user_email == bindparam("email", type_=Text), _B.sealed_at.is_(None))
+    .with_for_update(of=_BATCHES)
+)
+
+
 def _open_batch(s: Session, company_id: int, bot_id: int, email: str) -> Any:
-    """The uploader's open batch, locked, with the database clock: ``(batch, now)`` rows."""
-    return s.execute(
-        select(BatchProcessingSession, func.now())
-        .where(
-            BatchProcessingSession.company_id == company_id,
-            BatchProcessingSession.bot_id == bot_id,
-            BatchProcessingSession.user_email == email,
-            BatchProcessingSession.sealed_at.is_(None),
-        )
-        .with_for_update(of=BatchProcessingSession)
-    ).one_or_none()
+    """The uploader's open batch, locked, with the database clock (``now``); None if none."""
+    return _OPEN_BATCH.run(s, company=company_id, bot=bot_id, email=email).one_or_none()
 
 
 def _create_open_batch(
@@ -156,83 +177,94 @@ def join_batch(
             created = _create_open_batch(s, company_id, bot_id, email, prefs, settings)
             found = _open_batch(s, company_id, bot_id, email)  # ours, or the racing winner's
         assert found is not None
-        batch, now = found
-        snapshot = Preferences.model_validate(batch.user_preferences_snapshot or {})
-        # One statement: the file's row, and the count (the rows of the snapshot, taken
-        # after the lock above, plus the one just inserted) with the decision it leads to:
-        # full → sealed now, else due after the quiet period.
-        added = (
-            insert(BatchFile)
-            .values(
-                batch_id=batch.batch_id, file_document_id=document_id, file_event_id=event_id,
-                file_name=file_name, file_size_bytes=size_bytes, processing_status="processing",
-                processing_start_time=now,
-            )
-            .on_conflict_do_update(
-                constraint="uq_batch_files_document",
-                set_={"file_event_id": event_id, "file_name": file_name,
-                      "file_size_bytes": size_bytes, "processing_status": "processing",
-                      "processing_start_time": now, "processing_end_time": None,
-                      "error_message": None, "error_category": None, "updated_at": now},
-            )
-            .returning(literal_column("xmax = 0").label("inserted"))  # not a conflict
-            .cte("added")
-        )
-        total = _file_count(batch.batch_id) + (
-            select(func.count()).select_from(added).where(added.c.inserted).scalar_subquery())
-        full = total >= snapshot.batch_size_threshold
-        due = _due(batch.batch_start_time, now, snapshot, settings)
-        total_now, close_at = s.execute(
-            update(BatchProcessingSession)
-            .where(BatchProcessingSession.batch_id == batch.batch_id)
-            .values(total_files=total, last_file_at=now,
-                    close_at=case((full, now), else_=due),
-                    sealed_at=case((full, now), else_=None), updated_at=now)
-            .returning(BatchProcessingSession.total_files, BatchProcessingSession.close_at)
-            .add_cte(added)
-        ).one()
-        return Joined(batch.batch_id, created, total_now >= snapshot.batch_size_threshold,
-                      close_at)
+        batch, now = found.batch_id, found.now
+        snapshot = Preferences.model_validate(found.user_preferences_snapshot or {})
+        total_now, close_at = _JOIN.run(
+            s, batch=batch, event_id=event_id, doc=document_id, name=file_name,
+            size=size_bytes, now=now, threshold=snapshot.batch_size_threshold,
+            due=_due(found.batch_start_time, now, snapshot, settings)).one()
+        return Joined(batch, created, total_now >= snapshot.batch_size_threshold, close_at)
 
 
-def _file_count(batch_id: uuid.UUID) -> Any:
+def _file_count(batch_id: Any) -> Any:
     """The number of files of a batch, as a scalar subquery (counted by the statement that
     uses it, in its own snapshot)."""
-    return (select(func.count()).where(BatchFile.batch_id == batch_id)
-            .scalar_subquery())
+    return select(func.count()).where(_F.batch_id == batch_id).scalar_subquery()
 
 
-def file_outcome(
-    event_id: int, *, succeeded: bool, chunks: int = 0, error_category: str | None = None,
-    error_message: str | None = None,
-) -> Any:
-    """The UPDATE (returning ``batch_id``) that writes the file's outcome on its batch row.
+def _join() -> Any:
+    """One statement: the file's row in batch ``batch`` (locked by the caller), and the
+    count (the rows of the snapshot, taken after that lock, plus the one just inserted) with
+    the decision it leads to: at ``threshold`` files sealed ``now``, else due at ``due``."""
+    row = {"file_event_id": _EVENT_ID, "file_name": bindparam("name", type_=Text),
+           "file_size_bytes": bindparam("size", type_=BigInteger),
+           "processing_status": "processing", "processing_start_time": _NOW}
+    added = (
+        insert(_FILES)
+        .values(batch_id=_BATCH, file_document_id=bindparam("doc", type_=Text), **row)
+        .on_conflict_do_update(
+            constraint="uq_batch_files_document",
+            set_=row | {"processing_end_time": None, "error_message": None,
+                        "error_category": None, "updated_at": _NOW},
+        )
+        .returning(literal_column("xmax = 0").label("inserted"))  # not a conflict
+        .cte("added")
+    )
+    total = _file_count(_BATCH) + (
+        select(func.count()).select_from(added).where(added.c.inserted).scalar_subquery())
+    full = total >= bindparam("threshold", type_=Integer)
+    return (
+        update(_BATCHES)
+        .where(_B.batch_id == _BATCH)
+        .values(total_files=total, last_file_at=_NOW,
+                close_at=case((full, _NOW),
+                              else_=bindparam("due", type_=DateTime(timezone=True))),
+                sealed_at=case((full, _NOW), else_=None), updated_at=_NOW)
+        .returning(_B.total_files, _B.close_at)
+        .add_cte(added)
+    )
+
+
+_JOIN = Prebuilt(_join())
+
+
+def file_outcome(*, succeeded: bool) -> Any:
+    """The UPDATE (returning ``batch_id``) that writes the outcome of event ``event_id`` on
+    its batch row: ``chunks``, and for a failure ``category`` and ``message`` (bind
+    parameters; :func:`record_file_outcome` passes them).
 
     It changes the row only while this event owns a live one — or, for a success, a row the
     batch already reported as timed out: the record then says the file succeeded late. The
     batch's counters are brought up to date by :func:`recount` after it.
     """
     now = func.now()  # the transaction's start, as SELECT now() would return it
-    live = BatchFile.processing_status.in_(("pending", "processing"))
-    late = (BatchFile.processing_status == "failed") & (BatchFile.error_category == TIMEOUT)
+    live = _F.processing_status.in_(("pending", "processing"))
+    late = (_F.processing_status == "failed") & (_F.error_category == TIMEOUT)
     if succeeded:
-        owned, message = live | late, case((late, LATE_SUCCESS), else_=None)
+        owned, category, message = live | late, None, case((late, LATE_SUCCESS), else_=None)
     else:
-        owned, message = live, (error_message or "")[:2000] or None
+        owned = live
+        category = bindparam("category", type_=Text)
+        message = bindparam("message", type_=Text)
     return (
-        update(BatchFile)
-        .where(BatchFile.file_event_id == event_id, owned)
+        update(_FILES)
+        .where(_F.file_event_id == _EVENT_ID, owned)
         .values(
             processing_status="success" if succeeded else "failed",
-            chunks_created=chunks, error_category=error_category, error_message=message,
-            processing_end_time=now,
+            chunks_created=bindparam("chunks", type_=Integer), error_category=category,
+            error_message=message, processing_end_time=now,
             processing_time_seconds=func.greatest(
-                0, func.extract("epoch", now - BatchFile.processing_start_time)
-            ).cast(BatchFile.processing_time_seconds.type),
+                0, func.extract("epoch", now - _F.processing_start_time)
+            ).cast(_F.processing_time_seconds.type),
             updated_at=now,
         )
-        .returning(BatchFile.batch_id)
+        .returning(_F.batch_id)
     )
+
+
+_FILE_OUTCOME = {succeeded: Prebuilt(file_outcome(succeeded=succeeded))
+                 for succeeded in (True, False)}
+_LOCK_BATCH = Prebuilt(select(_B.id).where(_B.batch_id == _BATCH).with_for_update())
 
 
 def record_file_outcome(
@@ -241,15 +273,34 @@ def record_file_outcome(
 ) -> uuid.UUID | None:
     """Write the file's outcome on its batch row (:func:`file_outcome`) and the batch's
     live counters; the batch's id, or None when the event owns no row."""
-    row = s.execute(file_outcome(event_id, succeeded=succeeded, chunks=chunks,
-                                 error_category=error_category,
-                                 error_message=error_message)).first()
+    params: dict[str, Any] = {"event_id": event_id, "chunks": chunks}
+    if not succeeded:
+        params |= {"category": error_category, "message": (error_message or "")[:2000] or None}
+    row = _FILE_OUTCOME[succeeded].run(s, **params).first()
     if row is None:
         return None
-    s.execute(select(BatchProcessingSession.id)
-              .where(BatchProcessingSession.batch_id == row.batch_id).with_for_update())
+    _LOCK_BATCH.run(s, batch=row.batch_id)
     recount(s, row.batch_id)
     return row.batch_id
+
+
+def _recount() -> Any:
+    now = func.now()
+    ok, failed = (select(func.count()).where(_F.batch_id == _BATCH,
+                                             _F.processing_status == outcome)
+                  .scalar_subquery() for outcome in ("success", "failed"))
+    status = case((_B.status == "processing", "processing"), else_=_status_sql(ok, failed))
+    open_until = case(
+        ((_B.sealed_at.is_(None)) & (_B.close_at > now) & (_B.status == "processing"),
+         _B.close_at),
+        else_=None)
+    return (
+        update(_BATCHES)
+        .where(_B.batch_id == _BATCH)
+        .values(total_files=_file_count(_BATCH), successful_files=ok, failed_files=failed,
+                status=status, updated_at=now)
+        .returning(open_until)
+    )
 
 
 def recount(s: Session, batch_id: uuid.UUID) -> datetime | None:
@@ -264,28 +315,15 @@ def recount(s: Session, batch_id: uuid.UUID) -> datetime | None:
     Counts are derived from the files, not incremented: a newer version of a document takes
     over its file's row, so a count kept by increments would count that document twice.
     """
-    now = func.now()
-    ok, failed = (select(func.count()).where(BatchFile.batch_id == batch_id,
-                                             BatchFile.processing_status == outcome)
-                  .scalar_subquery() for outcome in ("success", "failed"))
-    status = case((BatchProcessingSession.status == "processing", "processing"),
-                  else_=_status_sql(ok, failed))
-    open_until = case(
-        ((BatchProcessingSession.sealed_at.is_(None)) & (BatchProcessingSession.close_at > now)
-         & (BatchProcessingSession.status == "processing"), BatchProcessingSession.close_at),
-        else_=None)
-    return s.execute(
-        update(BatchProcessingSession)
-        .where(BatchProcessingSession.batch_id == batch_id)
-        .values(total_files=_file_count(batch_id), successful_files=ok,
-                failed_files=failed, status=status, updated_at=now)
-        .returning(open_until)
-    ).scalar_one_or_none()
+    return _RECOUNT.run(s, batch=batch_id).scalar_one_or_none()
 
 
 def _status_sql(ok: Any, failed: Any) -> Any:
     """:func:`_status_of` in SQL."""
     return case((failed == 0, "completed"), (ok == 0, "failed"), else_="partially_completed")
+
+
+_RECOUNT = Prebuilt(_recount())
 
 
 def _status_of(succeeded: int, failed: int) -> str:

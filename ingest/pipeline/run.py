@@ -40,8 +40,23 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Select, case, exists, func, literal, select, true, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Integer,
+    Interval,
+    Select,
+    Text,
+    bindparam,
+    case,
+    exists,
+    func,
+    literal,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.orm import Session
 
 from ingest import metrics
@@ -59,7 +74,7 @@ from ingest.batches import (
     recount,
 )
 from ingest.corrections import plan_correction
-from ingest.db import lock_xact, session_scope
+from ingest.db import Prebuilt, advisory_xact_lock, session_scope
 from ingest.errors import (
     CORRECTABLE,
     INTERNAL_ERROR,
@@ -161,6 +176,20 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+# The statements every file runs are built once (``Prebuilt``), on the tables (Core): what
+# changes per call is a bind parameter. ``now`` is this process's clock (``updated_at``, as
+# before); ``func.now()`` the transaction's.
+_EVENTS = FileEvent.__table__
+_EV = _EVENTS.c
+_STAGES = FileProcessingStatus.__table__
+_FILES = BatchFile.__table__
+_BATCHES = BatchProcessingSession.__table__
+_NOW = bindparam("now", type_=DateTime(timezone=True))
+_EVENT_ID = bindparam("event_id", type_=Integer)
+_DOC = bindparam("doc", type_=Text)
+_LIVE = ("received", "enqueued", "processing")
+
+
 def claim(event_id: int, lease_seconds: float = 60.0) -> ClaimedEvent | None:
     """received/enqueued/processing → processing, with a lease owned by this process.
 
@@ -171,27 +200,17 @@ def claim(event_id: int, lease_seconds: float = 60.0) -> ClaimedEvent | None:
     finds nothing, to tell an ended event from a held one and a held one from a dead owner's.
     """
     with session_scope() as s:
-        free = (FileEvent.running_since.is_(None) | FileEvent.lease_until.is_(None)
-                | (FileEvent.lease_until <= func.now()))
-        # One statement for the common cases: the claim, or the state of a finished event
-        # (read in the statement's snapshot, before the claim: only looked at when it took
-        # nothing), which is all a duplicate message of a finished event costs.
-        picked = _claiming((FileEvent.id == event_id) & free, lease_seconds).subquery()
-        state = select(FileEvent.status).where(FileEvent.id == event_id).scalar_subquery()
-        row = s.execute(
-            select(picked, state)
-            .select_from(select(literal(1)).subquery().outerjoin(picked, true()))
-        ).one()
+        row = _CLAIM.run(s, event_id=event_id, **claim_params(lease_seconds)).one()
         if row[0] is not None:
             return ClaimedEvent(*row[:-1])
-        if row[-1] not in ("received", "enqueued", "processing"):
+        if row[-1] not in _LIVE:
             return None
         current = s.execute(
             select(FileEvent.status, FileEvent.running_since, FileEvent.lease_until,
                    FileEvent.claimed_by, func.now().label("now"))
             .where(FileEvent.id == event_id).with_for_update()
         ).one_or_none()
-        if current is None or current.status not in ("received", "enqueued", "processing"):
+        if current is None or current.status not in _LIVE:
             return None
         if (current.running_since is not None and current.lease_until is not None
                 and current.lease_until > current.now
@@ -199,95 +218,123 @@ def claim(event_id: int, lease_seconds: float = 60.0) -> ClaimedEvent | None:
             log.info("event %s is held by %s until %s; not run twice", event_id,
                      current.claimed_by, current.lease_until)
             return None
-        rows = take(s, FileEvent.id == event_id, lease_seconds)
+        rows = take(s, _TAKE_ONE, lease_seconds, event_id=event_id)
     return rows[0] if rows else None
 
 
-def take(s: Session, condition: Any, lease_seconds: float) -> list[ClaimedEvent]:
-    """The claiming UPDATE of the live events that meet ``condition``; what it claimed."""
-    return [ClaimedEvent(*row) for row in s.execute(_claiming(condition, lease_seconds))]
+def claim_params(lease_seconds: float) -> dict[str, Any]:
+    """The bind parameters of a :func:`claiming` statement but for its condition's."""
+    return {"lease": timedelta(seconds=lease_seconds), "now": _now(), "owner": owner()}
 
 
-def _claiming(condition: Any, lease_seconds: float) -> Select[Any]:
+def take(s: Session, claiming: Prebuilt, lease_seconds: float,
+         **params: Any) -> list[ClaimedEvent]:
+    """Run a :func:`claiming` statement (``params`` bind its condition); what it claimed."""
+    return [ClaimedEvent(*row)
+            for row in claiming.run(s, **claim_params(lease_seconds), **params)]
+
+
+def claiming(condition: Any) -> Select[Any]:
     """The claiming UPDATE of the live events that meet ``condition``, as a SELECT of the
-    :class:`ClaimedEvent` fields.
+    :class:`ClaimedEvent` fields (binds ``lease``, ``now`` and ``owner``:
+    :func:`claim_params`).
 
     For an upsert the same statement checks whether it is superseded already, opens its
     ``download`` stage row unless it is, and reads the batch an earlier attempt joined:
     one round trip where there were two transactions.
     """
     taken = (
-        update(FileEvent)
-        .where(FileEvent.status.in_(("received", "enqueued", "processing")), condition)
-        .values(status="processing", attempts=FileEvent.attempts + 1, updated_at=_now(),
+        update(_EVENTS)
+        .where(_EV.status.in_(_LIVE), condition)
+        .values(status="processing", attempts=_EV.attempts + 1, updated_at=_NOW,
                 # still set = the previous attempt died with its worker process
-                worker_losses=FileEvent.worker_losses + case(
-                    (FileEvent.running_since.is_not(None), 1), else_=0),
+                worker_losses=_EV.worker_losses + case(
+                    (_EV.running_since.is_not(None), 1), else_=0),
                 running_since=func.now(),
-                lease_until=func.now() + timedelta(seconds=lease_seconds),
-                claimed_by=owner())
-        .returning(
-            FileEvent.id, FileEvent.event, FileEvent.document_id,
-            FileEvent.entry_updated_at, FileEvent.payload, FileEvent.attempts,
-            FileEvent.worker_losses,
-        )
+                lease_until=func.now() + bindparam("lease", type_=Interval),
+                claimed_by=bindparam("owner", type_=Text))
+        .returning(_EV.id, _EV.event, _EV.document_id, _EV.entry_updated_at, _EV.payload,
+                   _EV.attempts, _EV.worker_losses)
         .cte("taken")
     )
     stale = taken.c.event.in_(UPSERT_EVENTS) & exists().where(
-        _supersedes(FileEvent, taken.c.id, taken.c.document_id, taken.c.entry_updated_at,
+        _supersedes(_EV, taken.c.id, taken.c.document_id, taken.c.entry_updated_at,
                     upsert=True))
     opened = (
-        insert(FileProcessingStatus)
+        insert(_STAGES)
         .from_select(["file_event_id", "file_document_id", "processing_stage", "status"],
                      select(taken.c.id, taken.c.document_id, literal("download"),
                             literal("processing"))
                      .where(taken.c.event.in_(UPSERT_EVENTS), ~stale))
-        .returning(FileProcessingStatus.id, FileProcessingStatus.file_event_id)
+        .returning(_STAGES.c.id, _STAGES.c.file_event_id)
         .cte("opened")
     )
-    joined = (select(BatchFile.batch_id).where(BatchFile.file_event_id == taken.c.id)
+    joined = (select(_FILES.c.batch_id).where(_FILES.c.file_event_id == taken.c.id)
               .scalar_subquery())
     return (select(*taken.c, stale, opened.c.id, joined)
             .select_from(taken.outerjoin(opened, opened.c.file_event_id == taken.c.id)))
 
 
+def _claim_by_id() -> Select[Any]:
+    """:func:`claiming` of event ``event_id`` unless a live attempt holds it, beside the
+    event's status (read in the statement's snapshot, before the claim: only looked at when
+    it took nothing), which is all a duplicate message of a finished event costs."""
+    free = (_EV.running_since.is_(None) | _EV.lease_until.is_(None)
+            | (_EV.lease_until <= func.now()))
+    picked = claiming((_EV.id == _EVENT_ID) & free).subquery()
+    state = select(_EV.status).where(_EV.id == _EVENT_ID).scalar_subquery()
+    return select(picked, state).select_from(
+        select(literal(1)).subquery().outerjoin(picked, true()))
+
+
 def _supersedes(other: Any, event_id: Any, document_id: Any, updated_at: Any, *,
                 upsert: bool) -> Any:
-    """The condition on a row ``other`` of ``file_events`` that supersedes the event
-    (DESIGN §7): any event loses to one with a later ``updatedAt``; an upsert also loses to
-    a delete with the same ``updatedAt`` (a delete wins over an older or equal create)."""
+    """The condition on a row ``other`` of ``file_events`` (its columns) that supersedes the
+    event (DESIGN §7): any event loses to one with a later ``updatedAt``; an upsert also
+    loses to a delete with the same ``updatedAt`` (a delete wins over an older or equal
+    create)."""
     newer = (other.entry_updated_at > updated_at) & (other.status != "ignored")
     if upsert:
         newer = newer | (other.event.in_(DELETE_EVENTS) & (other.entry_updated_at >= updated_at))
     return (other.document_id == document_id) & (other.id != event_id) & newer
 
 
-def superseded(ev: ClaimedEvent) -> Any:
-    """Whether a newer event of the same document supersedes ``ev``, as a SQL expression."""
-    return exists().where(_supersedes(FileEvent, ev.id, ev.document_id, ev.entry_updated_at,
-                                      upsert=event_kind(ev.event) == "upsert"))
+def _lock_document(upsert: bool) -> Prebuilt:
+    superseded = exists().where(_supersedes(
+        _EV, _EVENT_ID, _DOC, bindparam("updated", type_=DateTime(timezone=True)),
+        upsert=upsert))
+    return Prebuilt(select(advisory_xact_lock(_DOC), superseded))
+
+
+_CLAIM = Prebuilt(_claim_by_id())
+_TAKE_ONE = Prebuilt(claiming(_EV.id == _EVENT_ID))
+_LOCK_DOCUMENT = {upsert: _lock_document(upsert) for upsert in (True, False)}
+_FINISH = Prebuilt(
+    update(_EVENTS)
+    .where(_EV.id == _EVENT_ID, _EV.status == "processing")
+    .values(status=bindparam("to_status", type_=Text), last_error=bindparam("error", type_=Text),
+            updated_at=_NOW, **ATTEMPT_ENDED)
+    .returning(_EV.id)
+)
 
 
 def lock_document(s: Session, ev: ClaimedEvent) -> bool:
     """Take the document's advisory lock for the transaction; return whether ``ev`` is
-    superseded (one statement).
+    superseded by a newer event of the same document (one statement).
 
     The check reads the snapshot of before the lock was granted. That is enough: the rows
     it reads are events, which are stored before any worker takes the lock for them, so a
     newer event whose holder we waited for was already there when we asked.
     """
-    return bool(lock_xact(s, ev.document_id, superseded(ev))[1])
+    locking = _LOCK_DOCUMENT[event_kind(ev.event) == "upsert"]
+    return bool(locking.run(s, event_id=ev.id, doc=ev.document_id,
+                            updated=ev.entry_updated_at).one()[1])
 
 
 def finish(s: Session, event_id: int, status: str, error: str | None = None) -> bool:
     """processing → a terminal status; False if another run finished it first."""
-    done = s.execute(
-        update(FileEvent)
-        .where(FileEvent.id == event_id, FileEvent.status == "processing")
-        .values(status=status, last_error=error, updated_at=_now(), **ATTEMPT_ENDED)
-        .returning(FileEvent.id)
-    ).first()
-    return done is not None
+    return _FINISH.run(s, event_id=event_id, to_status=status, error=error,
+                       now=_now()).first() is not None
 
 
 def end_attempt(event_id: int) -> None:
@@ -308,32 +355,55 @@ class StageRow:
     saw: ObjectInfo | None = None
 
 
-def _ending(ev_id: int, row: StageRow, status: str,
-            exc: BaseException | None = None) -> list[Any]:
-    """The writes that end ``row``, as CTEs: they run in the statement that follows them (the
-    next stage's start, the outcome it led to), so no reader sees a finished event whose last
-    stage still runs, nor a stage whose successor is missing."""
-    row.ended = True
-    ctes = [update(FileProcessingStatus).where(FileProcessingStatus.id == row.row_id)
-            .values(status=status, stage_end_time=func.now(), updated_at=_now(),
-                    error_message=str(exc) if exc else None,
-                    error_details={"exception": type(exc).__name__} if exc else None)
-            .returning(FileProcessingStatus.id).cte("ended")]
-    if row.saw is not None:
-        ctes.append(update(FileEvent).where(FileEvent.id == ev_id)
-                    .values(object_key=row.saw.key, object_etag=row.saw.etag,
-                            object_size=row.saw.size)
-                    .returning(FileEvent.id).cte("saw"))
+def _ending(saw: bool) -> list[Any]:
+    """The writes that end a stage row, as CTEs: they run in the statement that follows them
+    (the next stage's start, the outcome it led to), so no reader sees a finished event whose
+    last stage still runs, nor a stage whose successor is missing. Binds
+    :func:`_ending_params`; with ``saw``, also what the attempt saw, on the event."""
+    ctes = [update(_STAGES).where(_STAGES.c.id == bindparam("row_id", type_=Integer))
+            .values(status=bindparam("end_status", type_=Text), stage_end_time=func.now(),
+                    updated_at=_NOW, error_message=bindparam("error", type_=Text),
+                    error_details=bindparam("details", type_=JSONB))
+            .returning(_STAGES.c.id).cte("ended")]
+    if saw:
+        ctes.append(update(_EVENTS).where(_EV.id == _EVENT_ID)
+                    .values(object_key=bindparam("saw_key", type_=Text),
+                            object_etag=bindparam("saw_etag", type_=Text),
+                            object_size=bindparam("saw_size", type_=BigInteger))
+                    .returning(_EV.id).cte("saw"))
     return ctes
 
 
-def _open_stage(ev: ClaimedEvent, name: str, *, status: str = "processing") -> Any:
-    """The INSERT of a stage row of ``ev``, returning its id."""
-    values: dict[str, Any] = {"file_event_id": ev.id, "file_document_id": ev.document_id,
-                              "processing_stage": name, "status": status}
+def _ending_params(ev_id: int, row: StageRow, status: str,
+                   exc: BaseException | None = None) -> dict[str, Any]:
+    """The bind parameters of :func:`_ending` that end ``row`` with ``status`` (use the
+    ``saw`` variant when ``row.saw`` is set); ``row`` counts as ended from here on."""
+    row.ended = True
+    params = {"row_id": row.row_id, "end_status": status, "now": _now(),
+              "error": str(exc) if exc else None,
+              "details": {"exception": type(exc).__name__} if exc else None}
+    if row.saw is not None:
+        params |= {"event_id": ev_id, "saw_key": row.saw.key, "saw_etag": row.saw.etag,
+                   "saw_size": row.saw.size}
+    return params
+
+
+def _stage_row(status: str) -> Any:
+    """The INSERT of a stage row of event ``event_id`` (binds also ``doc`` and ``stage``),
+    returning its id."""
+    values: dict[str, Any] = {"file_event_id": _EVENT_ID, "file_document_id": _DOC,
+                              "processing_stage": bindparam("stage", type_=Text),
+                              "status": status}
     if status != "processing":
         values["stage_end_time"] = func.now()
-    return insert(FileProcessingStatus).values(**values).returning(FileProcessingStatus.id)
+    return insert(_STAGES).values(**values).returning(_STAGES.c.id)
+
+
+_OPEN_STAGE = Prebuilt(_stage_row("processing"))
+#: A stage's row, with the end of the stage before it (and of what that one saw, or not).
+_NEXT_STAGE = {saw: Prebuilt(_stage_row("processing").add_cte(*_ending(saw)))
+               for saw in (False, True)}
+_END_STAGE = {saw: Prebuilt(select(literal(1)).add_cte(*_ending(saw))) for saw in (False, True)}
 
 
 @contextmanager
@@ -348,11 +418,12 @@ def stage(ev: ClaimedEvent, name: str, *, started: StageRow | None = None,
     """
     current = started
     if current is None:
-        opening = _open_stage(ev, name)
+        opening, params = _OPEN_STAGE, {"event_id": ev.id, "doc": ev.document_id, "stage": name}
         if after is not None and not after.ended:
-            opening = opening.add_cte(*_ending(ev.id, after, "success"))
+            opening = _NEXT_STAGE[after.saw is not None]
+            params |= _ending_params(ev.id, after, "success")
         with session_scope() as s:
-            current = StageRow(s.execute(opening).scalar_one())
+            current = StageRow(opening.run(s, **params).scalar_one())
     try:
         yield current
     except Exception as exc:
@@ -366,8 +437,9 @@ def stage(ev: ClaimedEvent, name: str, *, started: StageRow | None = None,
 
 def _end_stage(ev: ClaimedEvent, row: StageRow, status: str,
                exc: BaseException | None) -> None:
+    ending = _END_STAGE[row.saw is not None]
     with session_scope() as s:
-        s.execute(select(literal(1)).add_cte(*_ending(ev.id, row, status, exc)))
+        ending.run(s, **_ending_params(ev.id, row, status, exc))
 
 
 def resolve_entry(ev: ClaimedEvent, cms: CmsClient) -> FileEntry:
@@ -568,24 +640,32 @@ def upsert_steps(ev: ClaimedEvent, svc: Services) -> UpsertSteps:
         if stored is None:
             with metrics.timed("store"):
                 stored = svc.vectors.replace_documents([replacement])[0]
-        # One statement: the event done, the storage stage ended and the completed one
-        # written, the file's outcome in its batch with the batch row locked for its count.
-        outcome = file_outcome(ev.id, succeeded=True, chunks=stored).cte("outcome")
-        locked = (select(BatchProcessingSession.id)
-                  .where(BatchProcessingSession.batch_id.in_(select(outcome.c.batch_id)))
-                  .with_for_update().cte("locked"))
-        done = (update(FileEvent)
-                .where(FileEvent.id == ev.id, FileEvent.status == "processing")
-                .values(status="done", last_error=None, updated_at=_now(), **ATTEMPT_ENDED)
-                .returning(FileEvent.id).cte("done"))
-        completed = _open_stage(ev, "completed", status="success").cte("completed")
-        counted = s.execute(
-            select(outcome.c.batch_id, select(func.count()).select_from(locked)
-                   .scalar_subquery())  # a SELECT in WITH runs only where it is used
-            .add_cte(*_ending(ev.id, storage, "success"), done, completed)
-        ).scalars().first()
+        counted = _STORED.run(s, event_id=ev.id, doc=ev.document_id, stage="completed",
+                              chunks=stored, **_ending_params(ev.id, storage, "success")
+                              ).scalars().first()
         due = recount(s, counted) if counted is not None else None
     return Outcome("done", chunks=stored, batch_id=counted or joined, batch_open_until=due)
+
+
+def _stored() -> Select[Any]:
+    """The end of an upsert that stored its chunks, in one statement: the event done, the
+    storage stage ended and the completed one written, the file's outcome in its batch with
+    the batch row locked for its count; returns the batch and that count."""
+    outcome = file_outcome(succeeded=True).cte("outcome")
+    locked = (select(_BATCHES.c.id)
+              .where(_BATCHES.c.batch_id.in_(select(outcome.c.batch_id)))
+              .with_for_update().cte("locked"))
+    done = (update(_EVENTS)
+            .where(_EV.id == _EVENT_ID, _EV.status == "processing")
+            .values(status="done", last_error=None, updated_at=_NOW, **ATTEMPT_ENDED)
+            .returning(_EV.id).cte("done"))
+    completed = _stage_row("success").cte("completed")
+    return (select(outcome.c.batch_id, select(func.count()).select_from(locked)
+                   .scalar_subquery())  # a SELECT in WITH runs only where it is used
+            .add_cte(*_ending(saw=False), done, completed))  # storage sees no object
+
+
+_STORED = Prebuilt(_stored())
 
 
 def run_steps(steps: UpsertSteps, svc: Services) -> Outcome:

@@ -28,11 +28,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import BigInteger, case, cast, exists, func, select
-from sqlalchemy.orm import aliased
+from sqlalchemy import BigInteger, Integer, Text, bindparam, case, cast, exists, func, select
 
 from ingest import metrics
-from ingest.db import session_scope
+from ingest.db import Prebuilt, session_scope
 from ingest.errors import PermanentError
 from ingest.events import UPSERT_EVENTS, event_kind
 from ingest.leases import heartbeat
@@ -48,6 +47,7 @@ from ingest.pipeline.run import (
     Write,
     check_losses,
     claim_bound,
+    claiming,
     default_services,
     end_attempt,
     failed,
@@ -116,26 +116,36 @@ def co_claim(ev: ClaimedEvent, settings: Settings) -> list[ClaimedEvent]:
     if (settings.ingest_group_files < 2 or event_kind(ev.event) != "upsert" or ev.stale
             or first_size is None or first_size >= settings.ingest_group_max_bytes):
         return []
-    budget = settings.ingest_group_max_bytes - first_size
-    size = FileEvent.payload["entry"]["size_bytes"].astext
+    with session_scope() as s:
+        return take(s, _CO_CLAIM, settings.event_lease_seconds, doc=ev.document_id,
+                    budget=settings.ingest_group_max_bytes - first_size,
+                    others=settings.ingest_group_files - 1)
+
+
+def _co_claim() -> Any:
+    """The claim of :func:`co_claim`, built once: the oldest small upserts waiting that are
+    not of document ``doc`` and fit ``budget`` bytes together, at most ``others`` of them."""
+    events = FileEvent.__table__
+    ev = events.c
+    budget = bindparam("budget", type_=BigInteger)
+    size = ev.payload["entry"]["size_bytes"].astext
     size_bytes = case((size.regexp_match(r"^[0-9]{1,15}$"), cast(size, BigInteger)),
                       else_=None)
-    older = aliased(FileEvent)
+    older = events.alias("older")
     # Only the oldest live event of a document: two events of one document in a group
     # would wait for each other's document lock.
     first_of_document = ~exists().where(
-        older.document_id == FileEvent.document_id, older.id < FileEvent.id,
-        older.status.in_(("received", "enqueued", "processing")))
+        older.c.document_id == ev.document_id, older.c.id < ev.id,
+        older.c.status.in_(("received", "enqueued", "processing")))
     # Chosen once, in a materialized CTE: as a plain subquery of the UPDATE, PostgreSQL
     # re-runs it to re-check a row that changed meanwhile, and with SKIP LOCKED a re-run
     # picks other rows, so the LIMIT did not hold (make bench: a group of 29).
     waiting = (
-        select(FileEvent.id, size_bytes.label("size"))
-        .where(FileEvent.status == "enqueued", FileEvent.event.in_(UPSERT_EVENTS),
-               size_bytes <= budget, FileEvent.document_id != ev.document_id,
-               first_of_document)
-        .order_by(FileEvent.id)
-        .limit(settings.ingest_group_files - 1)
+        select(ev.id, size_bytes.label("size"))
+        .where(ev.status == "enqueued", ev.event.in_(UPSERT_EVENTS), size_bytes <= budget,
+               ev.document_id != bindparam("doc", type_=Text), first_of_document)
+        .order_by(ev.id)
+        .limit(bindparam("others", type_=Integer))
         .with_for_update(skip_locked=True)
         .cte("waiting")
         .prefix_with("MATERIALIZED")
@@ -144,8 +154,10 @@ def co_claim(ev: ClaimedEvent, settings: Settings) -> list[ClaimedEvent]:
     running = select(waiting.c.id, func.sum(waiting.c.size).over(order_by=waiting.c.id)
                      .label("total")).subquery()
     within = select(running.c.id).where(running.c.total <= budget)
-    with session_scope() as s:
-        return take(s, FileEvent.id.in_(within), settings.event_lease_seconds)
+    return claiming(ev.id.in_(within))
+
+
+_CO_CLAIM = Prebuilt(_co_claim())
 
 
 @dataclass
