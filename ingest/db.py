@@ -70,12 +70,8 @@ _autocommit_engine: Engine | None = None
 
 
 def _create_engine(**options: Any) -> Engine:
-    # At most 15 connections a process, as before, but all of them kept: a group of small
-    # files holds one per file (up to 12) at once, and overflow connections above a smaller
-    # pool were closed and opened again for every group (a PostgreSQL backend each time).
-    # A process that never works concurrently (gunicorn's sync workers) still opens one.
     return create_engine(get_settings().database_url, pool_recycle=POOL_RECYCLE_SECONDS,
-                         pool_size=15, max_overflow=0, future=True, **options)
+                         pool_size=5, max_overflow=10, future=True, **options)
 
 
 def get_engine() -> Engine:
