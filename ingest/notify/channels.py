@@ -13,9 +13,8 @@ Any other URL is refused (``ValueError``), so a CMS editor cannot point the serv
 arbitrary protocol. User text (file names, error messages) is cleaned and escaped for the
 channel: it is posted as plain text, which Apprise escapes for each (on Slack ``<``, ``>``
 and ``&``, with formatting off, so a file named ``<!channel>`` can never ping a whole
-channel; Markdown for Teams). The
-channel's URL holds its secret: only its privacy-masked form (:attr:`Target.label`) is
-logged or shown.
+channel; Markdown for Teams). The channel's URL holds its secret: only its privacy-masked
+form (:attr:`Target.label`) is logged or shown.
 
 E-mail is not a channel of this registry: the uploader's summary e-mail keeps its own path
 (``ingest.mail``).
