@@ -85,7 +85,7 @@ bench: install services $(BENCH_STAMP)
 bench-webhooks: $(STAMP) services
 	$(BIN)/python -m bench.e2e --only webhooks --rounds $(ROUNDS)
 
-# Only the one-chunk memos of bench (300 memos: the loop, then the service, ROUNDS times back
+# Only the one-chunk memos of bench (1,000 memos: the loop, then the service, ROUNDS times back
 # to back; files/s, worker CPU per file over the loop's, SQL per file; every round and the
 # medians), on the bench's whole stack with the model: about a minute a round. Not part of test.
 bench-memos: install services

@@ -2,15 +2,16 @@
 
 ``processes`` plain processes (as many as the worker's prefork children) take files from one
 queue and do, per file, exactly the stages the worker does, with the same ``ingest/``
-functions: ``S3Store.open().read()`` from the same S3 server, ``_extract_chunks`` (the
-worker's ``extract_blocks`` + ``chunk_blocks``), the process's embedder (``get_embedder``,
-torch threads = cores ÷ processes, as ``workers/app.py`` sets them) and
+functions and adapters (``default_services``): ``S3Store.open().read()`` from the same S3
+server, ``_extract_chunks`` (the worker's ``extract_blocks`` + ``chunk_blocks``), the
+process's embedder (torch threads = cores ÷ processes, as ``workers/app.py`` sets them) and
 ``VectorStore.replace_document`` on the same Chroma server (its own collection). No Celery,
 no database, no web, no batches, no stage rows.
 
-Each process loads its embedder and warms it up before the clock starts (the worker also
-does that before its first task); the loop's figures are the wall time from the common start
-to the last file, and the CPU time (``getrusage``, all threads) the processes spent on files.
+Each process warms up as a worker's process does when it starts (``warm_up``: adapters,
+embedder, tokenizer) before the clock starts; the loop's figures are the wall time from the
+common start to the last file, and the CPU time (``getrusage``, all threads) the processes
+spent on files.
 """
 
 from __future__ import annotations
@@ -43,21 +44,19 @@ def _cpu() -> float:
 
 
 def _work(env: dict[str, str], processes: int, entries: Any, start: Any, out: Any) -> None:
+    os.environ.clear()  # exactly ``env``: no metrics directory of the service's, say
     os.environ.update(env)
-    from ingest.adapters.s3 import S3Store
-    from ingest.adapters.vectors import VectorStore
     from ingest.events import FileEntry
-    from ingest.pipeline.embedding import get_embedder, limit_torch_threads
-    from ingest.pipeline.run import _chunk_metadata, _extract_chunks
+    from ingest.pipeline.embedding import limit_torch_threads
+    from ingest.pipeline.run import _chunk_metadata, _extract_chunks, warm_up
     from ingest.settings import get_settings
 
     settings = get_settings()
     if settings.embedding_backend == "minilm":
         limit_torch_threads(processes)
-    embedder = get_embedder(settings.embedding_backend)
-    embedder.embed(["warm-up"])
-    s3, vectors = S3Store(settings), VectorStore(settings)
-    _ = vectors.collection, vectors.max_batch_size  # the worker's adapters are warm too
+    svc = warm_up()  # what a worker's process does when it starts
+    s3, vectors, embedder = svc.s3, svc.vectors, svc.embedder
+    _ = vectors.collection, vectors.max_batch_size  # the worker has used them before too
     start.wait()
     began, cpu, done, errors, last = time.monotonic(), _cpu(), 0, 0, time.monotonic()
     while True:

@@ -98,6 +98,7 @@ class Stack:
         shutil.rmtree(self.folder, ignore_errors=True)
         self.folder.mkdir(parents=True)
         os.chmod(self.folder, 0o755)  # noqa: S103 - user postgres must reach its data folder
+        self.metrics_dir.mkdir()
         self.pg, self.redis = ThrowawayPostgres(self.folder / "pg"), \
             ThrowawayRedis(self.folder / "redis")
         try:
@@ -112,6 +113,8 @@ class Stack:
             self.env = demo.environment(self.ports, self.backend) | {
                 "DATABASE_URL": self.pg.url(DB), "REDIS_URL": self.redis.url(0),
                 "CELERY_BROKER_URL": self.redis.url(1),
+                # as deployed: every process's metrics in one directory (see stage_cpu)
+                "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
             } | self.overrides
             os.environ.update(self.env)  # this process reads the same settings
             from ingest.settings import get_settings
@@ -133,6 +136,22 @@ class Stack:
 
     def __exit__(self, *exc: object) -> None:
         self.supervisor.stop()
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.folder / "prometheus"
+
+    def stage_cpu(self) -> float:
+        """CPU seconds the stack's processes have spent in the pipeline's stages so far
+        (``kb_ingest_stage_cpu_seconds_total``, every stage, summed over the processes)."""
+        from prometheus_client import CollectorRegistry
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(self.metrics_dir))
+        return sum(sample.value for family in registry.collect()
+                   for sample in family.samples
+                   if sample.name == "kb_ingest_stage_cpu_seconds_total")
 
     def _report(self, service: procs.Service, seconds: float) -> None:
         if not self.quiet:

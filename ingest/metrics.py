@@ -91,6 +91,9 @@ STAGE_SECONDS = Histogram(
     "kb_ingest_stage_duration_seconds", "Duration of a successful pipeline stage (download, "
     "extract, chunk, embed, store)", ["stage"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600))
+STAGE_CPU_SECONDS = Counter(
+    "kb_ingest_stage_cpu_seconds", "CPU time (process time, all threads) spent in successful "
+    "pipeline stages, by stage: what is left of the worker's CPU is orchestration", ["stage"])
 HTTP_SECONDS = Histogram(
     "kb_ingest_http_request_duration_seconds", "Time the web process took to answer, by "
     "route and method", ["route", "method"],
@@ -105,7 +108,7 @@ PROCESSES = Gauge(
 
 PROCESS_METRICS = (FILES, TASK_RETRIES, EMAIL_OUTCOMES, EMAIL_DEFERRED, EMAIL_RATE_UNCHECKED,
                    CHANNEL_DELIVERIES, CORRECTION_OUTCOMES, WEBHOOKS, BROKER_RESTORES,
-                   STAGE_SECONDS, HTTP_SECONDS, EMAIL_DUE_TO_SENT, PROCESSES)
+                   STAGE_SECONDS, STAGE_CPU_SECONDS, HTTP_SECONDS, EMAIL_DUE_TO_SENT, PROCESSES)
 
 
 def multiprocess_mode() -> bool:
@@ -115,10 +118,12 @@ def multiprocess_mode() -> bool:
 
 @contextmanager
 def timed(stage: str) -> Iterator[None]:
-    """Observe the stage's duration if the block succeeds (a failure is not a duration)."""
-    started = time.perf_counter()
+    """Observe the stage's duration and CPU time if the block succeeds (a failure is not a
+    duration)."""
+    started, cpu = time.perf_counter(), time.process_time()
     yield
     STAGE_SECONDS.labels(stage).observe(time.perf_counter() - started)
+    STAGE_CPU_SECONDS.labels(stage).inc(time.process_time() - cpu)
 
 
 def process_registry() -> CollectorRegistry:

@@ -110,6 +110,7 @@ def test_files_stages_emails_and_corrections_reach_the_web_metrics(
     for stage in ("extract", "chunk", "embed", "store"):  # the corrupt PDF stops at extract
         assert delta("kb_ingest_stage_duration_seconds_count", stage=stage) >= 1, stage
         assert delta("kb_ingest_stage_duration_seconds_sum", stage=stage) > 0, stage
+        assert delta("kb_ingest_stage_cpu_seconds_total", stage=stage) > 0, stage
     assert delta("kb_ingest_http_request_duration_seconds_count",
                  route="/webhooks/cms", method="POST") == 2
     assert delta("kb_ingest_webhooks_total", outcome="accepted") == 2

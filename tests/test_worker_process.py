@@ -67,6 +67,16 @@ def test_embedded_chroma_pins_the_worker_to_one_process(tmp_path: Path) -> None:
         stop(proc)
 
 
+def test_each_pool_process_warms_up_before_its_first_task(
+    subprocess_worker: tuple[Any, Path]
+) -> None:
+    """Adapters, embedder and tokenizer are built when a pool process starts, not by the
+    first file it takes (``warm_up``)."""
+    _proc, log = subprocess_worker
+    wait_until(lambda: log.read_text(errors="replace").count("pipeline warm in") >= 2, 30, 0.2)
+    assert "warming up the pipeline failed" not in log.read_text(errors="replace")
+
+
 def test_a_killed_worker_process_loses_no_file(
     subprocess_worker: tuple[Any, Path], s3_server: Any
 ) -> None:

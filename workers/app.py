@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from typing import Any
 
 from celery import Celery
@@ -34,6 +35,7 @@ from ingest import log_context, metrics
 from ingest.db import reset_engine
 from ingest.logging_setup import configure_logging
 from ingest.pipeline.embedding import backend_problem
+from ingest.pipeline.run import warm_up
 from ingest.redis_client import clear_worker_refusal, record_worker_refusal
 from ingest.settings import get_settings
 
@@ -114,16 +116,22 @@ def _init_process(**_: Any) -> None:
     reset_engine()
     metrics.PROCESSES.labels("worker").set(1)
     settings = get_settings()
+    threads = 0
     if settings.embedding_backend == "minilm":
-        from ingest.pipeline.embedding import get_embedder, limit_torch_threads
+        from ingest.pipeline.embedding import limit_torch_threads
 
         threads = limit_torch_threads(_concurrency)
-        embedder = get_embedder(settings.embedding_backend)
-        log.info(
-            "embedding model %s loaded in %.2fs (%.2fs with imports; torch threads: %d)",
-            embedder.name, getattr(embedder, "load_seconds", 0.0),
-            getattr(embedder, "cold_start_seconds", 0.0), threads,
-        )
+    started = time.perf_counter()
+    try:
+        embedder = warm_up().embedder
+    except Exception as exc:  # noqa: BLE001 - the first task builds what is missing
+        log.warning("warming up the pipeline failed (%s: %s); the first file builds it",
+                    type(exc).__name__, exc)
+        return
+    log.info("embedding model %s loaded in %.2fs (%.2fs with imports; torch threads: %d); "
+             "pipeline warm in %.2fs", embedder.name, getattr(embedder, "load_seconds", 0.0),
+             getattr(embedder, "cold_start_seconds", 0.0), threads,
+             time.perf_counter() - started)
 
 
 @worker_ready.connect

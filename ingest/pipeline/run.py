@@ -133,6 +133,19 @@ def default_services() -> Services:
     )
 
 
+def warm_up() -> Services:
+    """Build the process's adapters and run its embedder (and tokenizer) once, so that the
+    first file a new process takes does not pay for them. Touches no remote system: S3,
+    Chroma and the CMS are reached on first use, as before."""
+    svc = default_services()
+    svc.embedder.embed(["warm-up"])
+    if svc.embedder.name == "minilm":
+        from ingest.pipeline.tokens import minilm_tokenizer
+
+        minilm_tokenizer()
+    return svc
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What became of an event: ``done``, ``ignored`` (stale), ``failed`` or ``skipped``."""
