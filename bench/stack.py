@@ -34,6 +34,8 @@ from devtools.throwaway import ThrowawayPostgres, ThrowawayRedis
 DB = "kb_bench"
 SERVICE_ROLE, OBSERVER = "postgres", "bench_observer"
 COMPANY, BOT = 42, 7
+#: The concurrency of the notifications worker, as in docker-compose.yml.
+NOTIFIER = 4
 
 
 class Server:
@@ -158,8 +160,10 @@ class Stack:
             print(f"  {service.name:<7} ready in {seconds:5.1f}s")
 
     def services(self, backend: str) -> list[procs.Service]:
-        """The processes of ``devtools.demo.services`` with their logs under the folder."""
-        return demo.services(self.ports, backend, True, root=self.folder)
+        """The processes of ``devtools.demo.services`` with their logs under the folder;
+        wanting ``notifier`` splits the queues between two workers as deployed."""
+        return demo.services(self.ports, backend, True, root=self.folder,
+                             notifier=NOTIFIER if "notifier" in self.wanted else 0)
 
     def service(self, name: str) -> procs.Service:
         """A started process by name."""

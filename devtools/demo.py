@@ -82,16 +82,31 @@ def environment(ports: dict[str, int], backend: str) -> dict[str, str]:
 
 
 def services(ports: dict[str, int], backend: str, standin: bool,
-             root: Path = DEMO) -> list[procs.Service]:
+             root: Path = DEMO, notifier: int = 0) -> list[procs.Service]:
     """Infrastructure first, then the CMS stand-in (unless Strapi) and the three processes;
-    their logs, data and e-mails under ``root`` (``.demo/``; ``bench/`` passes its own)."""
+    their logs, data and e-mails under ``root`` (``.demo/``; ``bench/`` passes its own).
+
+    ``notifier``: as deployed (docker-compose, k8s), a second worker of that concurrency
+    takes the ``notifications`` and ``corrections`` queues and ``worker`` only ``ingest``;
+    with 0 one worker takes all three."""
     url, log = "http://127.0.0.1:{}".format, (root / "logs").joinpath
     gunicorn = procs.script("gunicorn")
     import gunicorn as g  # 27+ opens a shared control socket in ~/.gunicorn: not here
 
     no_socket = ["--no-control-socket"] if g.version_info >= (27,) else []
-    models = CONCURRENCY if backend == "minilm" else 0
-    worker_log = log("worker.log")
+
+    def worker(name: str, queues: str, concurrency: int) -> procs.Service:
+        models = concurrency if backend == "minilm" else 0
+        worker_log = log(f"{name}.log")
+        return procs.Service(
+            name, [procs.script("celery"), "-A", "workers", "worker", "-Q", queues, "-c",
+                   str(concurrency), "--loglevel", "INFO"], worker_log,
+            lambda: procs.log_has(worker_log, " ready.")
+            and procs.log_has(worker_log, "embedding model", models), 180)
+
+    workers = ([worker("worker", "ingest", CONCURRENCY),
+                worker("notifier", "notifications,corrections", notifier)] if notifier else
+               [worker("worker", "ingest,notifications,corrections", CONCURRENCY)])
     found = [
         procs.Service("redis", [shutil.which("redis-server") or "redis-server", "--port",
                                 str(ports["redis"]), "--bind", "127.0.0.1", "--save", "",
@@ -119,11 +134,7 @@ def services(ports: dict[str, int], backend: str, standin: bool,
         procs.Service("web", [gunicorn, "-w", "2", "-b", f"127.0.0.1:{ports['web']}",
                               *no_socket, "webhooks.app:create_app()"], log("web.log"),
                       lambda: procs.http_ok(f"{url(ports['web'])}/health"), 60),
-        procs.Service("worker", [procs.script("celery"), "-A", "workers", "worker", "-Q",
-                                 "ingest,notifications,corrections", "-c", str(CONCURRENCY),
-                                 "--loglevel", "INFO"], worker_log,
-                      lambda: procs.log_has(worker_log, " ready.")
-                      and procs.log_has(worker_log, "embedding model", models), 180),
+        *workers,
         procs.Service("beat", [procs.script("celery"), "-A", "workers", "beat", "--loglevel",
                                "INFO", "-s", str(root / "celerybeat-schedule")],
                       log("beat.log"), lambda: procs.log_has(log("beat.log"), "beat: Starting")),
