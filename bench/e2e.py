@@ -191,10 +191,9 @@ def group_rss(pid: int) -> int:
     return total
 
 
-def workers_cpu(stack: Stack) -> float:
-    """CPU seconds so far of the Celery workers (ingest and notifications), all processes."""
-    return sum(group_cpu(s.proc.pid) for s in stack.started
-               if s.name in ("worker", "notifier") and s.proc)
+def workers_cpu(by_process: dict[str, float]) -> float:
+    """The Celery workers' (ingest and notifications) part of :func:`cpu_by_process`."""
+    return sum(by_process.get(name, 0.0) for name in ("worker", "notifier"))
 
 
 def cpu_by_process(stack: Stack) -> dict[str, float]:
@@ -388,18 +387,19 @@ def run_service(stack: Stack, stored: list[Stored], timeout: float,
                 count_sql: bool) -> tuple[dict[str, Any], dict[str, Any] | None]:
     marker = event_marker(stack)
     stack.wait_settled(120)
-    idle = workers_cpu(stack)
+    idle = cpu_by_process(stack)
     time.sleep(IDLE_SECONDS)
-    idle_cpu_per_s = (workers_cpu(stack) - idle) / IDLE_SECONDS
+    idle_cpu_per_s = workers_cpu(since(idle, cpu_by_process(stack))) / IDLE_SECONDS
     if count_sql:
         sql_per_file.reset(stack.server)
         xacts = sql_per_file.transactions(stack.server)
-    by_process, began = cpu_by_process(stack), time.process_time()
-    cpu, stage_cpu = workers_cpu(stack), stack.stage_cpu()
+    by_process, began, stage_cpu = cpu_by_process(stack), time.process_time(), stack.stage_cpu()
     stack.create_entries(stored)
     wait_events(stack, marker, len(stored), timeout)
-    cpu, stage_cpu = workers_cpu(stack) - cpu, stack.stage_cpu() - stage_cpu
-    by_process = since(by_process, cpu_by_process(stack)) | {
+    by_process, stage_cpu = since(by_process, cpu_by_process(stack)), \
+        stack.stage_cpu() - stage_cpu
+    cpu = workers_cpu(by_process)
+    by_process = by_process | {
         "bench (CMS client)": time.process_time() - began}
     first, last, failed = stack.server.rows(
         """SELECT min(e.received_at), max(f.processing_end_time),

@@ -57,22 +57,19 @@ class Server:
 
     def rows(self, sql: str, args: Any = (), database: str = "postgres",
              user: str = OBSERVER) -> list[tuple[Any, ...]]:
-        """The query's rows on a kept connection (a new one if the kept one broke)."""
+        """The query's rows on a kept connection (once more on a new one if the server
+        dropped the kept one)."""
         key = (database, user)
-        for attempt in (1, 2):
-            conn = self._kept.get(key) or self._kept.setdefault(key, self.connect(*key))
-            try:
-                with conn.cursor() as cur:
-                    cur.execute(sql, args)
-                    return cur.fetchall() if cur.description else []
-            except (psycopg2.OperationalError, psycopg2.InterfaceError):
-                broken = conn.closed != 0  # the server went away: once more, connected anew
-                self._kept.pop(key, None)
-                with contextlib.suppress(psycopg2.Error):
-                    conn.close()
-                if attempt == 2 or not broken:
-                    raise
-        raise AssertionError("unreachable")
+        conn = self._kept.get(key)
+        if conn is None or conn.closed:
+            conn = self._kept[key] = self.connect(*key)
+        try:
+            return _fetch(conn, sql, args)
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            if not conn.closed:  # the query failed, not the connection
+                raise
+            conn = self._kept[key] = self.connect(*key)
+            return _fetch(conn, sql, args)
 
     def close(self) -> None:
         """Close the kept connections."""
@@ -80,6 +77,12 @@ class Server:
             with contextlib.suppress(psycopg2.Error):
                 conn.close()
         self._kept.clear()
+
+
+def _fetch(conn: Any, sql: str, args: Any) -> list[tuple[Any, ...]]:
+    with conn.cursor() as cur:
+        cur.execute(sql, args)
+        return cur.fetchall() if cur.description else []
 
 
 @dataclass(frozen=True)
